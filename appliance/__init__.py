@@ -1,0 +1,42 @@
+"""appliance: an ML platform in one box.
+
+The public plugin contract is what this module exports: ``hookimpl``, the hook specs in ``appliance.hookspecs``,
+and the objects in ``appliance.contract``. Importing ``appliance`` stays cheap: nothing heavy loads here.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import pluggy
+
+from .contract import CONTRACT_VERSION, Event, JobKind, Reply, Route, Stream
+from .errors import ApplianceError, BadRequest, ConfigError, Conflict, NotFound
+from .migrations import Migrations
+
+hookimpl = pluggy.HookimplMarker("appliance")
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "ApplianceError",
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "Event",
+    "JobKind",
+    "Migrations",
+    "NotFound",
+    "Reply",
+    "Route",
+    "Stream",
+    "hookimpl",
+]
+
+
+def __getattr__(name: str):
+    # ApiRequest pulls in the HTTP stack; only route handlers need it, so load it on first use.
+    if name == "ApiRequest":
+        from .api.request import ApiRequest
+
+        return ApiRequest
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""The control API: HTTP on loopback, behind a token, Host and Origin checks."""

@@ -1,0 +1,130 @@
+"""The core's own control API routes: health, status, plugins, jobs, events, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from ..contract import Reply, Route, Stream
+from ..errors import BadRequest
+from ..events import Subscriber
+from .request import ApiRequest
+from .server import sse_chunks
+
+
+def health(req: ApiRequest) -> dict:
+    return {"status": "stopping" if req.app.stopping.is_set() else "ok", "version": req.app.version}
+
+
+def status(req: ApiRequest) -> dict:
+    app = req.app
+    plugins = app.host.plugins.values()
+    return {
+        "version": app.version,
+        "pid": os.getpid(),
+        "home": str(app.home.root),
+        "project": str(app.config.project_dir) if app.config.project_dir else None,
+        "uptime_s": round(time.time() - app.started, 3),
+        "ports": app.ports,
+        "stopping": app.stopping.is_set(),
+        "plugins": {"loaded": sum(p.status == "loaded" for p in plugins),
+                    "failed": sum(p.status != "loaded" for p in plugins),
+                    "failures": len(app.host.failures)},
+        "jobs": app.jobs.counts(),
+        "job_kinds": sorted(app.registry("job_kinds").names()),
+    }
+
+
+def plugins(req: ApiRequest) -> dict:
+    return req.app.host.report()
+
+
+def job_kinds(req: ApiRequest) -> list:
+    reg = req.app.registry("job_kinds")
+    return [{"name": name, "plugin": reg.owner(name), "description": k.description, "gpu": k.gpu,
+             "process": k.process, "retries": k.retries, "timeout_s": k.timeout_s} for name, k in reg.items()]
+
+
+def list_jobs(req: ApiRequest) -> list:
+    return req.app.jobs.list(state=req.query.get("state") or None, kind=req.query.get("kind") or None,
+                             limit=req.int_query("limit", 100, minimum=1, maximum=10_000),
+                             before=req.int_query("before"))
+
+
+def submit_job(req: ApiRequest) -> Reply:
+    body = req.json_object()
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise BadRequest("field 'kind' is required: the name of a registered job kind")
+    unknown = set(body) - {"kind", "params", "retries", "backoff_s", "timeout_s"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; expected kind, params, retries, "
+                         "backoff_s, timeout_s")
+    for field in ("retries", "backoff_s", "timeout_s"):
+        value = body.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise BadRequest(f"field {field!r} must be a number, got {value!r}")
+    job = req.app.jobs.submit(kind, body.get("params") or {}, retries=body.get("retries"),
+                              backoff_s=body.get("backoff_s"), timeout_s=body.get("timeout_s"), origin="api")
+    return Reply(job, 202)
+
+
+def get_job(req: ApiRequest) -> dict:
+    return req.app.jobs.get(req.int_param("id"))
+
+
+def job_logs(req: ApiRequest) -> list:
+    return req.app.jobs.logs(req.int_param("id"), after=req.int_query("after", 0),
+                             limit=req.int_query("limit", 1000, minimum=1, maximum=100_000))
+
+
+def cancel_job(req: ApiRequest) -> dict:
+    return req.app.jobs.cancel(req.int_param("id"))
+
+
+def list_events(req: ApiRequest) -> list:
+    limit = req.int_query("limit", 100, minimum=1, maximum=100_000)
+    after = req.int_query("after")
+    bus = req.app.events
+    if after is None and not req.query.get("type") and not req.query.get("subject"):
+        events = bus.latest(limit)
+    else:
+        events = bus.list(after=after or 0, limit=limit, type=req.query.get("type") or None,
+                          subject=req.query.get("subject") or None)
+    return [e.to_dict() for e in events]
+
+
+async def stream_events(req: ApiRequest) -> Stream:
+    """SSE. Resumes after ``Last-Event-ID`` (or ``?after=``) with no gap; without either, live events only."""
+    after = req.headers.get("last-event-id") or req.query.get("after")
+    if after is not None and not str(after).isdigit():
+        raise BadRequest(f"'after' must be an event id, got {after!r}")
+    types = tuple(t for t in (req.query.get("type") or "").split(",") if t)
+    sub = Subscriber(asyncio.get_running_loop(), types)
+    bus = req.app.events
+    backlog = bus.subscribe(sub, int(after) if after is not None else None)
+    if types:
+        backlog = [e for e in backlog if e.type.startswith(types)]
+    return Stream(sse_chunks(bus, sub, backlog, None))
+
+
+def shutdown(req: ApiRequest) -> Reply:
+    req.app.request_stop()
+    return Reply({"status": "stopping"}, 202)
+
+
+ROUTES = [
+    Route("GET", "/health", health, "liveness and version"),
+    Route("GET", "/status", status, "what the daemon is doing"),
+    Route("GET", "/plugins", plugins, "loaded and failed plugins, with failures"),
+    Route("GET", "/job-kinds", job_kinds, "registered job kinds"),
+    Route("GET", "/jobs", list_jobs, "jobs, newest first"),
+    Route("POST", "/jobs", submit_job, "queue a job"),
+    Route("GET", "/jobs/{id}", get_job, "one job"),
+    Route("GET", "/jobs/{id}/logs", job_logs, "a job's log lines"),
+    Route("POST", "/jobs/{id}/cancel", cancel_job, "cancel a queued or running job"),
+    Route("GET", "/events", list_events, "persisted events"),
+    Route("GET", "/events/stream", stream_events, "live events (server-sent events)"),
+    Route("POST", "/shutdown", shutdown, "stop the daemon gracefully"),
+]

@@ -1,0 +1,65 @@
+"""``ApiRequest``: what a route handler receives, without tying plugins to the HTTP library."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import BadRequest
+
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+class ApiRequest:
+    def __init__(self, app: Any, method: str, path_params: Mapping[str, str], query: Mapping[str, str],
+                 headers: Mapping[str, str], body: bytes):
+        self.app = app
+        self.method = method
+        self.path_params = dict(path_params)
+        self.query = dict(query)
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        """The body parsed as JSON; an empty body is ``{}``. Bad JSON is a 400 that says where it broke."""
+        if not self.body:
+            return {}
+        if len(self.body) > MAX_JSON_BYTES:
+            raise BadRequest(f"request body is {len(self.body)} bytes; the limit is {MAX_JSON_BYTES}")
+        try:
+            return json.loads(self.body)
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"request body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")\
+                from None
+        except RecursionError:
+            raise BadRequest("request body is nested too deeply") from None
+
+    def json_object(self) -> dict:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise BadRequest(f"request body must be a JSON object, got {type(data).__name__}")
+        return data
+
+    def int_query(self, name: str, default: int | None = None, *, minimum: int = 0,
+                  maximum: int | None = None) -> int | None:
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+            raise BadRequest(f"query parameter {name!r} must be {bounds}, got {value}")
+        return value
+
+    def int_param(self, name: str) -> int:
+        raw = self.path_params.get(name, "")
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadRequest(f"{name} must be an integer, got {raw!r}") from None

@@ -1,0 +1,76 @@
+"""The control API's gate, as plain ASGI (no per-request middleware stack): Host, Origin, then the token.
+
+- Host must be a loopback name (any port) or one configured in ``[daemon] allowed_hosts``: this stops DNS
+  rebinding, where a web page's own name resolves to 127.0.0.1.
+- A mutating request (anything but GET/HEAD/OPTIONS) that carries a cross-site ``Origin`` (or
+  ``Sec-Fetch-Site: cross-site``) is refused, so a browser page cannot drive the daemon with a user's cookies
+  or a guessed token. No CORS headers are ever sent.
+- Every request needs ``Authorization: Bearer <token>``, compared in constant time. The token is never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain", "ip6-localhost"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def host_name(value: str) -> str:
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value
+
+
+def is_loopback_name(name: str) -> bool:
+    return name in LOOPBACK_NAMES or name.startswith("127.")
+
+
+class Gate:
+    def __init__(self, app, *, token: str, allowed_hosts: Iterable[str] = ()):
+        self.app = app
+        self._token = token.encode()
+        self.allowed = {h.lower() for h in allowed_hosts}
+
+    def _host_ok(self, name: str) -> bool:
+        return is_loopback_name(name) or name in self.allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = host_name(headers.get("host", ""))
+        if not host or not self._host_ok(host):
+            return await _deny(send, 403, "Forbidden host",
+                               f"Host {host or '(none)'!r} is not allowed; use 127.0.0.1 or localhost, or add "
+                               "the name to [daemon] allowed_hosts")
+        if scope["method"] not in SAFE_METHODS:
+            origin = headers.get("origin")
+            if origin is not None and (origin == "null" or not self._host_ok(host_name(urlsplit(origin).netloc))):
+                return await _deny(send, 403, "Cross-site request",
+                                   f"requests from origin {origin!r} may not change this daemon")
+            if headers.get("sec-fetch-site") == "cross-site":
+                return await _deny(send, 403, "Cross-site request", "cross-site requests may not change this daemon")
+        auth = headers.get("authorization", "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            return await _deny(send, 401, "Unauthorized",
+                               "missing bearer token; the CLI reads it from the home's token file",
+                               {"www-authenticate": "Bearer"})
+        if not hmac.compare_digest(given.strip().encode(), self._token):
+            return await _deny(send, 401, "Unauthorized", "wrong token", {"www-authenticate": "Bearer"})
+        return await self.app(scope, receive, send)
+
+
+async def _deny(send, status: int, title: str, message: str, extra: dict | None = None) -> None:
+    body = json.dumps({"error": {"title": title, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

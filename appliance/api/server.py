@@ -1,0 +1,104 @@
+"""Builds the control API's ASGI app from the registered routes (the core's and every plugin's)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import traceback
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route as StarletteRoute
+
+from ..contract import Reply, Route, Stream
+from ..errors import ApplianceError
+from .request import ApiRequest
+from .security import Gate
+
+log = logging.getLogger("appliance.api")
+
+PREFIX = "/api/v1"
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
+    body = json.dumps(data, default=str, separators=(",", ":")).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: ApplianceError) -> Response:
+    return json_response(exc.to_dict(), exc.status)
+
+
+def _endpoint(app: Any, route: Route, owner: str):
+    handler = route.handler
+    is_async = inspect.iscoroutinefunction(handler)
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body() if request.method not in ("GET", "HEAD") else b""
+        req = ApiRequest(app, request.method, request.path_params, request.query_params, request.headers, body)
+        try:
+            result = await handler(req) if is_async else await run_in_threadpool(handler, req)
+        except ApplianceError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.error("route %s failed (ref %s)\n%s", route.name, ref, traceback.format_exc())
+            app.host.record_failure(owner, f"route {route.name}", f"{type(exc).__name__}: {exc}",
+                                    traceback.format_exc())
+            return json_response({"error": {"title": "Internal error",
+                                            "message": f"the daemon failed on this request; see its log (ref {ref})"}},
+                                 500)
+        if isinstance(result, Stream):
+            return StreamingResponse(result.chunks, media_type=result.media_type,
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        if isinstance(result, Reply):
+            return json_response(result.data, result.status, dict(result.headers))
+        return json_response(result)
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    titles = {404: "Not found", 405: "Method not allowed"}
+    message = {404: f"no route {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+    return json_response({"error": {"title": titles.get(exc.status_code, "Error"),
+                                    "message": message.get(exc.status_code, str(exc.detail))}}, exc.status_code)
+
+
+def build(app: Any, routes: list[tuple[Route, str]], *, token: str, allowed_hosts: list[str]) -> Gate:
+    """The ASGI app: every route under ``/api/v1`` behind the gate. ``routes`` pairs each route with its owner."""
+    star_routes = [
+        StarletteRoute(PREFIX + r.path, _endpoint(app, r, owner), methods=[r.method.upper()])
+        for r, owner in routes
+    ]
+    star = Starlette(routes=star_routes, exception_handlers={HTTPException: _http_error})
+    return Gate(star, token=token, allowed_hosts=allowed_hosts)
+
+
+async def sse_chunks(bus, subscriber, backlog, stopping: asyncio.Event | None, heartbeat: float = 15.0):
+    """Server-sent events: the backlog, then live events, with a comment line as a heartbeat."""
+    try:
+        for ev in backlog:
+            yield _sse(ev)
+        while True:
+            try:
+                ev = await asyncio.wait_for(subscriber.queue.get(), heartbeat)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if ev is None or subscriber.overflowed:
+                return
+            yield _sse(ev)
+    finally:
+        bus.unsubscribe(subscriber)
+
+
+def _sse(ev) -> str:
+    return f"id: {ev.id}\nevent: {ev.type}\ndata: {json.dumps(ev.to_dict(), default=str)}\n\n"

@@ -1,0 +1,1 @@
+"""The ``appliance`` command line: everything but ``up`` goes through the control API."""

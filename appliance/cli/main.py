@@ -1,0 +1,322 @@
+"""``appliance``: the command line. ``up`` runs the daemon; every other command asks it over the control API."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import ApplianceError, DaemonNotRunning
+from ..home import Home, default_home
+from .output import emit_json, table, when
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+class ApplianceGroup(click.Group):
+    """Built-in commands first; plugins' commands (``register_commands``) are loaded only when asked for."""
+
+    _plugin_commands: dict[str, click.Command] | None = None
+
+    def _plugins(self, ctx: click.Context) -> dict[str, click.Command]:
+        if self._plugin_commands is None:
+            from ..host import PluginHost
+
+            home = Home((ctx.obj or {}).get("home") or default_home())
+            host = PluginHost()
+            dirs = [home.plugins_dir, Path.cwd() / "plugins"]
+            host.load_all(dropin_dirs=dirs)
+            self._plugin_commands = {}
+            for name, cmd in host.registries["commands"].items():
+                if name not in self.commands:
+                    self._plugin_commands[name] = cmd
+        return self._plugin_commands
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._plugins(ctx)))
+
+    def get_command(self, ctx, name):
+        return super().get_command(ctx, name) or self._plugins(ctx).get(name)
+
+
+def client(ctx: click.Context):
+    from .client import Client
+
+    return Client(ctx.obj["home"])
+
+
+@click.group(cls=ApplianceGroup, invoke_without_command=True)
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar="APPLIANCE_HOME",
+              help="The daemon's home (default: $APPLIANCE_HOME or ~/.local/share/appliance).")
+@click.version_option(__version__, prog_name="appliance")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None) -> None:
+    """An ML platform in one box: one daemon, one dashboard, your data never lost."""
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home or default_home()
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+# --------------------------------------------------------------------------------------------- lifecycle
+
+
+@cli.command()
+@click.option("--project", type=click.Path(path_type=Path),
+              help="Project directory or appliance.toml (default: the current directory, if it has one).")
+@click.option("--host", help="Address for the control API (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port for the control API (default 7870; 0 picks a free one).")
+@click.option("--allow-remote", is_flag=True, help="Allow a non-loopback --host (the token still applies).")
+@click.pass_context
+def up(ctx, project, host, port, allow_remote):
+    """Run the daemon in the foreground (systemd-friendly; logs to stderr and the home's logs/)."""
+    from ..daemon import run
+
+    if project is None and (Path.cwd() / "appliance.toml").is_file():
+        project = Path.cwd()
+    sys.exit(run(ctx.obj["home"], project=project, host=host, port=port, allow_remote=allow_remote))
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon to exit.")
+@click.pass_context
+def down(ctx, timeout):
+    """Stop the daemon gracefully: it finishes running jobs (up to its drain time) and exits."""
+    from ..home import pid_alive
+
+    c = client(ctx)
+    pid = c.info["pid"]
+    c.post("/shutdown")
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        raise ApplianceError(f"the daemon (pid {pid}) is still draining after {timeout:g} s", title="Still running")
+    click.echo(f"stopped daemon (pid {pid})")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx, as_json):
+    """What the daemon is doing: version, uptime, plugins, jobs."""
+    s = client(ctx).get("/status")
+    if as_json:
+        return emit_json(s)
+    click.echo(f"appliance {s['version']}  pid {s['pid']}  up {s['uptime_s']:.0f} s  home {s['home']}")
+    click.echo(f"control API port {s['ports'].get('control')}   project {s['project'] or '-'}")
+    p = s["plugins"]
+    click.echo(f"plugins: {p['loaded']} loaded, {p['failed']} not loaded, {p['failures']} failure(s) recorded")
+    jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "none"
+    click.echo(f"jobs: {jobs}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+def init(directory: Path):
+    """Create a project: an appliance.toml to keep in git, plus plugins/ and data/ folders."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "appliance.toml"
+    if path.exists():
+        raise ApplianceError(f"{path} already exists; edit it, or init another directory", title="Exists")
+    path.write_text(PROJECT_TEMPLATE)
+    (directory / "plugins").mkdir(exist_ok=True)
+    (directory / "data").mkdir(exist_ok=True)
+    click.echo(f"created {path}; start the daemon with `appliance up --project {directory}`")
+
+
+PROJECT_TEMPLATE = """\
+# The appliance project: keep this file in git. `appliance up` in this directory serves it.
+
+[daemon]
+host = "127.0.0.1"      # loopback only; serving to a LAN needs --allow-remote
+port = 7870
+workers = 4             # jobs running at once
+gpu_slots = 1           # GPU jobs running at once
+drain_seconds = 10      # on stop, how long running jobs may finish
+
+[plugins]
+allow = []              # when set, only these third-party plugins load (failures become errors)
+deny = []               # plugins never to load
+"""
+
+
+# --------------------------------------------------------------------------------------------- plugins
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def plugins(ctx, as_json):
+    """Plugins the daemon loaded or refused, the hooks each implements, and recorded failures."""
+    report = client(ctx).get("/plugins")
+    if as_json:
+        return emit_json(report)
+    rows = [(p["name"], p["source"], p["status"], p["version"] or "-", ", ".join(p["hooks"]) or "-")
+            for p in report["plugins"]]
+    table(rows, ["NAME", "SOURCE", "STATUS", "VERSION", "HOOKS"])
+    for p in report["plugins"]:
+        if p["error"]:
+            click.echo(f"\n{p['name']}: {p['error']}")
+    if report["failures"]:
+        click.echo("\nfailures (newest last; --json for tracebacks):")
+        for f in report["failures"][-20:]:
+            click.echo(f"  {when(f['time'])}  {f['plugin']}  {f['hook']}: {f['message']}")
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}")
+
+
+# --------------------------------------------------------------------------------------------- jobs
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]))
+@click.option("--kind")
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@click.pass_context
+def jobs(ctx, state, kind, limit, as_json):
+    """List jobs (newest first), or act on one: show, logs, cancel, submit."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = client(ctx).get("/jobs", state=state, kind=kind, limit=limit)
+    if as_json:
+        return emit_json(rows)
+    table([(j["id"], j["kind"], j["state"], f"{j['progress'] * 100:.0f}%", f"{j['attempt']}/{j['max_attempts']}",
+            when(j["created"]), (j["error"] or j["message"] or "")[:60]) for j in rows],
+          ["ID", "KIND", "STATE", "PROGRESS", "ATTEMPT", "CREATED", "MESSAGE"])
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@json_option
+@click.pass_context
+def jobs_show(ctx, job_id, as_json):
+    """One job in full."""
+    j = client(ctx).get(f"/jobs/{job_id}")
+    if as_json:
+        return emit_json(j)
+    for key in ("id", "kind", "state", "progress", "message", "attempt", "max_attempts", "params", "result",
+                "error"):
+        click.echo(f"{key:>13}: {j[key]}")
+    for key in ("created", "started", "finished"):
+        click.echo(f"{key:>13}: {when(j[key])}")
+
+
+@jobs.command("logs")
+@click.argument("job_id", type=int)
+@json_option
+@click.pass_context
+def jobs_logs(ctx, job_id, as_json):
+    """A job's log lines."""
+    lines = client(ctx).get(f"/jobs/{job_id}/logs", limit=100_000)
+    if as_json:
+        return emit_json(lines)
+    for entry in lines:
+        click.echo(entry["line"])
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@json_option
+@click.pass_context
+def jobs_cancel(ctx, job_id, as_json):
+    """Cancel a queued or running job."""
+    j = client(ctx).post(f"/jobs/{job_id}/cancel")
+    if as_json:
+        return emit_json(j)
+    click.echo(f"job {job_id}: {j['state']}" + (" (cancel requested)" if j["state"] == "running" else ""))
+
+
+@jobs.command("submit")
+@click.argument("kind")
+@click.option("--param", "-p", multiple=True, help="KEY=VALUE (VALUE parsed as JSON when it can be).")
+@click.option("--retries", type=int)
+@click.option("--timeout", "timeout_s", type=float)
+@click.option("--wait", is_flag=True, help="Wait for the job to finish; exit non-zero if it fails.")
+@json_option
+@click.pass_context
+def jobs_submit(ctx, kind, param, retries, timeout_s, wait, as_json):
+    """Queue a job of a registered kind."""
+    import json as _json
+
+    params = {}
+    for item in param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--param")
+        try:
+            params[key] = _json.loads(value)
+        except ValueError:
+            params[key] = value
+    c = client(ctx)
+    j = c.post("/jobs", {"kind": kind, "params": params, "retries": retries, "timeout_s": timeout_s})
+    while wait and j["state"] in ("queued", "running"):
+        time.sleep(0.2)
+        j = c.get(f"/jobs/{j['id']}")
+    if as_json:
+        emit_json(j)
+    else:
+        click.echo(f"job {j['id']} ({kind}): {j['state']}" + (f": {j['error']}" if j.get("error") else ""))
+    if wait and j["state"] != "succeeded":
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they happen.")
+@click.option("--type", "type_", help="Only events of this type (prefix with * wildcards, e.g. 'job.*').")
+@click.option("--limit", default=50, show_default=True)
+@json_option
+@click.pass_context
+def events(ctx, follow, type_, limit, as_json):
+    """Recent events, oldest first; --follow streams new ones."""
+    c = client(ctx)
+    recent = c.get("/events", limit=limit, type=type_)
+    if type_ is None:
+        recent = recent[-limit:]
+
+    def show(e: dict) -> None:
+        if as_json:
+            import json as _json
+
+            click.echo(_json.dumps(e, default=str))
+        else:
+            click.echo(f"{e['id']:>7}  {when(e['time'])}  {e['type']:<22} {e['subject']:<16} {e['data']}")
+
+    for e in recent:
+        show(e)
+    if follow:
+        last = recent[-1]["id"] if recent else None
+        prefix = type_.rstrip("*%") if type_ else None
+        for e in c.stream_events(after=last, types=prefix):
+            show(e)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except DaemonNotRunning as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(3)
+    except ApplianceError as exc:
+        click.echo(f"error: {exc.title}: {exc.message}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        os._exit(0)

@@ -1,0 +1,98 @@
+"""The objects the plugin contract hands around: what plugins register and what hooks receive.
+
+Hook *signatures* live in ``hookspecs.py``; the values those hooks pass and register live here, so a plugin
+imports both from ``appliance`` and nothing private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: The contract this appliance provides. A plugin declares ``APPLIANCE_CONTRACT = "MAJOR.MINOR"``: it loads when
+#: the major matches and its minor is not newer than ours (minors only add hooks and optional arguments).
+CONTRACT_VERSION = "1.0"
+
+
+def contract_compatible(wanted: str) -> bool:
+    try:
+        w_major, w_minor = (int(p) for p in str(wanted).split(".", 1))
+    except ValueError:
+        return False
+    major, minor = (int(p) for p in CONTRACT_VERSION.split("."))
+    return w_major == major and w_minor <= minor
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of long work the job runner can run.
+
+    ``run`` receives a job handle (``job.params``, ``job.progress(fraction, message)``, ``job.log(line)``,
+    ``job.cancelled``) and returns a JSON-able result. With ``process=True`` it must be a module-level function:
+    it runs in a spawned child process that cannot open the stores, so a crash there fails the job, not the daemon;
+    the child's handle also has ``job.send(type, data)``, delivered to ``on_message(job, type, data)`` in the daemon.
+    Every kind must be idempotent: a retried job runs again from the start with the same params.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    description: str = ""
+    gpu: bool = False
+    process: bool = False
+    retries: int = 0
+    backoff_s: float = 1.0
+    timeout_s: float | None = None
+    on_message: Callable[..., None] | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """A control API route, mounted under ``/api/v1``.
+
+    ``handler(request)`` gets an ``ApiRequest`` and returns JSON-able data or a ``Reply``; it raises
+    ``ApplianceError`` for a 4xx. Plain functions run in a worker thread (they may use the stores); coroutine
+    functions run on the event loop and must not block. Every route is behind the token and Host checks.
+    """
+
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    summary: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.method.upper()} {self.path}"
+
+
+@dataclass
+class Reply:
+    """A handler's answer with a status other than 200, or headers."""
+
+    data: Any = None
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A state change: persisted in the catalog, handed to ``on_event`` sinks and streamed to clients."""
+
+    id: int
+    time: float
+    type: str
+    subject: str
+    data: dict
+    source: str = "appliance"
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "time": self.time, "type": self.type, "subject": self.subject,
+                "data": self.data, "source": self.source}
+
+
+@dataclass
+class Stream:
+    """A streamed answer (server-sent events) from a coroutine handler: an async iterator of text chunks."""
+
+    chunks: Any
+    media_type: str = "text/event-stream"

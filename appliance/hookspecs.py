@@ -1,0 +1,103 @@
+"""The plugin contract: every hook a plugin can implement.
+
+Each spec's docstring is its documentation (``docs/plugins.md`` is checked against it). Built-in plugins in
+``plugins/`` use exactly these hooks, as any third-party plugin does. A plugin module declares the contract it
+targets with ``APPLIANCE_CONTRACT = "1.0"`` and marks implementations with ``@appliance.hookimpl``.
+
+Registration hooks take a ``register`` callback; the host owns each registry and refuses a second object with
+the same name, naming both plugins. Hooks are called one implementation at a time: an implementation that raises
+is recorded against its plugin (with the traceback) and the others still run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from .app import Appliance
+    from .contract import Event, JobKind, Route
+    from .migrations import Migrations
+
+hookspec = pluggy.HookspecMarker("appliance")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registration: called once when the plugin loads, before the daemon takes work.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_migrations(register: Callable[[Migrations], None]) -> None:
+    """Register a named set of catalog migrations.
+
+    ``register(migrations)`` takes an ``appliance.Migrations("set-name")`` whose steps are functions decorated
+    with ``@migrations()``; each step runs once, in order, inside the daemon's ``catalog.db`` (a
+    ``sqlite_utils.Database``) and is recorded by set and name. Use it for the plugin's own catalog tables.
+    """
+
+
+@hookspec
+def register_job_kinds(register: Callable[[JobKind], None]) -> None:
+    """Register kinds of long work with ``register(appliance.JobKind(name, run, ...))``.
+
+    A job kind is what the runner executes when a job of that name is submitted (through the API, the CLI, a
+    schedule or a pipeline step). Set ``gpu=True`` for work that needs the GPU gate and ``process=True`` for work
+    that must run in a spawned child process (anything heavy or crash-prone).
+    """
+
+
+@hookspec
+def register_routes(register: Callable[[Route], None]) -> None:
+    """Register control API routes with ``register(appliance.Route(method, path, handler))``.
+
+    Paths are relative to ``/api/v1``; the token, Host and Origin checks apply to them as to every core route.
+    Handlers receive an ``appliance.ApiRequest`` (``.app``, ``.path_params``, ``.query``, ``.json()``).
+    """
+
+
+@hookspec
+def register_commands(register: Callable[[click.Command], None]) -> None:
+    """Register ``appliance`` CLI commands with ``register(click_command)``.
+
+    Commands run in the user's shell, not in the daemon: they talk to the daemon through
+    ``appliance.cli.client.Client`` (the control API), never by opening a store.
+    """
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lifecycle: called in the daemon.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def startup(app: Appliance) -> None:
+    """The daemon has opened its stores and is about to take work.
+
+    ``app`` is the plugin's handle on the box: ``app.home``, ``app.config``, ``app.settings(name)``,
+    ``app.catalog``, ``app.store`` (DuckDB, a cursor per thread), ``app.artifacts``, ``app.events``, ``app.jobs``.
+    Start background threads here, and stop them in ``shutdown``.
+    """
+
+
+@hookspec
+def shutdown(app: Appliance) -> None:
+    """The daemon has stopped taking work and drained its jobs; the stores close after this hook."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Events: called in the daemon, one thread per plugin.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def on_event(event: Event, app: Appliance) -> Any:
+    """Receive every event after it is persisted (a sink: log it, post it to Slack, page someone).
+
+    Each plugin's sink runs in its own thread with its own bounded queue, so a slow, hanging or raising sink
+    never delays the daemon or another sink; events that overflow a stuck sink's queue are dropped for that sink
+    only and the drop is recorded against the plugin.
+    """

@@ -1,0 +1,363 @@
+"""The plugin host: finds, loads, checks and calls plugins, and owns the registries they fill.
+
+Built-ins, installed packages (the ``appliance`` entry-point group) and drop-in files are all loaded by the same
+``load`` call. A plugin that fails to import, breaks the contract, or raises in a hook is recorded (plugin, hook,
+traceback, time) and skipped; the daemon keeps running. A plugin the user named in ``[plugins] allow`` that
+fails is a configuration error instead, because the user asked for it by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .contract import CONTRACT_VERSION, contract_compatible
+from .errors import ConfigError, PluginError
+
+log = logging.getLogger("appliance.plugins")
+trace_log = logging.getLogger("appliance.plugins.trace")
+
+#: Built-in plugins, registered by the same call as third-party ones.
+DEFAULT_PLUGINS: tuple[str, ...] = ("plugins.event_log",)
+
+BUILTIN_DIR = Path(importlib.util.find_spec("plugins").submodule_search_locations[0]).resolve()  # type: ignore[index]
+
+HOOK_NAMES = frozenset(n for n in dir(hookspecs) if not n.startswith("_") and hasattr(getattr(hookspecs, n), "appliance_spec"))
+REGISTRATION_HOOKS = tuple(sorted(n for n in HOOK_NAMES if n.startswith("register_")))
+
+
+def registry_name(hook: str) -> str:
+    return hook.removeprefix("register_")
+
+
+@dataclass
+class PluginRecord:
+    name: str
+    source: str  # builtin | entrypoint | dropin | object
+    status: str = "loaded"  # loaded | failed | refused | denied
+    module: str = ""
+    version: str = ""
+    contract: str = ""
+    error: str = ""
+    hooks: list[str] = field(default_factory=list)
+    registrations: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "source": self.source, "status": self.status, "module": self.module,
+            "version": self.version, "contract": self.contract, "error": self.error, "hooks": self.hooks,
+            "registrations": self.registrations,
+        }
+
+
+@dataclass
+class Failure:
+    plugin: str
+    hook: str
+    message: str
+    traceback: str
+    time: float
+
+    def to_dict(self) -> dict:
+        return {"plugin": self.plugin, "hook": self.hook, "message": self.message,
+                "traceback": self.traceback, "time": self.time}
+
+
+class Registry:
+    """Named objects registered by plugins; a second object with a taken name is refused."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._items: dict[str, Any] = {}
+        self._owners: dict[str, str] = {}
+
+    def add(self, obj: Any, plugin: str) -> None:
+        key = getattr(obj, "name", None)
+        if not isinstance(key, str) or not key:
+            raise PluginError(f"plugin {plugin!r} registered a {self.name} entry without a name: {obj!r}")
+        if key in self._items:
+            raise PluginError(
+                f"{self.name} {key!r} is already registered by plugin {self._owners[key]!r}; "
+                f"plugin {plugin!r} cannot register it again",
+                title="Duplicate registration",
+            )
+        self._items[key] = obj
+        self._owners[key] = plugin
+
+    def get(self, key: str) -> Any:
+        return self._items.get(key)
+
+    def owner(self, key: str) -> str | None:
+        return self._owners.get(key)
+
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._items.items())
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class PluginHost:
+    """Loads plugins and calls their hooks with failures isolated per plugin."""
+
+    def __init__(self, *, allow: Iterable[str] = (), deny: Iterable[str] = (), trace: bool | None = None):
+        self.pm = pluggy.PluginManager("appliance")
+        self.pm.add_hookspecs(hookspecs)
+        self.allow = list(allow)
+        self.deny = set(deny)
+        self.trace = os.environ.get("APPLIANCE_TRACE_PLUGINS") == "1" if trace is None else trace
+        self.plugins: dict[str, PluginRecord] = {}
+        self.failures: list[Failure] = []
+        self.warnings: list[str] = []
+        self.registries: dict[str, Registry] = {registry_name(h): Registry(registry_name(h)) for h in REGISTRATION_HOOKS}
+        self._lock = threading.Lock()
+        self.on_failure: Callable[[Failure], None] | None = None
+
+    # ----------------------------------------------------------------------------------------------- discovery
+
+    def load_all(self, *, builtins: Iterable[str] = DEFAULT_PLUGINS, entry_points: bool = True,
+                 dropin_dirs: Iterable[Path] = ()) -> None:
+        for modname in builtins:
+            self.load_module(modname, name=modname.rsplit(".", 1)[-1], source="builtin")
+        if entry_points:
+            for ep in importlib.metadata.entry_points(group="appliance"):
+                if self._skip(ep.name):
+                    continue
+                try:
+                    obj = ep.load()
+                except Exception as exc:
+                    self._failed_import(ep.name, "entrypoint", exc)
+                    continue
+                version = ep.dist.version if ep.dist else ""
+                self.register(obj, name=ep.name, source="entrypoint", version=version)
+        for d in dropin_dirs:
+            self.load_dropins(Path(d))
+        for name in self.allow:
+            if name not in self.plugins:
+                self.warn(f"[plugins] allow names {name!r}, but no plugin of that name was found")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:  # per-plugin checks normally catch this first
+            self.warn(str(exc))
+
+    def load_dropins(self, directory: Path) -> None:
+        if not directory.is_dir():
+            return
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(("_", ".")):
+                continue
+            if path.resolve() == BUILTIN_DIR or BUILTIN_DIR in path.resolve().parents:
+                continue  # the repository's own plugins/ is the built-ins, already loaded
+            if path.suffix == ".py" and path.is_file():
+                init, search = path, None
+            elif path.is_dir() and (path / "__init__.py").is_file():
+                init, search = path / "__init__.py", [str(path)]
+            else:
+                continue
+            name = path.stem
+            if self._skip(name):
+                continue
+            modname = f"appliance_dropin_{name}"
+            try:
+                spec = importlib.util.spec_from_file_location(modname, init, submodule_search_locations=search)
+                assert spec and spec.loader
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[modname] = module
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                sys.modules.pop(modname, None)
+                self._failed_import(name, "dropin", exc)
+                continue
+            self.register(module, name=name, source="dropin")
+
+    def load_module(self, modname: str, *, name: str, source: str) -> None:
+        if self._skip(name):
+            return
+        try:
+            module = importlib.import_module(modname)
+        except Exception as exc:
+            self._failed_import(name, source, exc)
+            return
+        self.register(module, name=name, source=source)
+
+    def _skip(self, name: str) -> bool:
+        if name in self.deny:
+            self.plugins[name] = PluginRecord(name, "config", status="denied", error="denied by [plugins] deny")
+            return True
+        return False
+
+    def _failed_import(self, name: str, source: str, exc: BaseException) -> None:
+        tb = traceback.format_exc()
+        self.plugins[name] = PluginRecord(name, source, status="failed", error=f"import failed: {exc!r}")
+        self._record(name, "import", f"import failed: {exc!r}", tb)
+        self._named_failed(name, f"failed to import: {exc!r}")
+
+    def _named_failed(self, name: str, why: str) -> None:
+        if name in self.allow:
+            raise ConfigError(f"plugin {name!r}, named in [plugins] allow, {why}", title="Plugin failed")
+
+    # ----------------------------------------------------------------------------------------------- registration
+
+    def register(self, obj: Any, *, name: str, source: str, version: str = "") -> bool:
+        """Check a plugin against the contract and register it; on any problem, record and refuse it."""
+        if self.pm.has_plugin(name):
+            self._record(name, "register", f"a second plugin named {name!r} was found ({source}); it is skipped", "")
+            return False
+        record = PluginRecord(name, source, module=getattr(obj, "__name__", type(obj).__name__), version=version)
+        self.plugins[name] = record
+        wanted = getattr(obj, "APPLIANCE_CONTRACT", None)
+        record.contract = str(wanted or "")
+        if wanted is None:
+            record.status = "refused"
+            record.error = (f"plugin {name!r} does not declare the contract it targets; "
+                            f"add APPLIANCE_CONTRACT = \"{CONTRACT_VERSION}\" to it")
+        elif not contract_compatible(str(wanted)):
+            record.status = "refused"
+            record.error = (f"plugin {name!r} needs contract {wanted}, but this appliance provides contract "
+                            f"{CONTRACT_VERSION} (plugins written for {CONTRACT_VERSION.split('.')[0]}.x load)")
+        else:
+            unknown = [h for h in self._impl_names(obj) if h not in HOOK_NAMES]
+            if unknown:
+                hints = []
+                for h in unknown:
+                    close = difflib.get_close_matches(h, HOOK_NAMES, n=1)
+                    hints.append(f"{h!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                record.status = "refused"
+                record.error = f"plugin {name!r} implements unknown hook(s): {', '.join(hints)}"
+        if record.status != "loaded":
+            self._record(name, "register", record.error, "")
+            self._named_failed(name, record.error)
+            return False
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:
+            record.status, record.error = "refused", f"registration failed: {exc}"
+            self._record(name, "register", record.error, traceback.format_exc())
+            self._named_failed(name, record.error)
+            return False
+        record.hooks = sorted(self._impl_names(obj))
+        self._fill_registries(name, record)
+        return record.status == "loaded"
+
+    def _impl_names(self, obj: Any) -> list[str]:
+        names = []
+        for attr in dir(obj):
+            try:
+                if self.pm.parse_hookimpl_opts(obj, attr) is not None:
+                    names.append(attr)
+            except Exception:
+                continue
+        return names
+
+    def _fill_registries(self, name: str, record: PluginRecord) -> None:
+        """Collect everything the plugin registers; a plugin whose registration raises gets none of it."""
+        staged: dict[str, list[Any]] = {}
+        for hook in REGISTRATION_HOOKS:
+            if hook not in record.hooks:
+                continue
+            items: list[Any] = []
+            ok = self._call_one(name, hook, {"register": items.append})
+            if not ok:
+                self.pm.unregister(name=name)
+                record.status = "failed"
+                record.error = f"hook {hook} raised; plugin disabled"
+                self._named_failed(name, record.error)
+                return
+            staged[hook] = items
+        for hook, items in staged.items():
+            reg = self.registries[registry_name(hook)]
+            done = record.registrations.setdefault(reg.name, [])
+            for obj in items:
+                try:
+                    reg.add(obj, name)
+                    done.append(obj.name)
+                except PluginError as exc:
+                    self._record(name, hook, exc.message, "")
+
+    # ----------------------------------------------------------------------------------------------- calling
+
+    def impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """A hook's implementations in call order (pluggy stores them last-called-first)."""
+        return list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
+
+    def call(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call each implementation of ``hook`` in turn, isolating failures; returns (plugin, result) pairs."""
+        results = []
+        for impl in self.impls(hook):
+            value = self.call_impl(impl, hook, kwargs)
+            if value is not _FAILED:
+                results.append((impl.plugin_name, value))
+        return results
+
+    def call_impl(self, impl: pluggy.HookImpl, hook: str, kwargs: dict) -> Any:
+        args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
+        start = time.perf_counter()
+        try:
+            return impl.function(**args)
+        except Exception as exc:
+            self._record(impl.plugin_name, hook, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            return _FAILED
+        finally:
+            if self.trace:
+                trace_log.info("hook %s plugin=%s took %.3f ms", hook, impl.plugin_name,
+                               (time.perf_counter() - start) * 1000)
+
+    def _call_one(self, plugin: str, hook: str, kwargs: dict) -> bool:
+        for impl in self.impls(hook):
+            if impl.plugin_name == plugin:
+                return self.call_impl(impl, hook, kwargs) is not _FAILED
+        return True
+
+    # ----------------------------------------------------------------------------------------------- reporting
+
+    def _record(self, plugin: str, hook: str, message: str, tb: str) -> None:
+        failure = Failure(plugin, hook, message, tb, time.time())
+        with self._lock:
+            self.failures.append(failure)
+            del self.failures[:-1000]
+        log.warning("plugin %s failed in %s: %s", plugin, hook, message)
+        if self.on_failure is not None:
+            try:
+                self.on_failure(failure)
+            except Exception:
+                log.exception("recording a plugin failure failed")
+
+    def record_failure(self, plugin: str, hook: str, message: str, tb: str = "") -> None:
+        """Record a failure found outside a hook call (a route handler or a job of the plugin's that raised)."""
+        self._record(plugin, hook, message, tb)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
+
+    def report(self) -> dict:
+        return {
+            "contract": CONTRACT_VERSION,
+            "plugins": [p.to_dict() for p in self.plugins.values()],
+            "failures": [f.to_dict() for f in self.failures],
+            "warnings": list(self.warnings),
+        }
+
+
+_FAILED = object()

@@ -1,0 +1,42 @@
+"""``store.duckdb``: the one read-write DuckDB connection, shared with plugins as a cursor per thread.
+
+DuckDB allows one read-write process per file, so only the daemon opens it; everything else asks the daemon.
+A cursor is a per-thread view of the same database. Always drain a result before the next ``execute`` on the
+same cursor: an undrained result blocks it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._con = duckdb.connect(str(self.path))
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the store."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            with self._lock:
+                self._cursors.append(cur)
+        return cur
+
+    def close(self) -> None:
+        with self._lock:
+            for cur in self._cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            self._cursors.clear()
+            self._con.close()

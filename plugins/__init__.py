@@ -1,0 +1,1 @@
+"""Built-in plugins. Each uses only the public contract (``appliance.hookimpl`` and ``appliance.contract``)."""
