@@ -21,12 +21,14 @@ from pathlib import Path
 
 import uvicorn
 
-from . import __version__, config as config_mod
+from . import __version__, project
+from . import config as config_mod
 from .api import core_routes, server
 from .api.security import is_loopback_name
 from .app import Appliance
 from .artifacts import ArtifactStore
-from .catalog import Catalog, core as core_migrations
+from .catalog import Catalog
+from .catalog import core as core_migrations
 from .errors import ApplianceError, ConfigError
 from .events import EventBus
 from .home import Home
@@ -144,6 +146,7 @@ class Daemon:
         for failure in list(host.failures):
             events.emit("plugin.failed", subject=f"plugin:{failure.plugin}",
                         data={"plugin": failure.plugin, "hook": failure.hook, "message": failure.message})
+        project.configure(app, self.cfg)
         app.jobs.recover()
         host.call("startup", app=app)
         log.info("built in %.0f ms", (time.perf_counter() - t0) * 1000)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import click
 
     from .app import Appliance
+    from .config import Config
     from .contract import Event, JobKind, Route
     from .migrations import Migrations
 
@@ -80,6 +81,17 @@ def startup(app: Appliance) -> None:
     ``app`` is the plugin's handle on the box: ``app.home``, ``app.config``, ``app.settings(name)``,
     ``app.catalog``, ``app.store`` (DuckDB, a cursor per thread), ``app.artifacts``, ``app.events``, ``app.jobs``.
     Start background threads here, and stop them in ``shutdown``.
+    """
+
+
+@hookspec
+def configure(app: Appliance, config: Config) -> None:
+    """Check and take in the plugin's part of the project's ``appliance.toml``.
+
+    Called before ``startup`` and again on every ``appliance apply`` with the newly read ``config``. Raise
+    ``config.error(message, "table", "key")`` (a ``ConfigError`` naming file, line and key) to refuse it: at
+    start the daemon refuses to start, on ``apply`` the running configuration stays as it was. Only the last
+    call that raised nothing should take effect, so validate everything before changing any state.
     """
 
 

@@ -109,6 +109,18 @@ async def stream_events(req: ApiRequest) -> Stream:
     return Stream(sse_chunks(bus, sub, backlog, None))
 
 
+def apply_project(req: ApiRequest) -> dict:
+    from pathlib import Path
+
+    from .. import project
+
+    body = req.json_object()
+    path = body.get("project")
+    if path is not None and not isinstance(path, str):
+        raise BadRequest(f"field 'project' must be a path, got {path!r}")
+    return project.apply(req.app, Path(path) if path else None)
+
+
 def shutdown(req: ApiRequest) -> Reply:
     req.app.request_stop()
     return Reply({"status": "stopping"}, 202)
@@ -126,5 +138,6 @@ ROUTES = [
     Route("POST", "/jobs/{id}/cancel", cancel_job, "cancel a queued or running job"),
     Route("GET", "/events", list_events, "persisted events"),
     Route("GET", "/events/stream", stream_events, "live events (server-sent events)"),
+    Route("POST", "/apply", apply_project, "re-read appliance.toml and apply it"),
     Route("POST", "/shutdown", shutdown, "stop the daemon gracefully"),
 ]

@@ -12,9 +12,7 @@ import click
 from .. import __version__
 from ..errors import ApplianceError, DaemonNotRunning
 from ..home import Home, default_home
-from .output import emit_json, table, when
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+from .output import emit_json, json_option, table, when
 
 
 class ApplianceGroup(click.Group):
@@ -44,9 +42,10 @@ class ApplianceGroup(click.Group):
 
 
 def client(ctx: click.Context):
+    """A control API client for the home this command was given (also for plugins' commands)."""
     from .client import Client
 
-    return Client(ctx.obj["home"])
+    return Client(ctx.find_root().obj["home"])
 
 
 @click.group(cls=ApplianceGroup, invoke_without_command=True)
@@ -143,6 +142,25 @@ drain_seconds = 10      # on stop, how long running jobs may finish
 allow = []              # when set, only these third-party plugins load (failures become errors)
 deny = []               # plugins never to load
 """
+
+
+@cli.command()
+@click.argument("project", type=click.Path(path_type=Path), required=False)
+@json_option
+@click.pass_context
+def apply(ctx, project, as_json):
+    """Check the project's appliance.toml and apply it to the running daemon (all or nothing)."""
+    from .. import config as config_mod
+
+    if project is not None:
+        project = project.resolve()
+        config_mod.load(project)  # a mistake is reported here, with file, line and key, before the daemon sees it
+    result = client(ctx).post("/apply", {"project": str(project) if project else None})
+    if as_json:
+        return emit_json(result)
+    click.echo(f"applied {result['path']}; changed: {', '.join(result['changed']) or 'nothing'}")
+    if result["note"]:
+        click.echo(result["note"])
 
 
 # --------------------------------------------------------------------------------------------- plugins

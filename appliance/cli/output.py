@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
