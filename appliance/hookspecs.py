@@ -69,6 +69,16 @@ def register_commands(register: Callable[[click.Command], None]) -> None:
     """
 
 
+@hookspec
+def register_services(register: Callable[[Any], None]) -> None:
+    """Offer an in-daemon object to other plugins with ``register(service)`` (it needs a ``name``).
+
+    This is how built-ins meet without importing each other: the feature store registers its online store, the
+    serving plugin finds it with ``app.registry("services").get("online_features")``. Services are called from
+    many threads, so they must be thread-safe.
+    """
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Lifecycle: called in the daemon.
 # ---------------------------------------------------------------------------------------------------------------
