@@ -24,10 +24,17 @@ class ApplianceGroup(click.Group):
         if self._plugin_commands is None:
             from ..host import PluginHost
 
-            home = Home((ctx.obj or {}).get("home") or default_home())
+            # Commands are resolved before the group callback runs, so read --home from the parsed params.
+            home = Home(ctx.params.get("home") or default_home())
             host = PluginHost()
             dirs = [home.plugins_dir, Path.cwd() / "plugins"]
-            host.load_all(dropin_dirs=dirs)
+            try:  # the running daemon's project plugins too, wherever the command is run from
+                project = home.read_daemon_info().get("project")
+                if project:
+                    dirs.append(Path(project) / "plugins")
+            except ApplianceError:
+                pass
+            host.load_all(dropin_dirs=list(dict.fromkeys(dirs)))
             self._plugin_commands = {}
             for name, cmd in host.registries["commands"].items():
                 if name not in self.commands:
