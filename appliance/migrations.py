@@ -40,9 +40,16 @@ class Migrations:
         for step_name, fn in self.steps:
             if step_name in done:
                 continue
-            with db.conn:
+            # The catalog runs in autocommit mode, so the step's transaction is explicit: DDL included,
+            # a step that fails leaves no trace and is tried again next start.
+            db.execute("begin")
+            try:
                 fn(db)
                 db["_migrations"].insert({"migration_set": self.name, "name": step_name, "applied_at": time.time()})
+            except BaseException:
+                db.execute("rollback")
+                raise
+            db.execute("commit")
             ran.append(step_name)
         return ran
 
