@@ -1,0 +1,146 @@
+"""``appliance features ...`` and ``appliance training-sets ...``: thin clients of the control API."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from appliance.cli import connect
+from appliance.cli.output import emit_json, json_option, table, when
+
+
+def _wait(client, job: dict, wait: bool) -> dict:
+    while wait and job["state"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(0.2)
+        job = client.get(f"/jobs/{job['id']}")
+    if wait and job["state"] != "succeeded":
+        raise click.ClickException(f"job {job['id']} {job['state']}: {job.get('error') or ''}")
+    return job
+
+
+@click.group("features")
+def features() -> None:
+    """Feature views: list, inspect, materialize, and read online values."""
+
+
+@features.command("list")
+@json_option
+@click.pass_context
+def list_views(ctx, as_json):
+    """The project's feature views and their current versions."""
+    rows = connect(ctx).get("/features")
+    if as_json:
+        return emit_json(rows)
+    table([(r["name"], r["version"], ", ".join(r["entities"]), len(r["features"] or []), r["rows"],
+            r["watermark"] or "-", "-" if r["online_age_s"] is None else f"{r['online_age_s']:.0f}s")
+           for r in rows], ["VIEW", "VERSION", "ENTITIES", "FEATURES", "ROWS", "WATERMARK", "ONLINE AGE"])
+
+
+@features.command("show")
+@click.argument("view")
+@json_option
+@click.pass_context
+def show(ctx, view, as_json):
+    """One feature view: definition, versions and feature statistics."""
+    info = connect(ctx).get(f"/features/{view}")
+    if as_json:
+        return emit_json(info)
+    click.echo(f"{info['name']} v{info['version']}  {info['description']}")
+    click.echo(f"rows {info['rows']}, watermark {info['watermark'] or '-'}, "
+               f"materialized {when(info['materialized'])}")
+    feats = ((info.get("stats") or {}).get("features")) or {}
+    columns = (info.get("schema") or {}).get("columns", {})
+    table([(f, columns.get(f, ""), s.get("count"), s.get("nulls"), s.get("min", "-"), s.get("max", "-"),
+            s.get("mean", "-")) for f, s in feats.items()],
+          ["FEATURE", "TYPE", "COUNT", "NULLS", "MIN", "MAX", "MEAN"])
+    table([(v["version"], v["digest"][:12], when(v["created"]), when(v["materialized"]), v["rows"])
+           for v in info["versions"]], ["VERSION", "DIGEST", "CREATED", "MATERIALIZED", "ROWS"])
+
+
+@features.command("materialize")
+@click.argument("view")
+@click.option("--full", is_flag=True, help="Recompute the whole history instead of only what is new.")
+@click.option("--wait", is_flag=True, help="Wait for the job to finish.")
+@json_option
+@click.pass_context
+def materialize(ctx, view, full, wait, as_json):
+    """Compute a view's new history into its offline table and refresh its online values."""
+    client = connect(ctx)
+    job = _wait(client, client.post(f"/features/{view}/materialize", {"full": full}), wait)
+    if as_json:
+        return emit_json(job)
+    click.echo(f"job {job['id']} {job['state']}" + (f": {job['result']}" if job.get("result") else ""))
+
+
+@features.command("get")
+@click.argument("entity_key", nargs=-1, required=True)
+@click.option("--feature", "-f", "feature_refs", multiple=True, help="view:feature (default: all that apply).")
+@json_option
+@click.pass_context
+def get(ctx, entity_key, feature_refs, as_json):
+    """Online values for one entity, given as KEY=VALUE (one per join key)."""
+    entity = {}
+    for item in entity_key:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="ENTITY_KEY")
+        entity[key] = value
+    answer = connect(ctx).post("/features/online", {"entity": entity, "features": list(feature_refs) or None})
+    values = answer["values"][0]
+    if as_json:
+        return emit_json(values)
+    table(sorted(values.items()), ["FEATURE", "VALUE"])
+
+
+@click.group("training-sets")
+def training_sets() -> None:
+    """Point-in-time correct training sets: build, list, show."""
+
+
+@training_sets.command("build")
+@click.argument("name")
+@click.option("--spine", help="The spine: a table (raw.labels) or a Parquet path.")
+@click.option("--spine-sql", help="The spine as a query instead.")
+@click.option("--event-time", default="event_time", show_default=True, help="The spine's timestamp column.")
+@click.option("--feature", "-f", "feature_refs", multiple=True, required=True, help="view:feature, repeatable.")
+@click.option("--wait", is_flag=True, help="Wait for the build to finish.")
+@json_option
+@click.pass_context
+def build(ctx, name, spine, spine_sql, event_time, feature_refs, wait, as_json):
+    """Build a training set NAME from a spine and features, as a Parquet snapshot."""
+    client = connect(ctx)
+    job = client.post("/training-sets", {"name": name, "spine": spine, "spine_sql": spine_sql,
+                                         "event_time": event_time, "features": list(feature_refs)})
+    job = _wait(client, job, wait)
+    if as_json:
+        return emit_json(job)
+    click.echo(f"job {job['id']} {job['state']}" + (f": {job['result']}" if job.get("result") else ""))
+
+
+@training_sets.command("list")
+@json_option
+@click.pass_context
+def list_sets(ctx, as_json):
+    """Training sets, newest first."""
+    rows = connect(ctx).get("/training-sets")
+    if as_json:
+        return emit_json(rows)
+    table([(r["id"], r["name"], r["rows"], ", ".join(f"{v}@{n}" for v, n in r["views"].items()),
+            r["sha256"][:12], when(r["created"])) for r in rows],
+          ["ID", "NAME", "ROWS", "VIEWS", "SHA256", "CREATED"])
+
+
+@training_sets.command("show")
+@click.argument("id_or_name")
+@json_option
+@click.pass_context
+def show_set(ctx, id_or_name, as_json):
+    """One training set (by id or name) with its manifest."""
+    rec = connect(ctx).get(f"/training-sets/{id_or_name}")
+    if as_json:
+        return emit_json(rec)
+    m = rec["manifest"]
+    click.echo(f"training set {rec['id']} {rec['name']}: {m['rows']} rows, sha256 {rec['sha256']}")
+    click.echo(f"spine {m['spine']['source']} (event time {m['spine']['event_time']})")
+    table([(col, ref) for col, ref in m["columns"].items()], ["COLUMN", "FEATURE"])
