@@ -123,3 +123,24 @@ def on_event(event: Event, app: Appliance) -> Any:
     never delays the daemon or another sink; events that overflow a stuck sink's queue are dropped for that sink
     only and the drop is recorded against the plugin.
     """
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data: called once when the plugin loads, like the registration hooks above.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_sources(register: Callable[[Any], None]) -> None:
+    """Register a kind of source file with ``register(kind)``; ``[sources.NAME] kind = "..."`` names it.
+
+    ``kind`` is any object with a ``name`` (``csv``, ``parquet``, ``jsonl`` and ``json`` are built in) and
+    ``read(path, options, columns) -> str``, which returns a DuckDB table expression reading the file at the
+    absolute ``path``, such as ``"read_csv('/data/a.csv', header=true)"`` (quote the path as a SQL string, doubling
+    single quotes). ``options`` is the source's table from ``appliance.toml``. ``columns`` is ``None`` (read the
+    file's own columns) or a list of ``(name, type)`` to read, typed as given where the reader can do so; the
+    ingest engine checks and casts whatever comes back, quarantining the values that do not fit, so a kind may
+    ignore it. Set ``exact_types = True`` on a kind whose files carry exact column types (as Parquet does), so
+    files whose types match the source are taken without a cast. Called in the daemon and in CLI processes.
+    """

@@ -1,0 +1,421 @@
+"""One file of a source becomes one batch, in one DuckDB transaction: nothing bad gets in, nothing good is lost.
+
+Read with explicit types, check every row against the source's contract, move failing rows to
+``quarantine.NAME`` (file, row, column, rule, expected, got), judge the batch (tolerance, null fractions, the
+poisoning guard), then commit the rows, the quarantine, the profile and the ledger entry together: a daemon
+killed half-way leaves nothing of the file behind, and the same file again (same sha256) is a no-op.
+
+Rows are numbered from 1 in the file, header excluded. For CSV the numbers of records the reader rejected come
+from the line DuckDB reports, so in a file whose quoted values hold newlines they count lines, not records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+
+from appliance.errors import ApplianceError, Conflict, NotFound
+
+from . import guard
+from .sql import ident, literal
+
+DDL = [
+    "create schema if not exists raw",
+    "create schema if not exists quarantine",
+    "create schema if not exists staging",
+    "create schema if not exists ingest",
+    "create sequence if not exists ingest.batch_ids",
+    """create table if not exists ingest.batches (id BIGINT, source VARCHAR, file VARCHAR, sha256 VARCHAR,
+        size BIGINT, mtime DOUBLE, time DOUBLE, state VARCHAR, rows_in BIGINT, accepted BIGINT,
+        quarantined BIGINT, reasons VARCHAR, psi VARCHAR, label_rate DOUBLE, job_id BIGINT, decided DOUBLE)""",
+    "create table if not exists ingest.profiles (batch_id BIGINT, column_name VARCHAR, bucket VARCHAR, n BIGINT)",
+    "create table if not exists ingest.bins (source VARCHAR, column_name VARCHAR, kind VARCHAR, edges VARCHAR)",
+]
+QUARANTINE_COLUMNS = ("_batch_id BIGINT, _file VARCHAR, _row BIGINT, _column VARCHAR, _rule VARCHAR, "
+                      "_expected VARCHAR, _got VARCHAR, _record VARCHAR")
+#: Files at least this big are hashed while DuckDB reads them, instead of before.
+HASH_ALONGSIDE_BYTES = 32 << 20
+VISIBLE = ("accepted", "approved")
+
+
+class IngestError(ApplianceError):
+    default_title = "Ingest refused"
+
+
+def setup(cur) -> None:
+    for stmt in DDL:
+        cur.execute(stmt).fetchall()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def staging_table(source: str, batch_id: int) -> str:
+    return f"staging.{ident(f'{source}__batch_{batch_id}')}"
+
+
+def table_columns(cur, schema: str, table: str) -> list[tuple[str, str]]:
+    return [(n, t) for n, t in cur.execute(
+        "select column_name, data_type from information_schema.columns where table_schema = ? and "
+        "table_name = ? order by ordinal_position", [schema, table]).fetchall() if not n.startswith("_")]
+
+
+def _checks(source, columns: list[tuple[str, str]], src: dict[str, str]) -> list[tuple[str, str, str, str, str]]:
+    """(condition, column, rule, expected, got) for every row rule, in the order they are reported."""
+    rules = {c.name: c for c in source.columns}
+    out = []
+    for name, typ in columns:
+        col, got = ident(name), f"{ident(name)}::VARCHAR"
+        if name in src:
+            out.append((f"{src[name]} IS NOT NULL AND {col} IS NULL", name, "type", typ, f"{src[name]}::VARCHAR"))
+        if typ.upper() == "VARCHAR":
+            # NUL bytes break most tools downstream; DuckDB would store them, so the contract refuses them.
+            out.append((f"strpos({col}, chr(0)) > 0", name, "nul_byte", "text without NUL bytes",
+                        f"replace({col}, chr(0), '\\0')"))
+        rule = rules.get(name)
+        if rule is None:
+            continue
+        if rule.not_null:
+            out.append((f"{col} IS NULL", name, "not_null", "a value", "'null'"))
+        if rule.min is not None:
+            out.append((f"{col} < {literal(rule.min)}", name, "min", f">= {rule.min}", got))
+        if rule.max is not None:
+            out.append((f"{col} > {literal(rule.max)}", name, "max", f"<= {rule.max}", got))
+        if rule.allowed:
+            values = ", ".join(literal(v) for v in rule.allowed)
+            out.append((f"{col} NOT IN ({values})", name, "allowed",
+                        "one of " + ", ".join(map(str, rule.allowed)), got))
+        if rule.pattern:
+            out.append((f"NOT regexp_full_match({col}::VARCHAR, {literal(rule.pattern)})", name, "pattern",
+                        f"matching {rule.pattern}", got))
+    return out
+
+
+def _case(checks: list, i: int) -> str:
+    if not checks:
+        return "NULL"
+    whens = " ".join(f"WHEN _v = {n} THEN {c[i] if i == 4 else literal(c[i])}" for n, c in enumerate(checks))
+    return f"CASE {whens} END"
+
+
+class Batch:
+    """One file of one source, ingested in one transaction on this thread's cursor."""
+
+    def __init__(self, app, settings, source, kind, path: Path, job=None):
+        self.app, self.settings, self.source, self.kind, self.path, self.job = app, settings, source, kind, path, job
+        self.cur = app.store.cursor()
+        base = settings.project_dir
+        self.file = str(path.relative_to(base)) if base and base in path.parents else str(path)
+        self.table = f"raw.{ident(source.name)}"
+        self.quarantine = f"quarantine.{ident(source.name)}"
+        self.reasons: list[str] = []
+
+    def say(self, fraction: float, message: str) -> None:
+        if self.job is not None:
+            self.job.progress(fraction, f"{self.file}: {message}")
+            self.job.check_cancelled()
+
+    def q(self, sql: str, params: list | None = None) -> list:
+        return self.cur.execute(sql, params or []).fetchall()
+
+    def run(self) -> dict:
+        stat = self.path.stat()
+        known = self.q("select id, state from ingest.batches where source = ? and file = ? and size = ?",
+                       [self.source.name, self.file, stat.st_size])
+        digest: dict[str, str] = {}
+        hasher = threading.Thread(target=lambda: digest.setdefault("sha", sha256(self.path)), daemon=True)
+        hasher.start()
+        if known or stat.st_size < HASH_ALONGSIDE_BYTES:
+            hasher.join()
+            if dup := self._ledger(digest["sha"]):
+                return dup
+        self.batch_id = self.q("select nextval('ingest.batch_ids')")[0][0]
+        self.q("begin")
+        try:
+            result = self._load(stat, hasher, digest)
+        except BaseException as exc:
+            self.q("rollback")
+            self._drop_temps()
+            if isinstance(exc, ApplianceError) or not _is_duckdb_error(exc):
+                raise
+            raise IngestError(f"{self.file}: {self._clean(str(exc))}") from None
+        if result.get("duplicate_of"):
+            self.q("rollback")
+        else:
+            self.q("commit")
+        self._drop_temps()
+        return result
+
+    def _ledger(self, sha: str) -> dict | None:
+        rows = self.q("select id, state, file from ingest.batches where source = ? and sha256 = ?",
+                      [self.source.name, sha])
+        if not rows:
+            return None
+        bid, state, file = rows[0]
+        return {"file": self.file, "status": "duplicate", "duplicate_of": bid, "state": state, "sha256": sha,
+                "message": f"already ingested as batch {bid} ({state}, from {file}); nothing to do"}
+
+    def _clean(self, message: str) -> str:
+        return message.replace(str(self.path), self.file).split("\n\nLINE 1:")[0].strip()
+
+    def _drop_temps(self) -> None:
+        for name in ("_bad", "_rejrows", "_load", "_rej", "_rej_scan"):
+            self.q(f"drop table if exists temp.{ident(f'{name}_{self.batch_id}')}")
+
+    def _temp(self, name: str) -> str:
+        return f"temp.{ident(f'{name}_{self.batch_id}')}"
+
+    # ----------------------------------------------------------------------------------------------- the steps
+
+    def _load(self, stat, hasher, digest) -> dict:
+        self.say(0.05, "reading the header")
+        columns, file_columns = self._schema(stat)
+        cols = ", ".join(ident(n) for n, _ in columns)
+        self.q(f"create table if not exists {self.table} ({', '.join(f'{ident(n)} {t}' for n, t in columns)}, "
+               f"_batch_id BIGINT)")
+        self.q(f"create table if not exists {self.quarantine} ({QUARANTINE_COLUMNS})")
+        had_rows = bool(self.unique_needed() and self.q(f"select 1 from {self.table} limit 1"))
+        file_types = dict(file_columns)
+        # Only a kind whose files carry exact types (Parquet) may skip the cast; a sniffed type is a guess.
+        direct = getattr(self.kind, "exact_types", False) and all(
+            file_types.get(n, "").upper() == t.upper() for n, t in columns)
+        typed = hasattr(self.kind, "read_typed")
+        src: dict[str, str] = {}
+        self.say(0.1, "reading rows")
+        rejected = 0
+        path = str(self.path)
+        if stat.st_size == 0:
+            relation, n_read = None, 0  # an empty file is a batch of no rows; readers cannot sniff it
+        elif typed or direct:
+            reader = (self.kind.read_typed(path, self.source.options, columns, f"_rej_{self.batch_id}") if typed
+                      else self.kind.read(path, self.source.options, None))
+            n_read = self.q(f"insert into {self.table} ({cols}, _batch_id) select {cols}, {self.batch_id} "
+                            f"from {reader}")[0][0]
+            first = self.q(f"select min(rowid) from {self.table} where _batch_id = {self.batch_id}")[0][0] or 0
+            relation = (f"(select rowid - {first} as _pos, * exclude (_batch_id) from {self.table} "
+                        f"where _batch_id = {self.batch_id})")
+            if typed:
+                rejected = self._rejects()
+        else:
+            load = self._temp("_load")
+            reader = self.kind.read(path, self.source.options, [(n, "VARCHAR") for n, _ in columns])
+            self.q(f"create temp table {ident(f'_load_{self.batch_id}')} as select * from {reader}")
+            n_read, first = self.q(f"select count(*), min(rowid) from {load}")[0]
+            first = first or 0
+            load_types = {r[0]: r[1] for r in self.q(f"describe select * from {load}")}
+            exprs = []
+            for i, (n, t) in enumerate(columns):
+                if load_types.get(n, "").upper() == t.upper():
+                    exprs.append(ident(n))
+                else:
+                    src[n] = ident(f"_src_{i}")
+                    exprs += [f"TRY_CAST({ident(n)} AS {t}) AS {ident(n)}", f"{ident(n)} AS {src[n]}"]
+            relation = f"(select rowid - {first} as _pos, {', '.join(exprs)} from {load})"
+        self.say(0.7, "checking rows against the contract")
+        bad = self._bad(relation, columns, src, had_rows) if relation else 0
+        if relation and not (typed or direct):
+            self.q(f"insert into {self.table} ({cols}, _batch_id) select {cols}, {self.batch_id} from {relation} "
+                   f"where _pos not in (select _pos from {self._temp('_bad')})")
+        elif bad:
+            self.q(f"delete from {self.table} where _batch_id = {self.batch_id} and rowid - {first} in "
+                   f"(select _pos from {self._temp('_bad')})")
+        rows_in = n_read + rejected
+        accepted = n_read - bad
+        if bad or rejected:
+            self._quarantine(columns, bad, rejected)
+        hasher.join()
+        if dup := self._ledger(digest["sha"]):
+            return dup
+        self.say(0.85, "profiling")
+        label_rate, psi = self._judge(columns, rows_in, accepted)
+        state = "held" if self.reasons else "accepted"
+        if state == "held":
+            self.q(f"create table {staging_table(self.source.name, self.batch_id)} as select * from {self.table} "
+                   f"where _batch_id = {self.batch_id}")
+            self.q(f"delete from {self.table} where _batch_id = {self.batch_id}")
+        self.q("insert into ingest.batches values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+               [self.batch_id, self.source.name, self.file, digest["sha"], stat.st_size, stat.st_mtime, time.time(),
+                state, rows_in, accepted, rows_in - accepted, json.dumps(self.reasons), json.dumps(psi), label_rate,
+                self.job.id if self.job else None])
+        return {"file": self.file, "status": state, "batch_id": self.batch_id, "sha256": digest["sha"],
+                "rows_in": rows_in, "accepted": accepted, "quarantined": rows_in - accepted,
+                "reasons": self.reasons, "psi": psi}
+
+    def unique_needed(self) -> bool:
+        return bool(self.source.unique)
+
+    def _schema(self, stat) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The batch's columns, in the file's order, with the types to read them as; and the file's own."""
+        declared = [(c.name, c.type) for c in self.source.columns]
+        existing = table_columns(self.cur, "raw", self.source.name)
+        if stat.st_size == 0:
+            target = declared or existing
+            if not target:
+                raise IngestError(f"{self.file}: the file is empty and the source declares no columns, so there "
+                                  "is nothing to take its schema from")
+            return target, []
+        reader = self.kind.read(str(self.path), self.source.options, None)
+        file_columns = [(r[0], r[1]) for r in self.q(f"describe select * from {reader}")]
+        target = declared or existing or file_columns
+        reserved = [n for n, _ in file_columns if n.startswith("_")]
+        if reserved and not declared:
+            raise IngestError(f"{self.file}: column {reserved[0]!r}: names starting with '_' are reserved "
+                              "(raw tables add _batch_id); rename the column in the file")
+        want = {n for n, _ in target}
+        have = [n for n, _ in file_columns]
+        missing = [n for n, _ in target if n not in have]
+        extra = [n for n in have if n not in want]
+        if missing or extra:
+            parts = ([f"missing column(s) {', '.join(map(repr, missing))}"] if missing else []) + \
+                    ([f"unexpected column(s) {', '.join(map(repr, extra))}"] if extra else [])
+            raise IngestError(f"{self.file}: the schema drifted from source {self.source.name!r}: "
+                              f"{'; '.join(parts)} (expected {', '.join(n for n, _ in target)})",
+                              title="Schema drift")
+        types = dict(target)
+        return [(n, types[n]) for n in have], file_columns
+
+    def _rejects(self) -> int:
+        """Records the CSV reader could not read: one row each (the first error), numbered by line."""
+        header = 1 if self.source.options.get("header", True) else 0
+        rej = self._temp("_rej")
+        self.q(f"create temp table {ident(f'_rejrows_{self.batch_id}')} as select line - {header} as _row, "
+               f"first(column_name order by column_idx) as _column, first(error_type order by column_idx) as "
+               f"_rule, first(error_message order by column_idx) as _got, first(csv_line) as _record from {rej} "
+               f"group by line")
+        return self.q(f"select count(*) from {self._temp('_rejrows')}")[0][0]
+
+    def _bad(self, relation: str, columns, src: dict, had_rows: bool) -> int:
+        checks = _checks(self.source, columns, src)
+        record = "json_object(" + ", ".join(f"{literal(n)}, {src.get(n, ident(n))}" for n, _ in columns) + ")"
+        cond = " ".join(f"WHEN {c[0]} THEN {n}" for n, c in enumerate(checks))
+        bad = self._temp("_bad")
+        self.q(f"create temp table {ident(f'_bad_{self.batch_id}')} as select _pos, {_case(checks, 1)} as _column, "
+               f"{_case(checks, 2)} as _rule, {_case(checks, 3)} as _expected, {_case(checks, 4)} as _got, "
+               f"{record}::VARCHAR as _record from (select *, {f'CASE {cond} END' if checks else 'NULL'} as _v "
+               f"from {relation}) where _v is not null")
+        key = self.source.unique
+        if key:
+            k = ", ".join(ident(c) for c in key)
+            tup = f"({k})" if len(key) == 1 else f"row({k})"
+            notnull = " and ".join(f"{ident(c)} is not null" for c in key)
+            label = ", ".join(key)
+            common = (f"select _pos, {literal(label)}, 'unique', 'a key no other row has', "
+                      f"concat_ws(', ', {', '.join(f'{ident(c)}::VARCHAR' for c in key)}), {record}::VARCHAR")
+            same, distinct = self.q(f"select count(*), count(distinct {tup}) from {relation} where {notnull}")[0]
+            if same != distinct:
+                self.q(f"insert into {bad} {common} from (select *, row_number() over (partition by {k} order by "
+                       f"_pos) as _n from {relation} where {notnull}) where _n > 1 and _pos not in "
+                       f"(select _pos from {bad})")
+            if had_rows:
+                self.q(f"insert into {bad} {common} from {relation} where {notnull} and {tup} in (select {tup} "
+                       f"from {self.table} where _batch_id <> {self.batch_id}) and _pos not in "
+                       f"(select _pos from {bad})")
+        return self.q(f"select count(*) from {bad}")[0][0]
+
+    def _quarantine(self, columns, bad: int, rejected: int) -> None:
+        """Write the failing rows, each numbered by its place in the file."""
+        fields = f"{self.batch_id}, {literal(self.file)}"
+        if rejected:
+            rows = self._temp("_rejrows")
+            types = "MAP {" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in columns) + "}"
+            expected = (f"CASE _rule WHEN 'CAST' THEN {types}[_column] WHEN 'INVALID ENCODING' THEN 'UTF-8 text' "
+                        f"WHEN 'MISSING COLUMNS' THEN '{len(columns)} columns' WHEN 'TOO MANY COLUMNS' THEN "
+                        f"'{len(columns)} columns' ELSE 'a well-formed CSV record' END")
+            self.q(f"insert into {self.quarantine} select {fields}, _row, _column, lower(_rule), {expected}, _got, "
+                   f"_record from {rows}")
+            # A row's number is its place among the rows read plus the rejected rows before it.
+            shift = (f"(select count(*) from (select _row - row_number() over (order by _row) as g from {rows}) "
+                     f"where g <= b._pos)")
+        else:
+            shift = "0"
+        if bad:
+            self.q(f"insert into {self.quarantine} select {fields}, b._pos + 1 + {shift}, _column, _rule, "
+                   f"_expected, _got, _record from {self._temp('_bad')} b")
+
+    def _judge(self, columns, rows_in: int, accepted: int) -> tuple[float | None, dict]:
+        relation = f"(select * from {self.table} where _batch_id = {self.batch_id})"
+        src = self.source
+        if src.mostly is not None and rows_in and accepted / rows_in < src.mostly:
+            self.reasons.append(f"{accepted} of {rows_in} rows passed the contract ({accepted / rows_in:.1%}), "
+                                f"fewer than the tolerance mostly = {src.mostly}")
+        limits = [c for c in src.columns if c.max_null_fraction is not None]
+        if limits and accepted:
+            fracs = self.q(f"select {', '.join(f'avg(({ident(c.name)} is null)::INT)' for c in limits)} "
+                           f"from {relation}")[0]
+            for c, f in zip(limits, fracs, strict=True):
+                if f > c.max_null_fraction:
+                    self.reasons.append(f"column {c.name!r}: {f:.1%} nulls exceeds max_null_fraction = "
+                                        f"{c.max_null_fraction}")
+        if not accepted:
+            return None, {}
+        plan = guard.plan(self.cur, src, columns, relation)
+        prof = guard.profile(self.cur, plan, relation)
+        label_rate = None
+        if src.label:
+            label_rate = self.q(f"select avg(try_cast({ident(src.label)} as DOUBLE)) from {relation}")[0][0]
+        hist_rows, hist, hist_rate = guard.history(self.cur, src.name)
+        reasons, psi = guard.judge(src, accepted, prof, label_rate, hist_rows, hist, hist_rate)
+        self.reasons += reasons
+        rows = [[self.batch_id, c, b, n] for c, counts in prof.items() for b, n in counts.items()]
+        if rows:
+            self.cur.executemany("insert into ingest.profiles values (?, ?, ?, ?)", rows)
+        return label_rate, psi
+
+
+def _is_duckdb_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith(("duckdb", "_duckdb"))
+
+
+def decide(app, batch_id: int, approve: bool) -> dict:
+    """Approve (merge into the raw table) or reject (drop) a held batch, in one transaction."""
+    cur = app.store.cursor()
+    rows = cur.execute("select source, state from ingest.batches where id = ?", [batch_id]).fetchall()
+    if not rows:
+        raise NotFound(f"no batch {batch_id}")
+    source, state = rows[0]
+    if state != "held":
+        raise Conflict(f"batch {batch_id} is {state}; only a held batch can be approved or rejected")
+    staged = staging_table(source, batch_id)
+    cur.execute("begin").fetchall()
+    try:
+        if approve:
+            cur.execute(f"insert into raw.{ident(source)} select * from {staged}").fetchall()
+        cur.execute(f"drop table {staged}").fetchall()
+        cur.execute("update ingest.batches set state = ?, decided = ? where id = ?",
+                    ["approved" if approve else "rejected", time.time(), batch_id]).fetchall()
+        cur.execute("commit").fetchall()
+    except BaseException:
+        cur.execute("rollback").fetchall()
+        raise
+    return batch_record(cur, batch_id)
+
+
+BATCH_FIELDS = ("id", "source", "file", "sha256", "size", "mtime", "time", "state", "rows_in", "accepted",
+                "quarantined", "reasons", "psi", "label_rate", "job_id", "decided")
+
+
+def batch_record(cur, batch_id: int) -> dict:
+    rows = batch_records(cur, "where id = ?", [batch_id])
+    if not rows:
+        raise NotFound(f"no batch {batch_id}")
+    return rows[0]
+
+
+def batch_records(cur, where: str = "", params: list | None = None, limit: int = 1000) -> list[dict]:
+    rows = cur.execute(f"select {', '.join(BATCH_FIELDS)} from ingest.batches {where} order by id desc "
+                       f"limit {int(limit)}", params or []).fetchall()
+    out = []
+    for r in rows:
+        d = dict(zip(BATCH_FIELDS, r, strict=True))
+        d["reasons"] = json.loads(d["reasons"] or "[]")
+        d["psi"] = json.loads(d["psi"] or "{}")
+        out.append(d)
+    return out

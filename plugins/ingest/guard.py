@@ -1,0 +1,120 @@
+"""The poisoning guard: each batch's distributions against the accepted history.
+
+A source's profile plan is fixed by its first batch (``ingest.bins``): numeric columns get ten bins at that
+batch's deciles, categorical columns with few distinct values are counted by value, and everything else (unique
+keys, excluded columns, timestamps, near-unique strings) is not profiled, because PSI on those flags every batch.
+Each batch's bucket counts are kept (``ingest.profiles``), so the history is a sum, never a rescan. A batch whose
+Population Stability Index on a column, or whose label rate, moves beyond the source's thresholds is held.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from .sql import ident, literal
+
+NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+           "UBIGINT", "FLOAT", "DOUBLE", "REAL", "DECIMAL")
+CATEGORICAL = ("VARCHAR", "BOOLEAN")
+#: Categorical columns with more distinct values than this in the first batch are not profiled.
+MAX_CATEGORIES = 200
+#: Keeps PSI finite when a bucket is empty on one side.
+EPSILON = 1e-4
+
+
+def _base(typ: str) -> str:
+    return typ.split("(", 1)[0].strip().upper()
+
+
+def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str, dict]:
+    """The source's profile plan, made from ``relation`` (its first batch) if it has none yet."""
+    rows = cur.execute("select column_name, kind, edges from ingest.bins where source = ?",
+                       [source.name]).fetchall()
+    if rows:
+        return {c: {"kind": k, "edges": json.loads(e) if e else None} for c, k, e in rows}
+    skip = set(source.unique) | set(source.guard.exclude)
+    out: dict[str, dict] = {}
+    aggs = []
+    for name, typ in columns:
+        base = _base(typ)
+        if name in skip or (base not in NUMERIC and base not in CATEGORICAL):
+            out[name] = {"kind": "skip", "edges": None}
+        elif base in NUMERIC:
+            aggs.append((name, "num", f"approx_quantile({ident(name)}::DOUBLE, "
+                                      f"[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])"))
+        else:
+            aggs.append((name, "cat", f"approx_count_distinct({ident(name)})"))
+    if aggs:
+        values = cur.execute(f"select {', '.join(a for _, _, a in aggs)} from {relation}").fetchone()
+        for (name, kind, _), value in zip(aggs, values, strict=True):
+            if kind == "num":
+                edges = sorted({v for v in (value or []) if v is not None and math.isfinite(v)})
+                out[name] = {"kind": "num", "edges": edges}
+            else:
+                out[name] = {"kind": "cat" if (value or 0) <= MAX_CATEGORIES else "skip", "edges": None}
+    cur.executemany("insert into ingest.bins values (?, ?, ?, ?)",
+                    [[source.name, c, p["kind"], json.dumps(p["edges"]) if p["edges"] is not None else None]
+                     for c, p in out.items()])
+    return out
+
+
+def _bucket(name: str, p: dict) -> str:
+    col = ident(name)
+    if p["kind"] == "cat":
+        return f"coalesce({col}::VARCHAR, '(null)')"
+    whens = " ".join(f"WHEN {col} < {literal(e)} THEN '{i}'" for i, e in enumerate(p["edges"]))
+    return f"CASE WHEN {col} IS NULL THEN '(null)' {whens} ELSE '{len(p['edges'])}' END"
+
+
+def profile(cur, plan_: dict[str, dict], relation: str) -> dict[str, dict[str, int]]:
+    """Bucket counts of ``relation`` for every profiled column, in one scan."""
+    cols = [c for c, p in plan_.items() if p["kind"] != "skip"]
+    if not cols:
+        return {}
+    row = cur.execute(f"select {', '.join(f'histogram({_bucket(c, plan_[c])})' for c in cols)} "
+                      f"from {relation}").fetchone()
+    return {c: {str(k): int(v) for k, v in (h or {}).items()} for c, h in zip(cols, row, strict=True)}
+
+
+def history(cur, source_name: str) -> tuple[int, dict[str, dict[str, int]], float | None]:
+    """Rows accepted so far, their summed bucket counts, and their label rate."""
+    n, rate = cur.execute(
+        "select coalesce(sum(accepted), 0), sum(label_rate * accepted) / nullif(sum(accepted) filter "
+        "(where label_rate is not null), 0) from ingest.batches where source = ? and state in "
+        "('accepted', 'approved')", [source_name]).fetchone()
+    hist: dict[str, dict[str, int]] = {}
+    for col, bucket, count in cur.execute(
+            "select p.column_name, p.bucket, sum(p.n) from ingest.profiles p join ingest.batches b "
+            "on p.batch_id = b.id where b.source = ? and b.state in ('accepted', 'approved') group by all",
+            [source_name]).fetchall():
+        hist.setdefault(col, {})[bucket] = int(count)
+    return int(n), hist, rate
+
+
+def psi(expected: dict[str, int], actual: dict[str, int]) -> float:
+    """Population Stability Index of ``actual`` against ``expected`` (bucket -> count)."""
+    e_total, a_total = sum(expected.values()), sum(actual.values())
+    if not e_total or not a_total:
+        return 0.0
+    value = 0.0
+    for key in set(expected) | set(actual):
+        e = max(expected.get(key, 0) / e_total, EPSILON)
+        a = max(actual.get(key, 0) / a_total, EPSILON)
+        value += (a - e) * math.log(a / e)
+    return value
+
+
+def judge(source, accepted: int, prof: dict, label_rate: float | None, hist_rows: int, hist: dict,
+          hist_rate: float | None) -> tuple[list[str], dict[str, float]]:
+    """Reasons to hold the batch (empty: accept it) and each profiled column's PSI."""
+    g = source.guard
+    if not g.enabled or hist_rows < g.min_history_rows or accepted < max(1, g.min_batch_rows):
+        return [], {}
+    scores = {c: round(psi(hist.get(c, {}), counts), 4) for c, counts in prof.items()}
+    reasons = [f"column {c!r}: PSI {s:.3f} against the accepted history exceeds {g.psi}"
+               for c, s in sorted(scores.items()) if s > g.psi]
+    if label_rate is not None and hist_rate is not None and abs(label_rate - hist_rate) > g.label_rate_delta:
+        reasons.append(f"label {source.label!r}: rate {label_rate:.3f} against {hist_rate:.3f} in the accepted "
+                       f"history moved more than {g.label_rate_delta}")
+    return reasons, scores
