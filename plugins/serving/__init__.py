@@ -1,0 +1,89 @@
+"""Serving: registered models over the Open Inference Protocol (KServe/Triton), with hot swaps, dynamic
+batching, online features, a prediction log, shadow traffic and Prometheus metrics.
+
+It runs its own HTTP server on its own port (``[serving] port``, loopback by default) so that inference
+never queues behind the control API, and finds models through the ``model_registry`` service.
+"""
+
+from __future__ import annotations
+
+from appliance import hookimpl
+
+from . import settings as settings_mod
+from .api import COMMANDS, ROUTES
+
+APPLIANCE_CONTRACT = "1.0"
+
+
+class _State:
+    settings: settings_mod.ServingSettings | None = None
+    manager = None
+    server = None
+    predlog = None
+    metrics = None
+
+
+state = _State()
+
+
+@hookimpl
+def configure(app, config):
+    new = settings_mod.read(config)
+    state.settings = new
+    if state.manager is not None:
+        state.manager.apply(new.deployments)
+
+
+@hookimpl
+def startup(app):
+    from appliance import __version__
+
+    from .deployments import DeploymentManager
+    from .metrics import ServingMetrics
+    from .predlog import PredictionLog
+    from .server import ServingApp, ServingServer
+
+    cfg = state.settings or settings_mod.ServingSettings()
+    state.metrics = ServingMetrics()
+    state.predlog = PredictionLog(app.store)
+    state.predlog.start()
+    state.manager = DeploymentManager(app, state.metrics)
+    asgi = ServingApp(state.manager, state.metrics, state.predlog, max_body=cfg.max_body, version=__version__,
+                      features=lambda: app.registry("services").get("online_features"))
+    state.server = ServingServer(asgi, cfg.host, cfg.port)
+    state.server.start()
+    app.ports["serving"] = state.server.port
+    state.manager.start()
+    state.manager.apply(cfg.deployments)
+
+
+@hookimpl
+def shutdown(app):
+    if state.server:
+        state.server.stop()
+    if state.manager:
+        state.manager.stop()
+    if state.predlog:
+        state.predlog.stop()
+
+
+@hookimpl
+def on_event(event, app):
+    if state.manager is None:
+        return
+    if event.type == "model.alias_moved":
+        state.manager.alias_moved(event.data.get("name"), event.data.get("alias"))
+    elif event.type == "model.registered":
+        state.manager.registered(event.data.get("name"))
+
+
+@hookimpl
+def register_routes(register):
+    for route in ROUTES:
+        register(route)
+
+
+@hookimpl
+def register_commands(register):
+    for command in COMMANDS:
+        register(command)

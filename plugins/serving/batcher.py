@@ -1,0 +1,75 @@
+"""Dynamic batching with Triton's semantics: hold requests up to ``max_queue_delay`` or ``max_batch_size`` rows,
+run them as one batch, and hand each request back its own rows.
+
+Runs on the serving event loop, so it needs no locks: requests that arrive while a batch waits are read by
+the loop in the same turn and join it. A batch only ever holds requests for one model version, so a hot swap
+never mixes versions inside a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+class Batcher:
+    def __init__(self, max_batch_size: int, max_queue_delay_s: float,
+                 on_batch: Callable[[int, float], None] | None = None):
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.on_batch = on_batch
+        self._pending: list[tuple[dict, asyncio.Future, float]] = []
+        self._rows = 0
+        self._model = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def infer(self, model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = next(iter(arrays.values())).shape[0]
+        if self._pending and (self._model is not model or self._rows + rows > self.max_batch_size):
+            self._flush()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._model = model
+        self._pending.append((arrays, fut, time.perf_counter()))
+        self._rows += rows
+        if self._rows >= self.max_batch_size:
+            self._flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.max_queue_delay_s, self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, model = self._pending, self._model
+        self._pending, self._rows, self._model = [], 0, None
+        if not pending:
+            return
+        started = time.perf_counter()
+        try:
+            if len(pending) == 1:
+                outs = [model.infer(pending[0][0])]
+            else:
+                names = pending[0][0].keys()
+                merged = {n: np.concatenate([p[0][n] for p in pending]) for n in names}
+                result = model.infer(merged)
+                outs, start = [], 0
+                for arrays, _, _ in pending:
+                    n = next(iter(arrays.values())).shape[0]
+                    outs.append({k: v[start:start + n] for k, v in result.items()})
+                    start += n
+        except Exception as exc:
+            for _, fut, _ in pending:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        if self.on_batch:
+            self.on_batch(sum(next(iter(p[0].values())).shape[0] for p in pending),
+                          started - min(p[2] for p in pending))
+        for (_, fut, _), out in zip(pending, outs, strict=True):
+            if not fut.done():
+                fut.set_result(out)

@@ -1,0 +1,114 @@
+"""Serving metrics in Prometheus' text format, with Triton's names where Triton has one.
+
+Updated only on the serving event loop (one thread), so plain dicts suffice; ``render`` may run on the same
+loop. Latency and batch sizes are histograms so a scraper can compute p50/p99 per model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Histogram:
+    def __init__(self, buckets):
+        self.buckets = buckets
+        self.counts = [0] * len(buckets)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        self.count += 1
+        for i, b in enumerate(self.buckets):
+            if value <= b:
+                self.counts[i] += 1
+                break
+
+    def quantile(self, q: float) -> float | None:
+        """An upper bound for the q-quantile from the buckets (what Prometheus' histogram_quantile reads)."""
+        if not self.count:
+            return None
+        target, seen = q * self.count, 0
+        for b, c in zip(self.buckets, self.counts, strict=True):
+            seen += c
+            if seen >= target:
+                return b
+        return float("inf")
+
+
+class ServingMetrics:
+    def __init__(self):
+        self.success: dict[tuple, int] = defaultdict(int)
+        self.failure: dict[tuple, int] = defaultdict(int)
+        self.rows: dict[tuple, int] = defaultdict(int)
+        self.execs: dict[tuple, int] = defaultdict(int)
+        self.duration_us: dict[tuple, float] = defaultdict(float)
+        self.queue_us: dict[tuple, float] = defaultdict(float)
+        self.latency: dict[tuple, Histogram] = {}
+        self.batch: dict[tuple, Histogram] = {}
+        self.ready: dict[tuple, int] = {}
+
+    def ok(self, model: str, version: str, rows: int, seconds: float) -> None:
+        key = (model, version)
+        self.success[key] += 1
+        self.rows[key] += rows
+        self.duration_us[key] += seconds * 1e6
+        self.latency.setdefault(key, Histogram(LATENCY_BUCKETS)).observe(seconds)
+
+    def failed(self, model: str, version: str, reason: str) -> None:
+        self.failure[(model, version, reason)] += 1
+
+    def executed(self, model: str, version: str, rows: int, queue_s: float) -> None:
+        key = (model, version)
+        self.execs[key] += 1
+        self.queue_us[key] += queue_s * 1e6
+        self.batch.setdefault(key, Histogram(BATCH_BUCKETS)).observe(rows)
+
+    def set_ready(self, model: str, version: str, ready: bool) -> None:
+        self.ready[(model, version)] = int(ready)
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def counter(name, help_, series, labels=("model", "version")):
+            out.append(f"# HELP {name} {help_}\n# TYPE {name} counter")
+            for key, value in series.items():
+                out.append(f"{name}{{{_labels(labels, key)}}} {value:g}")
+
+        counter("nv_inference_request_success", "Successful inference requests.", self.success)
+        counter("nv_inference_request_failure", "Failed inference requests, by reason.", self.failure,
+                ("model", "version", "reason"))
+        counter("nv_inference_count", "Inferences performed (rows; a batch of n counts n).", self.rows)
+        counter("nv_inference_exec_count", "Model executions (a dynamic batch counts once).", self.execs)
+        counter("nv_inference_request_duration_us", "Cumulative request duration in microseconds.", self.duration_us)
+        counter("nv_inference_queue_duration_us", "Cumulative time requests waited in the batch queue.", self.queue_us)
+        out.append("# HELP nv_model_ready Whether the model version is loaded and serving.\n# TYPE nv_model_ready gauge")
+        for key, value in self.ready.items():
+            out.append(f"nv_model_ready{{{_labels(('model', 'version'), key)}}} {value}")
+        _histograms(out, "appliance_inference_request_duration_seconds", "Request latency.", self.latency)
+        _histograms(out, "appliance_inference_batch_size", "Rows per model execution.", self.batch)
+        return "\n".join(out) + "\n"
+
+
+def _labels(names, values) -> str:
+    return ",".join(f'{n}="{_esc(v)}"' for n, v in zip(names, values, strict=True))
+
+
+def _esc(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _histograms(out: list[str], name: str, help_: str, series: dict[tuple, Histogram]) -> None:
+    out.append(f"# HELP {name} {help_}\n# TYPE {name} histogram")
+    for key, h in series.items():
+        base = _labels(("model", "version"), key)
+        seen = 0
+        for b, c in zip(h.buckets, h.counts, strict=True):
+            seen += c
+            out.append(f'{name}_bucket{{{base},le="{b:g}"}} {seen}')
+        out.append(f'{name}_bucket{{{base},le="+Inf"}} {h.count}')
+        out.append(f"{name}_sum{{{base}}} {h.sum:g}")
+        out.append(f"{name}_count{{{base}}} {h.count}")

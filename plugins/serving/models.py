@@ -1,0 +1,69 @@
+"""A loaded model version: an onnxruntime session with its tensor specs, warmed up before it takes traffic."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .protocol import ORT_TO_OIP, TensorSpec
+
+
+def session_threads() -> int:
+    # Requests arrive concurrently on the serving loop; a few intra-op threads per session use the box without
+    # oversubscribing it when several models serve at once.
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+class LoadedModel:
+    def __init__(self, name: str, version: int, path: Path, signature: dict | None = None):
+        import onnxruntime as ort  # heavy: imported when the first model loads, never at daemon start
+
+        self.name, self.version, self.signature = name, int(version), signature or {}
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = session_threads()
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        available = ort.get_available_providers()
+        providers = ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), so, providers=providers)
+        self.provider = self.session.get_providers()[0]
+        self.inputs = {i.name: TensorSpec(i.name, ORT_TO_OIP.get(i.type, "BYTES"), _dims(i.shape))
+                       for i in self.session.get_inputs()}
+        self.outputs = [TensorSpec(o.name, ORT_TO_OIP.get(o.type, "BYTES"), _dims(o.shape))
+                        for o in self.session.get_outputs()]
+        self.output_names = [o.name for o in self.outputs]
+        self.loaded_at = time.time()
+
+    @property
+    def batched(self) -> bool:
+        """Every input has a dynamic first dimension, so requests can be stacked along it."""
+        return all(s.shape and s.shape[0] == -1 for s in self.inputs.values())
+
+    def infer(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(self.output_names, arrays), strict=True))
+
+    def warm_up(self) -> None:
+        """One inference on a zero batch: a model that cannot run fails here, before it takes traffic."""
+        from .protocol import DTYPES
+
+        feeds = {n: np.zeros(tuple(1 if d == -1 else d for d in s.shape), dtype=DTYPES[s.datatype])
+                 for n, s in self.inputs.items() if s.datatype in DTYPES}
+        out = self.infer(feeds)
+        for name, arr in out.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise ValueError(f"warm-up output {name!r} is not finite")
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "versions": [str(self.version)], "platform": "onnxruntime_onnx",
+                "inputs": [s.to_dict() for s in self.inputs.values()],
+                "outputs": [s.to_dict() for s in self.outputs]}
+
+
+def _dims(shape) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)

@@ -1,0 +1,139 @@
+"""The prediction log: every answered request (or a configured sample) appended to DuckDB in batches.
+
+The serving loop only appends a small tuple to a deque; a writer thread turns batches of them into one Arrow
+table and one INSERT, so logging costs the hot path almost nothing. One row per instance (a request of n rows
+logs n), with inputs and outputs as JSON keyed by feature name, which is what drift monitors read.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger("appliance.serving.predlog")
+
+SCHEMA = """
+create schema if not exists serving;
+create table if not exists serving.predictions (
+    deployment varchar, model varchar, version integer, request_id varchar, row_index integer,
+    ts timestamp, latency_us integer, shadow boolean, inputs json, outputs json
+);
+create table if not exists serving.feedback (
+    request_id varchar, row_index integer, label double, ts timestamp
+);
+"""
+
+
+class PredictionLog:
+    def __init__(self, store, *, flush_s: float = 0.5, max_pending: int = 200_000):
+        self.store = store
+        self.flush_s = flush_s
+        self.max_pending = max_pending
+        self._q: collections.deque = collections.deque()
+        self._feedback: collections.deque = collections.deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self.dropped = 0
+        self.written = 0
+
+    def start(self) -> None:
+        cur = self.store.cursor()
+        cur.execute(SCHEMA)
+        self._thread.start()
+
+    def append(self, deployment: str, model: str, version: int, request_id: str, latency_s: float, shadow: bool,
+               inputs: dict, outputs: dict, feature_names: list[str] | None) -> None:
+        if len(self._q) >= self.max_pending:
+            self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
+            return
+        self._q.append((deployment, model, version, request_id, time.time(), latency_s, shadow, inputs, outputs,
+                        feature_names))
+
+    def feedback(self, request_id: str, labels: list[float]) -> None:
+        """Ground truth for a logged request, one label per row, joined to the log by request id and row."""
+        now = time.time()
+        for i, label in enumerate(labels):
+            self._feedback.append((request_id, i, float(label), now))
+
+    def _flush_feedback(self) -> None:
+        rows = []
+        while self._feedback:
+            rows.append(self._feedback.popleft())
+        if rows:
+            cur = self.store.cursor()
+            cur.executemany("insert into serving.feedback values (?, ?, ?, to_timestamp(?))", rows)
+
+    def flush(self) -> int:
+        self._flush_feedback()
+        items = []
+        while self._q:
+            items.append(self._q.popleft())
+        if not items:
+            return 0
+        import pyarrow as pa
+
+        cols: dict[str, list] = {k: [] for k in ("deployment", "model", "version", "request_id", "row_index", "ts",
+                                                 "latency_us", "shadow", "inputs", "outputs")}
+        for dep, model, version, rid, ts, lat, shadow, inputs, outputs, names in items:
+            in_rows = _rows(inputs, names)
+            out_rows = _rows(outputs, None)
+            for i, (ir, orow) in enumerate(zip(in_rows, out_rows, strict=False)):
+                cols["deployment"].append(dep)
+                cols["model"].append(model)
+                cols["version"].append(version)
+                cols["request_id"].append(rid)
+                cols["row_index"].append(i)
+                cols["ts"].append(ts)
+                cols["latency_us"].append(int(lat * 1e6))
+                cols["shadow"].append(shadow)
+                cols["inputs"].append(json.dumps(ir))
+                cols["outputs"].append(json.dumps(orow))
+        table = pa.table({**{k: v for k, v in cols.items() if k != "ts"},
+                          "ts": pa.array((np.array(cols["ts"]) * 1e6).astype(np.int64)).cast(pa.timestamp("us"))})
+        cur = self.store.cursor()
+        cur.register("_predlog_batch", table)
+        try:
+            cur.execute("insert into serving.predictions select deployment, model, version, request_id, row_index, "
+                        "ts, latency_us, shadow, inputs, outputs from _predlog_batch")
+        finally:
+            cur.unregister("_predlog_batch")
+        self.written += len(cols["deployment"])
+        return len(items)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("writing the prediction log failed")
+        self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def _rows(tensors: dict, names: list[str] | None) -> list[dict]:
+    """Per-instance dicts: a [n, k] input with k feature names becomes n {name: value} rows."""
+    if not tensors:
+        return []
+    n = min((a.shape[0] for a in tensors.values() if a.ndim), default=1)
+    rows: list[dict] = [{} for _ in range(n)]
+    for key, arr in tensors.items():
+        if arr.ndim == 0:
+            for r in rows:
+                r[key] = arr.item()
+            continue
+        values = arr.tolist()
+        if arr.ndim == 2 and names and len(names) == arr.shape[1]:
+            for r, v in zip(rows, values, strict=False):
+                r.update(zip(names, v, strict=True))
+        else:
+            for r, v in zip(rows, values, strict=False):
+                r[key] = v
+    return rows

@@ -1,0 +1,234 @@
+"""The Open Inference Protocol v2 (KServe/Triton) on the wire: JSON tensors and Triton's binary extension.
+
+Parsing checks everything a request declares before allocating anything: a declared shape is multiplied out
+and compared with the data it came with (JSON element count, or binary byte size) first, so a tiny body that
+claims a huge tensor costs nothing. Every refusal names the input and says what was expected and what came.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_OIP = {v: k for k, v in DTYPES.items()}
+ORT_TO_OIP = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(float16)": "FP16",
+              "tensor(int64)": "INT64", "tensor(int32)": "INT32", "tensor(int16)": "INT16", "tensor(int8)": "INT8",
+              "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16", "tensor(uint32)": "UINT32",
+              "tensor(uint64)": "UINT64", "tensor(bool)": "BOOL", "tensor(string)": "BYTES"}
+
+#: Elements one request may carry, whatever it declares (64M floats = 256 MB).
+MAX_ELEMENTS = 1 << 26
+
+
+class ProtocolError(Exception):
+    """A request the server refuses: HTTP status and a message for ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.datatype} {list(self.shape)})"
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    arrays: dict[str, np.ndarray]
+    binary_output: bool
+    output_binary: dict[str, bool]
+    requested_outputs: list[str] | None
+    raw_inputs: list[dict]
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise ProtocolError(400, f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
+    if not 0 < n <= len(body):
+        raise ProtocolError(400, f"Inference-Header-Content-Length is {n} but the body has {len(body)} bytes")
+    return body[:n], memoryview(body)[n:]
+
+
+def parse_json(data: bytes) -> dict:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc)
+        if "recursion" in msg.lower() or "depth" in msg.lower():
+            raise ProtocolError(400, "request JSON is nested too deeply") from None
+        hint = "; NaN and Infinity are not JSON" if b"NaN" in data or b"Infinity" in data else ""
+        raise ProtocolError(400, f"request body is not valid JSON ({msg}){hint}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(400, f"request body must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _shape(spec_in: dict, name: str) -> tuple[int, ...]:
+    shape = spec_in.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise ProtocolError(400, f"input '{name}': 'shape' must be a list of non-negative integers, got {shape!r}")
+    return tuple(shape)
+
+
+def _flatten(data, depth: int, name: str) -> list:
+    """Row-major flatten of nested JSON lists, no deeper than the tensor's rank."""
+    if not isinstance(data, list):
+        return [data]
+    if depth <= 0:
+        raise ProtocolError(400, f"input '{name}': data is nested deeper than its shape")
+    if data and isinstance(data[0], list):
+        out: list = []
+        for item in data:
+            out.extend(_flatten(item, depth - 1, name))
+        return out
+    return data
+
+
+def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
+                 max_batch: int) -> InferRequest:
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ProtocolError(400, "request needs a non-empty 'inputs' list")
+    params = header.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(400, "'parameters' must be an object")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in inputs:
+        if not isinstance(item, dict):
+            raise ProtocolError(400, f"each input must be an object, got {type(item).__name__}")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise ProtocolError(400, "an input has no 'name'")
+        spec = specs.get(name)
+        if spec is None:
+            expected = ", ".join(s.describe() for s in specs.values())
+            raise ProtocolError(400, f"unknown input '{name}'; the model takes: {expected}")
+        if name in arrays:
+            raise ProtocolError(400, f"input '{name}' is given twice")
+        datatype = item.get("datatype")
+        if datatype != spec.datatype:
+            raise ProtocolError(400, f"input '{name}': expected datatype {spec.datatype}, got {datatype!r}")
+        shape = _shape(item, name)
+        if len(shape) != len(spec.shape) or any(e != -1 and e != g for e, g in zip(spec.shape, shape, strict=True)):
+            raise ProtocolError(400, f"input '{name}': expected shape {list(spec.shape)}, got {list(shape)}")
+        if shape and spec.shape[0] == -1 and shape[0] > max_batch:
+            raise ProtocolError(400, f"input '{name}': batch of {shape[0]} exceeds the maximum of {max_batch}")
+        count = math.prod(shape)
+        if count > MAX_ELEMENTS:
+            raise ProtocolError(400, f"input '{name}': shape {list(shape)} has {count} elements; the limit is "
+                                     f"{MAX_ELEMENTS}")
+        dtype = DTYPES[spec.datatype]
+        iparams = item.get("parameters") or {}
+        size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0:
+                raise ProtocolError(400, f"input '{name}': binary_data_size must be a non-negative integer")
+            want = count * dtype.itemsize
+            if size != want:
+                raise ProtocolError(400, f"input '{name}': shape {list(shape)} of {spec.datatype} needs {want} "
+                                         f"bytes, but binary_data_size is {size}")
+            if offset + size > len(binary):
+                raise ProtocolError(400, f"input '{name}': binary_data_size {size} runs past the end of the body "
+                                         f"({len(binary) - offset} bytes left)")
+            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(shape)
+            offset += size
+        else:
+            data = item.get("data")
+            if data is None:
+                raise ProtocolError(400, f"input '{name}' has neither 'data' nor binary_data_size")
+            flat = _flatten(data, len(shape), name)
+            if len(flat) != count:
+                raise ProtocolError(400, f"input '{name}': shape {list(shape)} needs {count} values, got {len(flat)}")
+            try:
+                arr = np.asarray(flat, dtype=dtype).reshape(shape)
+            except (TypeError, ValueError, OverflowError):
+                bad = next((v for v in flat if isinstance(v, str | dict | list | type(None))), None)
+                raise ProtocolError(400, f"input '{name}': expected {spec.datatype} values, got {bad!r}") from None
+            if dtype.kind != "f" and any(isinstance(v, float) and not v.is_integer() for v in flat[:1000]):
+                raise ProtocolError(400, f"input '{name}': expected {spec.datatype} values, got floats")
+        if dtype.kind == "f" and not np.isfinite(arr).all():
+            bad_at = int(np.flatnonzero(~np.isfinite(arr.ravel()))[0])
+            raise ProtocolError(400, f"input '{name}': value at flat index {bad_at} is {arr.ravel()[bad_at]}; "
+                                     "inputs must be finite")
+        arrays[name] = arr
+    if offset != len(binary):
+        raise ProtocolError(400, f"the body has {len(binary) - offset} bytes of binary data no input claims")
+    missing = [s.describe() for n, s in specs.items() if n not in arrays]
+    if missing:
+        raise ProtocolError(400, f"missing input(s): {', '.join(missing)}")
+    rows = {a.shape[0] for n, a in arrays.items() if specs[n].shape and specs[n].shape[0] == -1}
+    if len(rows) > 1:
+        raise ProtocolError(400, f"inputs disagree on the batch size: {sorted(rows)}")
+    requested = None
+    output_binary: dict[str, bool] = {}
+    if header.get("outputs") is not None:
+        outs = header["outputs"]
+        if not isinstance(outs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs):
+            raise ProtocolError(400, "'outputs' must be a list of objects with a 'name'")
+        requested = [o["name"] for o in outs]
+        for o in outs:
+            p = o.get("parameters") or {}
+            output_binary[o["name"]] = bool(p.get("binary_data", False)) if isinstance(p, dict) else False
+    rid = header.get("id")
+    return InferRequest(id=str(rid) if rid is not None else None, arrays=arrays,
+                        binary_output=bool(params.get("binary_data_output", False)), output_binary=output_binary,
+                        requested_outputs=requested, raw_inputs=inputs)
+
+
+def encode_response(model: str, version: str, request_id: str | None, outputs: dict[str, np.ndarray],
+                    req: InferRequest) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers; binary outputs go after the JSON header, as Triton does."""
+    names = req.requested_outputs or list(outputs)
+    parts: list[bytes] = []
+    out_json = []
+    for name in names:
+        arr = np.ascontiguousarray(outputs[name])
+        datatype = NUMPY_TO_OIP.get(arr.dtype, "BYTES")
+        entry: dict = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if req.output_binary.get(name, req.binary_output):
+            raw = arr.tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            parts.append(raw)
+        else:
+            entry["data"] = arr.ravel().tolist()
+        out_json.append(entry)
+    resp: dict = {"model_name": model, "model_version": version, "outputs": out_json}
+    if request_id is not None:
+        resp["id"] = request_id
+    head = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not parts:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(parts), {"content-type": "application/octet-stream",
+                                    "inference-header-content-length": str(len(head))}
+
+
+def check_outputs(req: InferRequest, available: list[str]) -> None:
+    for name in req.requested_outputs or ():
+        if name not in available:
+            raise ProtocolError(400, f"unknown output '{name}'; the model gives: {', '.join(available)}")

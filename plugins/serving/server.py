@@ -1,0 +1,297 @@
+"""The serving port: a bare ASGI app for the Open Inference Protocol, on its own uvicorn loop and thread.
+
+No framework and no per-request middleware: the path is split by hand and each request does only what the
+protocol needs, because every microsecond here is paid on every prediction. Errors follow Triton's shape,
+``{"error": "..."}``, with 4xx for anything the client sent wrong; a bug becomes a 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+
+import orjson
+
+from .protocol import ProtocolError, check_outputs, encode_response, parse_inputs, parse_json, split_body
+
+log = logging.getLogger("appliance.serving.http")
+
+ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
+JSON = [(b"content-type", b"application/json")]
+
+
+class ServingApp:
+    def __init__(self, manager, metrics, predlog, *, max_body: int, version: str, features=None):
+        self.manager, self.metrics, self.predlog = manager, metrics, predlog
+        self.max_body = max_body
+        self.version = version
+        self.features = features  # a callable giving the online feature service, or None
+        self._shadow_tasks: set = set()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                while True:
+                    msg = await receive()
+                    await send({"type": msg["type"] + ".complete"})
+                    if msg["type"] == "lifespan.shutdown":
+                        return
+            return
+        t0 = time.perf_counter()
+        try:
+            await self.route(scope, receive, send, t0)
+        except ProtocolError as exc:
+            await reply(send, exc.status, orjson.dumps({"error": exc.message}))
+        except _Disconnected:
+            return
+        except Exception:
+            log.exception("serving request failed")
+            await reply(send, 500, b'{"error":"internal error; see the daemon log"}')
+
+    async def route(self, scope, receive, send, t0):
+        path, method = scope["path"], scope["method"]
+        if path.startswith("/v2/models/"):
+            parts = path[11:].split("/")
+            name, version, action = parts[0], None, ""
+            rest = parts[1:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                version, rest = rest[1], rest[2:]
+            if rest:
+                action = rest[0]
+            if len(rest) > 1:
+                raise ProtocolError(404, f"no route {path}")
+            if action == "infer":
+                _method(method, "POST", path)
+                return await self.infer(scope, receive, send, name, version, t0)
+            _method(method, "GET", path)
+            dep, model = self._model(name, version, need_ready=False)
+            if action == "ready":
+                ok = model is not None
+                return await reply(send, 200 if ok else 503, b"{}" if ok else orjson.dumps(
+                    {"error": f"model '{name}' is not ready ({dep.state}{': ' + dep.error if dep.error else ''})"}))
+            if action == "":
+                if model is None:
+                    raise ProtocolError(503, f"model '{name}' is not ready ({dep.state})")
+                return await reply(send, 200, orjson.dumps(model.metadata()))
+            raise ProtocolError(404, f"no route {path}")
+        if path == "/v2/health/live":
+            return await reply(send, 200, b"{}")
+        if path == "/v2/health/ready":
+            deps = list(self.manager.deployments.values())
+            ready = bool(deps) and all(d.current is not None for d in deps)
+            return await reply(send, 200 if ready else 503, b"{}" if ready else b'{"error":"not all models ready"}')
+        if path == "/v2":
+            return await reply(send, 200, orjson.dumps({"name": "appliance", "version": self.version,
+                                                        "extensions": ["binary_tensor_data", "statistics"]}))
+        if path == "/metrics":
+            body = self.metrics.render().encode()
+            return await reply(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+        if path == "/v2/feedback":
+            _method(method, "POST", path)
+            body = await read_body(receive, self.max_body)
+            return await reply(send, 200, orjson.dumps(self.feedback(parse_json(body))))
+        raise ProtocolError(404, f"no route {path}")
+
+    def _model(self, name: str, version: str | None, need_ready: bool = True):
+        dep = self.manager.deployments.get(name)
+        if dep is None:
+            raise ProtocolError(404, f"unknown model '{name}'")
+        model = dep.current
+        if model is not None and version is not None and version != str(model.version):
+            raise ProtocolError(404, f"version {version} of model '{name}' is not loaded; "
+                                     f"version {model.version} is serving")
+        if model is None and need_ready:
+            raise ProtocolError(503, f"model '{name}' is not ready ({dep.state}"
+                                     f"{': ' + dep.error if dep.error else ''})")
+        return dep, model
+
+    async def infer(self, scope, receive, send, name, version, t0):
+        dep, model = self._model(name, version)
+        spec = dep.spec
+        headers = dict(scope["headers"])
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if ctype not in ACCEPTED_TYPES:
+            self.metrics.failed(name, str(model.version), "content_type")
+            raise ProtocolError(415, f"content type {ctype.decode(errors='replace')!r} is not read here; send "
+                                     "application/json or Triton's binary tensors")
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            self.metrics.failed(name, str(model.version), "too_large")
+            raise ProtocolError(413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}")
+        body = await read_body(receive, self.max_body)
+        hl = headers.get(b"inference-header-content-length")
+        try:
+            head, binary = split_body(body, hl.decode() if hl is not None else None)
+            req = parse_json(head)
+            if spec.entity_keys and self.features is not None:
+                req = self._online_features(spec, model, req)
+            ir = parse_inputs(req, binary, model.inputs, spec.max_request_rows)
+            check_outputs(ir, model.output_names)
+        except ProtocolError:
+            self.metrics.failed(name, str(model.version), "bad_request")
+            raise
+        outputs = await dep.batcher.infer(model, ir.arrays) if dep.batcher else model.infer(ir.arrays)
+        if dep.batcher is None:
+            self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
+        rid = ir.id or uuid.uuid4().hex
+        payload, hdrs = encode_response(name, str(model.version), rid, outputs, ir)
+        await reply(send, 200, payload, [(k.encode(), v.encode()) for k, v in hdrs.items()])
+        elapsed = time.perf_counter() - t0
+        self.metrics.ok(name, str(model.version), _rows(ir.arrays), elapsed)
+        if spec.log_sample >= 1.0 or random.random() < spec.log_sample:
+            self.predlog.append(name, model.name, model.version, rid, elapsed, False, ir.arrays, outputs,
+                                model.signature.get("feature_names"))
+        if spec.shadow:
+            task = asyncio.ensure_future(self._shadow(spec.shadow, rid, ir.arrays))
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, name: str, rid: str, arrays: dict) -> None:
+        """The challenger answers the same request; its answer is logged and never returned."""
+        dep = self.manager.deployments.get(name)
+        model = dep.current if dep else None
+        if model is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            outputs = await dep.batcher.infer(model, arrays) if dep.batcher else model.infer(arrays)
+        except Exception as exc:
+            self.metrics.failed(name, str(model.version), "shadow_error")
+            log.warning("shadow deployment %s failed: %s", name, exc)
+            return
+        self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays, outputs,
+                            model.signature.get("feature_names"))
+
+    def _online_features(self, spec, model, req: dict) -> dict:
+        """Entity keys in, feature values out: replace the key inputs with the model's features input."""
+        inputs = req.get("inputs")
+        if not isinstance(inputs, list) or any(isinstance(i, dict) and i.get("name") == spec.features_input
+                                               for i in inputs):
+            return req  # feature values were sent directly
+        keys = {i.get("name"): i for i in inputs if isinstance(i, dict)}
+        missing = [k for k in spec.entity_keys if k not in keys]
+        if missing:
+            return req  # parse_inputs names what is missing
+        columns = {}
+        for k in spec.entity_keys:
+            data = keys[k].get("data")
+            if not isinstance(data, list):
+                raise ProtocolError(400, f"entity key input '{k}' needs a 'data' list")
+            columns[k] = data
+        n = {len(v) for v in columns.values()}
+        if len(n) != 1:
+            raise ProtocolError(400, f"entity key inputs disagree on length: {sorted(n)}")
+        rows = [{k: columns[k][i] for k in spec.entity_keys} for i in range(n.pop())]
+        service = self.features()
+        if service is None:
+            raise ProtocolError(503, "the online feature store is not loaded")
+        try:
+            found = service.get_many(rows, list(spec.features))
+        except Exception as exc:
+            raise ProtocolError(400, getattr(exc, "message", None) or str(exc)) from None
+        matrix = []
+        for row, values in zip(rows, found, strict=True):
+            vec = [values.get(f) for f in spec.features]
+            if any(v is None for v in vec):
+                absent = [f for f, v in zip(spec.features, vec, strict=True) if v is None]
+                raise ProtocolError(400, f"no online value for {', '.join(absent)} at {row}")
+            matrix.append(vec)
+        inp = model.inputs[spec.features_input]
+        others = [i for i in inputs if isinstance(i, dict) and i.get("name") not in spec.entity_keys]
+        return {**req, "inputs": others + [{"name": spec.features_input, "datatype": inp.datatype,
+                                            "shape": [len(matrix), len(spec.features)], "data": matrix}]}
+
+    def feedback(self, body: dict) -> dict:
+        rid = body.get("request_id")
+        if not isinstance(rid, str) or not rid:
+            raise ProtocolError(400, "feedback needs 'request_id' (the id a prediction answered with)")
+        labels = body.get("labels", [body.get("label")] if "label" in body else None)
+        if not isinstance(labels, list) or not labels or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
+            raise ProtocolError(400, "feedback needs 'label' (a number) or 'labels' (one number per row)")
+        self.predlog.feedback(rid, labels)
+        return {"request_id": rid, "labels": len(labels)}
+
+
+class _Disconnected(Exception):
+    pass
+
+
+def _method(method: str, allowed: str, path: str) -> None:
+    if method != allowed:
+        raise ProtocolError(405, f"{method} is not allowed on {path}; use {allowed}")
+
+
+def _rows(arrays: dict) -> int:
+    for a in arrays.values():
+        return a.shape[0] if a.ndim else 1
+    return 0
+
+
+async def read_body(receive, limit: int) -> bytes:
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def reply(send, status: int, body: bytes, headers: list | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": (headers or JSON) + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class ServingServer:
+    """uvicorn (uvloop + httptools) on its own thread and loop, so serving never waits on the control API."""
+
+    def __init__(self, asgi, host: str, port: int):
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError as exc:
+            self.sock.close()
+            from appliance import ApplianceError
+
+            raise ApplianceError(f"serving cannot listen on {host}:{port}: {exc.strerror}; set [serving] port",
+                                 title="Port unavailable") from None
+        self.sock.listen(4096)
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(asgi, loop="uvloop", http="httptools", lifespan="off", access_log=False,
+                                log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3)
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                yield
+
+        self.server = _Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="serving",
+                                       daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started and time.monotonic() < deadline and self.thread.is_alive():
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
