@@ -210,3 +210,10 @@ maybe = st.one_of(st.none(), st.integers(-3, 3))
 def test_training_sets_match_a_brute_force_reference(con, a_rows, b_rows, spine_rows, ttl_a, ttl_b):
     got = setup(con, a_rows, b_rows, spine_rows, ttl_a=ttl_a, ttl_b=ttl_b)
     assert got == reference(a_rows, b_rows, spine_rows, ttl_a, ttl_b)
+
+
+def test_a_bare_parquet_file_name_is_a_path_not_a_table():
+    text = '[entities.e]\njoin_keys = ["k"]\n[feature_views.p]\nsource = "x.parquet"\nentities = ["e"]\nevent_time = "ts"\n'
+    view = definitions.parse(Config(path=None, data=tomllib.loads(text), text=text))["p"]
+    assert not view.source_is_table and view.source.endswith("/x.parquet")
+    assert pit.spine_relation("spine.parquet", None, None)[0] == "read_parquet('spine.parquet')"

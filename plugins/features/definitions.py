@@ -82,7 +82,7 @@ class FeatureView:
 
     @classmethod
     def from_definition(cls, name: str, d: dict, description: str = "") -> FeatureView:
-        return cls(name=name, source=d["source"], source_is_table=bool(TABLE.match(d["source"])),
+        return cls(name=name, source=d["source"], source_is_table=not d["source"].endswith(".parquet"),
                    entities=d["entities"], event_time=d["event_time"], ttl_s=d["ttl_s"], sql=d["sql"],
                    features=d["features"], windows=[Window(**w) for w in d["windows"]], description=description)
 
@@ -143,7 +143,7 @@ def _view(config: Config, name: str, spec: Any, entities: dict[str, list[str]]) 
     if not isinstance(source, str) or not source.strip():
         raise config.error(f"feature view {name!r} needs a source: a DuckDB table or a Parquet path", *where,
                            "source")
-    is_table = bool(TABLE.match(source))
+    is_table = bool(TABLE.match(source)) and not source.endswith(".parquet")
     if not is_table:
         if not source.endswith(".parquet") or "'" in source:
             raise config.error(f"feature view {name!r}: source {source!r} is neither a table name "

@@ -51,7 +51,7 @@ def spine_relation(spine: str | None, spine_sql: str | None, base: Path | None) 
         raise BadRequest("give the spine as exactly one of spine (a table or Parquet path) or spine_sql (a query)")
     if spine_sql:
         return f"({spine_sql})", spine_sql
-    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", spine):
+    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", spine) and not spine.endswith(".parquet"):
         return ".".join(q(p) for p in spine.split(".")), spine
     if not spine.endswith(".parquet") or "'" in spine:
         raise BadRequest(f"spine {spine!r} is neither a table name nor a Parquet path ending in .parquet")
