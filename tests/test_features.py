@@ -212,6 +212,10 @@ def test_bad_online_requests_name_what_is_wrong(daemon):
     assert r.status_code == 400 and "'ghost'" in r.text, r.text
     r = daemon.post("/features/online", {"entity": {"customer_id": 1}, "features": ["pair:amount"]})
     assert r.status_code == 400 and "'merchant'" in r.text, r.text
+    r = daemon.post("/features/online", {"entity": {"customer_id": [1]}, "features": ["spend:amount"]})
+    assert r.status_code == 400, r.text
+    r = daemon.post("/training-sets", {"name": "x", "spine": 5, "features": ["spend:amount"]})
+    assert r.status_code == 400 and "spine" in r.text, r.text
     r = daemon.post("/features/ghost/materialize")
     assert r.status_code == 404 and "'ghost'" in r.text
 

@@ -69,13 +69,14 @@ class OnlineStore:
             try:
                 key = (entity_keys[values.keys[0]] if values.single
                        else tuple(entity_keys[k] for k in values.keys))
+                row = values.rows.get(key)
             except KeyError:
                 missing = [k for k in values.keys if k not in entity_keys]
                 raise BadRequest(f"feature view {name!r} needs entity key(s) {', '.join(map(repr, missing))}",
                                  title="Missing entity key") from None
             except TypeError:
-                raise BadRequest(f"entity keys must be an object of key: value, got {entity_keys!r}") from None
-            row = values.rows.get(key)
+                raise BadRequest(f"entity keys must be an object of key: value (numbers or text), got "
+                                 f"{entity_keys!r}") from None
             if row is None:
                 self._check_key(values, entity_keys)
             elif values.ttl_s is not None and now - row[-1] > values.ttl_s:

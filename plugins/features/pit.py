@@ -47,8 +47,9 @@ def parse_ref(ref: object) -> tuple[str, int | None, str]:
 
 def spine_relation(spine: str | None, spine_sql: str | None, base: Path | None) -> tuple[str, str]:
     """The spine as SQL, and how the manifest names it: a table, a Parquet path or a query."""
-    if bool(spine) == bool(spine_sql):
-        raise BadRequest("give the spine as exactly one of spine (a table or Parquet path) or spine_sql (a query)")
+    if bool(spine) == bool(spine_sql) or not isinstance(spine or spine_sql, str):
+        raise BadRequest("give the spine as exactly one of spine (a table or Parquet path) or spine_sql (a query)",
+                         title="Bad spine")
     if spine_sql:
         return f"({spine_sql})", spine_sql
     if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", spine) and not spine.endswith(".parquet"):
