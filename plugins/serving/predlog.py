@@ -8,12 +8,12 @@ logs n), with inputs and outputs as JSON keyed by feature name, which is what dr
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import threading
 import time
 
 import numpy as np
+import orjson
 
 log = logging.getLogger("appliance.serving.predlog")
 
@@ -91,8 +91,8 @@ class PredictionLog:
                 cols["ts"].append(ts)
                 cols["latency_us"].append(int(lat * 1e6))
                 cols["shadow"].append(shadow)
-                cols["inputs"].append(json.dumps(ir))
-                cols["outputs"].append(json.dumps(orow))
+                cols["inputs"].append(orjson.dumps(ir).decode())
+                cols["outputs"].append(orjson.dumps(orow).decode())
         table = pa.table({**{k: v for k, v in cols.items() if k != "ts"},
                           "ts": pa.array((np.array(cols["ts"]) * 1e6).astype(np.int64)).cast(pa.timestamp("us"))})
         cur = self.store.cursor()
