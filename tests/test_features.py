@@ -129,7 +129,7 @@ def test_training_set_is_point_in_time_correct_and_reads_through_the_service(dae
     got = daemon.get(f"/probe/training-sets/{result['id']}").json()
     assert Path(got["path"]).is_file()
     manifest = got["manifest"]
-    assert manifest["rows"] == 5 and manifest["sha256"] == result["sha256"]
+    assert manifest["row_count"] == 5 and manifest["hash"] == result["sha256"]
     assert manifest["views"]["spend"]["version"] == 1 and manifest["spine"]["event_time"] == "event_time"
     rows = got["table"]
     assert [r["label"] for r in rows] == [s[3] for s in SPINE]  # spine order kept

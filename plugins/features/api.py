@@ -91,7 +91,7 @@ def routes(store: FeatureStore) -> list[Route]:
 
 def _brief(rec: dict) -> dict[str, Any]:
     m = rec["manifest"]
-    return {"id": rec["id"], "name": rec["name"], "sha256": rec["sha256"], "rows": m["rows"],
+    return {"id": rec["id"], "name": rec["name"], "sha256": rec["sha256"], "rows": m["row_count"],
             "views": {v: d["version"] for v, d in m["views"].items()}, "created": rec["created"]}
 
 

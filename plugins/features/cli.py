@@ -141,6 +141,6 @@ def show_set(ctx, id_or_name, as_json):
     if as_json:
         return emit_json(rec)
     m = rec["manifest"]
-    click.echo(f"training set {rec['id']} {rec['name']}: {m['rows']} rows, sha256 {rec['sha256']}")
+    click.echo(f"training set {rec['id']} {rec['name']}: {m['row_count']} rows, sha256 {rec['sha256']}")
     click.echo(f"spine {m['spine']['source']} (event time {m['spine']['event_time']})")
     table([(col, ref) for col, ref in m["columns"].items()], ["COLUMN", "FEATURE"])

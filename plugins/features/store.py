@@ -215,8 +215,9 @@ class FeatureStore:
             sha = app.artifacts.put_file(tmp)
         finally:
             tmp.unlink(missing_ok=True)
+        # "hash" is the snapshot's sha256, its artifact name: a model that records it names its exact data.
         manifest = {
-            "name": plan["name"], "rows": int(rows), "sha256": sha, "format": "parquet",
+            "name": plan["name"], "row_count": int(rows), "hash": sha, "format": "parquet",
             "spine": {"source": plan["spine"], "event_time": plan["event_time"],
                       "columns": plan["spine_columns"]},
             "views": {s.view.name: {"version": s.version, "digest": s.view.digest(), "ttl_s": s.view.ttl_s,
@@ -231,7 +232,7 @@ class FeatureStore:
 
 
 def _summary(rec: dict) -> dict[str, Any]:
-    return {"id": rec["id"], "name": rec["name"], "sha256": rec["sha256"], "rows": rec["manifest"]["rows"]}
+    return {"id": rec["id"], "name": rec["name"], "sha256": rec["sha256"], "rows": rec["manifest"]["row_count"]}
 
 
 class TrainingSets:
@@ -243,7 +244,11 @@ class TrainingSets:
         self._store = store
 
     def get(self, id_or_name: int | str) -> dict[str, Any]:
-        """``{"id", "path", "manifest"}``: ``path`` is the snapshot's Parquet file, checked against its hash."""
+        """``{"id", "path", "manifest"}``: ``path`` is the snapshot's Parquet file, checked against its hash.
+
+        The manifest holds ``name``, ``row_count``, ``hash`` (the file's sha256), ``spine`` (source, event time,
+        columns), ``views`` (per view: version, digest, ttl_s, features) and ``columns`` (column -> feature).
+        """
         app = self._store.app
         rec = records.training_set(app.catalog.db, id_or_name)
         return {"id": rec["id"], "path": str(app.artifacts.verify(rec["sha256"])), "manifest": rec["manifest"]}
