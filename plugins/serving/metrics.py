@@ -6,6 +6,7 @@ loop. Latency and batch sizes are histograms so a scraper can compute p50/p99 pe
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -22,10 +23,9 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.sum += value
         self.count += 1
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-                break
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
 
     def quantile(self, q: float) -> float | None:
         """An upper bound for the q-quantile from the buckets (what Prometheus' histogram_quantile reads)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import socket
@@ -21,6 +22,10 @@ import orjson
 from .protocol import ProtocolError, check_outputs, encode_response, parse_inputs, parse_json, split_body
 
 log = logging.getLogger("appliance.serving.http")
+
+# Request ids the server makes up: unique per daemon start without paying for uuid4 on every request.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ids = itertools.count(1)
 
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
 JSON = [(b"content-type", b"application/json")]
@@ -139,7 +144,7 @@ class ServingApp:
         outputs = await dep.batcher.infer(model, ir.arrays) if dep.batcher else model.infer(ir.arrays)
         if dep.batcher is None:
             self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
-        rid = ir.id or uuid.uuid4().hex
+        rid = ir.id or f"{_ID_PREFIX}-{next(_ids)}"
         payload, hdrs = encode_response(name, str(model.version), rid, outputs, ir)
         await reply(send, 200, payload, [(k.encode(), v.encode()) for k, v in hdrs.items()])
         elapsed = time.perf_counter() - t0
