@@ -125,6 +125,31 @@ def on_event(event: Event, app: Appliance) -> Any:
     """
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Training: called once when the plugin loads, like the other registration hooks.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_trainers(register: Callable[[Any], None]) -> None:
+    """Register a way to train models with ``register(trainer)``; a training spec picks one by ``trainer = NAME``.
+
+    A trainer is any object with ``name`` (str), ``tasks`` (the tasks it can do, among ``"binary"``,
+    ``"multiclass"``, ``"regression"``), ``hyperparameters`` (a dict of defaults: its keys are the only ones a
+    spec or ``--set`` may give, and each value's type is checked against the default's), ``description`` and
+    ``fit``: a module-level function that runs in the run's spawned child process (never in the daemon, so it
+    may import torch at will) and is called as ``fit(ctx)``. ``ctx`` offers ``task``, ``hp`` (the merged
+    hyperparameters), ``seed``, ``device``, ``mixed_precision``, ``n_outputs``, ``class_counts``, ``encoder``
+    (a torch module taking raw ``(numeric, codes)`` batches to float features, with the training statistics
+    folded in), ``tensors(part)`` (``(numeric, codes, y)`` on the device for ``"train"``, ``"validation"`` or
+    ``"holdout"``), ``log_metrics(step, {name: value})``, ``validate(net)`` (validation metrics),
+    ``end_epoch(epoch, step, metrics, state)`` (records the epoch and checkpoints ``state``: tensors and plain
+    values only, loaded back with ``weights_only=True``), ``resume`` (``None``, or ``{"epoch", "step",
+    "state"}`` of the checkpoint a resumed run continues from) and ``log(line)``. ``fit`` returns a torch
+    module mapping ``(numeric, codes)`` to logits (classification; one for binary) or the standardized
+    prediction (regression); the platform adds the output transform, exports it to ONNX and checks it.
+    """
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data: called once when the plugin loads, like the registration hooks above.

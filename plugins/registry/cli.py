@@ -1,0 +1,94 @@
+"""``appliance models``: list, show, promote, rollback, export (a thin client of the control API)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from appliance.cli import connect
+from appliance.cli.output import emit_json, json_option, table, when
+
+
+@click.group()
+def models():
+    """Registered models: versions, aliases, promotion, rollback, export to Triton."""
+
+
+@models.command("list")
+@json_option
+@click.pass_context
+def models_list(ctx, as_json):
+    """Models with their latest version and aliases."""
+    rows = connect(ctx).get("/models")
+    if as_json:
+        return emit_json(rows)
+    table([(m["name"], m["latest"], ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-",
+            when(m["created"]), m["description"]) for m in rows],
+          ["NAME", "LATEST", "ALIASES", "CREATED", "DESCRIPTION"])
+
+
+@models.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def models_show(ctx, name, as_json):
+    """A model's versions (metrics, run, data) and its audit log."""
+    m = connect(ctx).get(f"/models/{name}")
+    if as_json:
+        return emit_json(m)
+    click.echo(f"{m['name']}  latest {m['latest']}  aliases: "
+               + (", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-"))
+    table([(v["version"], v["run_id"], ", ".join(v["aliases"]) or "-",
+            "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), v["onnx_sha256"][:12],
+            when(v["created"])) for v in m["versions"]],
+          ["VERSION", "RUN", "ALIASES", "HOLDOUT", "ONNX", "CREATED"])
+    click.echo("\naudit log (newest first):")
+    table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
+            a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.argument("alias")
+@click.option("--reason", default="", help="Why; kept in the audit log.")
+@json_option
+@click.pass_context
+def models_promote(ctx, name, version, alias, reason, as_json):
+    """Point ALIAS of model NAME at VERSION (the promotion gate may refuse)."""
+    r = connect(ctx).post(f"/models/{name}/aliases/{alias}", {"version": version, "reason": reason})
+    if as_json:
+        return emit_json(r)
+    click.echo(f"{name}@{alias}: {r['from_version'] or '-'} -> {r['to_version']}" +
+               ("" if r["moved"] else " (already there)"))
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.argument("alias")
+@click.option("--reason", default="", help="Why; kept in the audit log.")
+@json_option
+@click.pass_context
+def models_rollback(ctx, name, alias, reason, as_json):
+    """Move ALIAS of model NAME back to the version it held before its latest move."""
+    r = connect(ctx).post(f"/models/{name}/aliases/{alias}/rollback", {"reason": reason})
+    if as_json:
+        return emit_json(r)
+    click.echo(f"{name}@{alias}: {r['from_version']} -> {r['to_version']}")
+
+
+@models.command("export")
+@click.argument("ref", metavar="NAME[@ALIAS|@VERSION]")
+@click.option("--triton", "triton_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Write a Triton model repository here (DIR/NAME/config.pbtxt, DIR/NAME/N/model.onnx).")
+@json_option
+@click.pass_context
+def models_export(ctx, ref, triton_dir, as_json):
+    """Export a model version (default: latest) as a Triton model repository."""
+    name, _, which = ref.partition("@")
+    r = connect(ctx).post(f"/models/{name}/export", {"ref": which or "latest",
+                                                      "triton_dir": str(triton_dir.resolve())})
+    if as_json:
+        return emit_json(r)
+    click.echo(f"wrote {r['name']} version {r['version']} to {r['directory']}")

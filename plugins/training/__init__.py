@@ -1,0 +1,60 @@
+"""Training and experiment tracking: runs of ``[training.NAME]`` specs as GPU-gated child-process jobs.
+
+A run reads its training-set snapshot (Parquet) in a spawned child, trains with a registered trainer (the
+built-in one: torch tabular MLPs), checkpoints every epoch into the artifact store, exports a checked ONNX model
+and hands it to the ``model_registry`` service. Nothing here imports torch in the daemon.
+"""
+
+from __future__ import annotations
+
+from appliance import JobKind, hookimpl
+
+from . import api, cli, spec, tracking
+from .mlp import MLP_TRAINER
+
+APPLIANCE_CONTRACT = "1.0"
+
+
+def run_train(job):
+    """The ``train`` job kind. It runs in the spawned child, so numpy and torch load there, not in the daemon."""
+    from .child import run_train as run
+
+    return run(job)
+
+
+@hookimpl
+def register_migrations(register):
+    register(tracking.migrations)
+
+
+@hookimpl
+def register_trainers(register):
+    register(MLP_TRAINER)
+
+
+@hookimpl
+def register_job_kinds(register):
+    register(JobKind("train", run_train, "train a model from a training spec (in a child process)", gpu=True,
+                     process=True, on_message=tracking.on_message))
+
+
+@hookimpl
+def register_routes(register):
+    for route in api.ROUTES:
+        register(route)
+
+
+@hookimpl
+def register_commands(register):
+    register(cli.train)
+    register(cli.runs)
+
+
+@hookimpl
+def configure(app, config):
+    spec.check_all(config, app.registry("trainers"))
+
+
+@hookimpl
+def on_event(event, app):
+    tracking.on_job_event(event, app)
