@@ -160,8 +160,9 @@ def test_manual_run_refused_while_running_then_cancel(daemon):
         time.sleep(0.05)
     again = daemon.post("/pipelines/long/run")
     assert again.status_code == 409 and "already running" in again.json()["error"]["message"]
-    r = daemon.post("/pipelines/long/cancel")
-    assert r.status_code == 200 and [x["id"] for x in r.json()] == [started["id"]]
+    r = daemon.cli("pipelines", "cancel", "long", "--json")
+    assert r.returncode == 0, r.stderr
+    assert [x["id"] for x in json.loads(r.stdout)] == [started["id"]]
     got = wait_run(daemon, "long", started["id"])
     steps = steps_of(got)
     assert got["status"] == "cancelled"

@@ -141,7 +141,8 @@ class RunExecutor:
             outcome, reason = "cancelled", "cancelled"
         else:
             outcome, reason = "succeeded", ""
-        self.records.finish_run(self.run_id, outcome, reason)
+        if not self.records.finish_run(self.run_id, outcome, reason):
+            return
         self._emit("pipeline.run_finished", status=outcome, reason=reason)
         if outcome == "failed":
             errors = {r["step"]: r["error"] for r in self.records.steps(self.run_id) if r["step"] in failed}

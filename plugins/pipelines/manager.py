@@ -82,7 +82,9 @@ class Pipelines:
         self.scheduler.start()
         app.events.listen(self.on_event)
         for run in self.records.active_runs():
-            self._launch(run["id"], run["pipeline"], [spec.Step.from_dict(s) for s in self.records.run_spec(run["id"])])
+            app.events.emit("pipeline.run_resumed", subject=f"pipeline:{run['pipeline']}",
+                            data={"pipeline": run["pipeline"], "run_id": run["id"]})
+            self._resume(run)
         if self.pending:
             self.install(self.pending[1])
 
@@ -118,6 +120,8 @@ class Pipelines:
                 if key not in wanted:
                     self.scheduler.remove_job(key)
                     del self.armed[key]
+            # A schedule that is gone owes nothing: were it declared again, it must not catch up the time between.
+            self.records.drop_schedule_states(keep=list(wanted))
             for key, when in wanted.items():
                 if self.armed.get(key) != when.fingerprint():
                     self._arm(key, when)
@@ -226,10 +230,15 @@ class Pipelines:
             self._launch(run_id, name, list(p.steps))
             return self.records.run(run_id)
 
-    def _launch(self, run_id: int, name: str, steps: list[spec.Step]) -> None:
+    def _launch(self, run_id: int, name: str, steps: list[spec.Step]) -> RunExecutor:
         ex = RunExecutor(self.app, self.records, run_id, name, steps, self.wake, self._done)
         self.executors[run_id] = ex
         ex.start()
+        return ex
+
+    def _resume(self, run: dict) -> RunExecutor:
+        return self._launch(run["id"], run["pipeline"],
+                            [spec.Step.from_dict(s) for s in self.records.run_spec(run["id"])])
 
     def _done(self, ex: RunExecutor) -> None:
         self.executors.pop(ex.run_id, None)
@@ -238,9 +247,10 @@ class Pipelines:
         active = [r for r in self.records.active_runs(name) if run_id is None or r["id"] == run_id]
         if not active:
             raise Conflict(f"pipeline {name!r} has no running run{f' {run_id}' if run_id else ''} to cancel")
-        for run in active:
-            ex = self.executors.get(run["id"])
-            if ex is not None:
+        with self.lock:
+            for run in active:
+                # A run whose executor stopped on an error has none; a fresh one does the cancelling.
+                ex = self.executors.get(run["id"]) or self._resume(run)
                 ex.cancel()
         return [self.records.run(r["id"]) for r in active]
 

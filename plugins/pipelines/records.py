@@ -115,9 +115,11 @@ class Records:
             raise
         return run_id
 
-    def finish_run(self, run_id: int, status: str, reason: str = "") -> None:
-        self.db.execute("update pipeline_runs set status=?, reason=?, finished=? where id=?",
-                        [status, reason, time.time(), run_id])
+    def finish_run(self, run_id: int, status: str, reason: str = "") -> bool:
+        """Mark a running run finished; False if it already was (so its end is announced once)."""
+        cur = self.db.execute("update pipeline_runs set status=?, reason=?, finished=? where id=? and "
+                              "status='running'", [status, reason, time.time(), run_id])
+        return cur.rowcount == 1
 
     def run(self, run_id: int) -> dict:
         rows = list(self.db.query("select * from pipeline_runs where id = ?", [int(run_id)]))
@@ -174,6 +176,11 @@ class Records:
                         "on conflict(name) do update set fingerprint=excluded.fingerprint, "
                         "anchor=excluded.anchor, last_fire=excluded.last_fire",
                         [name, fingerprint, anchor, last_fire])
+
+    def drop_schedule_states(self, keep: list[str]) -> None:
+        marks = ", ".join("?" for _ in keep)
+        self.db.execute(f"delete from schedule_state where name not in ({marks})" if keep else
+                        "delete from schedule_state", keep)
 
     def record_fire(self, schedule: str, trigger: str, fire_time: float, missed: list[float], outcome: str,
                     job_id: int | None = None, reason: str = "") -> None:
