@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 .PHONY: run test install bench lint clean
 
 $(VENV)/.installed: pyproject.toml
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null) || \
+		echo "wrk (the serving bench's load generator) could not be installed; its test will be skipped"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -U pip
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'

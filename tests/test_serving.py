@@ -1,0 +1,353 @@
+"""Serving over the Open Inference Protocol, checked with NVIDIA's own tritonclient against a real daemon."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from conftest import make_project
+from prometheus_client.parser import text_string_to_metric_families
+from serving_models import N_FEATURES, broken_model, linear_model, reference
+from tritonclient.utils import InferenceServerException
+
+from appliance.testing import DaemonProcess
+
+TOML = """
+[serving]
+port = 0
+max_body_mb = 1
+
+[deployments.fraud]
+model = "fraud@champion"
+
+[deployments.batched]
+model = "fraud@champion"
+max_batch_size = 64
+max_queue_delay_us = 5000
+
+[deployments.live]
+model = "fraud@champion"
+shadow = "challenger"
+
+[deployments.challenger]
+model = "fraud:2"
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    project = make_project(root / "project", ["good/model_import"], TOML)
+    models = {v: linear_model(root / f"v{v}.onnx", seed=v) for v in (1, 2)}
+    with DaemonProcess(root / "home", project) as d:
+        for v in (1, 2):
+            r = d.post("/fixture/import-model", {"name": "fraud", "path": str(models[v])})
+            assert r.status_code == 200, r.text
+        assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
+        d.serving_port = d.info["ports"]["serving"]
+        d.models = models
+        d.root = root
+        wait_ready(d, "fraud", version=1)
+        wait_ready(d, "batched", version=1)
+        wait_ready(d, "challenger", version=2)
+        yield d
+
+
+def wait_ready(d, name, version, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = d.get(f"/deployments/{name}")
+        if r.status_code == 200 and r.json()["version"] == version and r.json()["state"] == "ready":
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never served version {version}: {d.get(f'/deployments/{name}').text}")
+
+
+def url(d, path=""):
+    return f"http://127.0.0.1:{d.serving_port}{path}"
+
+
+def body(x, **extra):
+    return {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}],
+            **extra}
+
+
+X = np.random.default_rng(7).normal(size=(5, N_FEATURES)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- tritonclient
+
+
+def test_tritonclient_health_and_metadata(served):
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{served.serving_port}")
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("fraud")
+    assert client.is_model_ready("fraud", model_version="1")
+    assert not client.is_model_ready("fraud", model_version="7")
+    meta = client.get_model_metadata("fraud")
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, N_FEATURES]}]
+    assert {o["name"] for o in meta["outputs"]} == {"probability", "logit"}
+    assert meta["versions"] == ["1"]
+    assert client.get_server_metadata()["name"] == "appliance"
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_infer_equals_onnxruntime_in_process(served, binary):
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{served.serving_port}")
+    inp = triton.InferInput("features", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X, binary_data=binary)
+    outputs = [triton.InferRequestedOutput("probability", binary_data=binary),
+               triton.InferRequestedOutput("logit", binary_data=binary)]
+    result = client.infer("fraud", [inp], outputs=outputs, request_id="req-1")
+    ref = reference(served.models[1], X)
+    np.testing.assert_allclose(result.as_numpy("probability"), ref["probability"], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(result.as_numpy("logit"), ref["logit"], rtol=0, atol=1e-6)
+    response = result.get_response()
+    assert (response["model_name"], response["model_version"], response["id"]) == ("fraud", "1", "req-1")
+
+
+def test_tritonclient_default_binary_everything(served):
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{served.serving_port}")
+    inp = triton.InferInput("features", list(X.shape), "FP32")
+    inp.set_data_from_numpy(X)
+    result = client.infer("fraud", [inp], model_version="1")
+    np.testing.assert_allclose(result.as_numpy("probability"), reference(served.models[1], X)["probability"],
+                               atol=1e-7)
+
+
+def test_tritonclient_sees_errors_as_messages(served):
+    client = triton.InferenceServerClient(url=f"127.0.0.1:{served.serving_port}")
+    inp = triton.InferInput("features", [2, 3], "FP32")
+    inp.set_data_from_numpy(np.zeros((2, 3), np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("fraud", [inp])
+    assert "expected shape [-1, 4], got [2, 3]" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("nope", [inp])
+    assert err.value.status() == "404"
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+BAD = [
+    ("wrong shape", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]},
+     400, "input 'features': expected shape [-1, 4], got [1, 3]"),
+    ("wrong dtype", lambda: {"inputs": [{"name": "features", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+     400, "input 'features': expected datatype FP32, got 'INT64'"),
+    ("missing input", lambda: {"inputs": []}, 400, "non-empty 'inputs'"),
+    ("unknown input", lambda: {"inputs": [{"name": "feats", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]},
+     400, "unknown input 'feats'; the model takes: features (FP32 [-1, 4])"),
+    ("length mismatch", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 4], "data": [1, 2, 3, 4]}]},
+     400, "input 'features': shape [2, 4] needs 8 values, got 4"),
+    ("huge declared shape", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [10**12, 4],
+                                                 "data": [1, 2, 3, 4]}]},
+     400, "input 'features': batch of 1000000000000 exceeds the maximum"),
+    ("strings as floats", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                                               "data": ["a", "b", "c", "d"]}]},
+     400, "input 'features': expected FP32 values, got 'a'"),
+    ("negative dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4], "data": []}]},
+     400, "'shape' must be a list of non-negative integers"),
+]
+
+
+@pytest.mark.parametrize("case, make, status, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_json_requests_get_precise_4xx_and_the_next_request_works(served, case, make, status, message):
+    r = httpx.post(url(served, "/v2/models/fraud/infer"), json=make())
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+    ok = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X))
+    assert ok.status_code == 200
+
+
+def test_raw_body_faults(served):
+    infer = url(served, "/v2/models/fraud/infer")
+    cases = [
+        (b"{not json", {}, 400, "not valid JSON"),
+        (b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [NaN, 1, 2, 3]}]}', {},
+         400, "NaN and Infinity are not JSON"),
+        (b"[" * 5000 + b"]" * 5000, {}, 400, "nested too deeply"),
+        (json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                                 "data": [[[[[[1]]]]], 2, 3, 4]}]}).encode(), {}, 400, "nested deeper than its shape"),
+        (b"\x80\x04\x95pickled", {"content-type": "application/python-pickle"}, 415, "is not read here"),
+        (b"x" * (2 * 1024 * 1024), {}, 413, "exceeds the limit"),
+    ]
+    for content, headers, status, message in cases:
+        r = httpx.post(infer, content=content, headers=headers)
+        assert r.status_code == status, (message, r.text[:200])
+        assert message in r.json()["error"]
+        assert httpx.post(infer, json=body(X)).status_code == 200
+
+
+def test_binary_faults_are_checked_before_allocating(served):
+    infer = url(served, "/v2/models/fraud/infer")
+
+    def binary_request(shape, size, payload):
+        head = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": shape,
+                                       "parameters": {"binary_data_size": size}}]}).encode()
+        return httpx.post(infer, content=head + payload, headers={"Inference-Header-Content-Length": str(len(head))})
+
+    r = binary_request([50_000, 4], 16, b"\0" * 16)
+    assert r.status_code == 400 and "needs 800000 bytes, but binary_data_size is 16" in r.json()["error"]
+    r = binary_request([1, 4], 16, b"\0" * 8)
+    assert r.status_code == 400 and "runs past the end of the body" in r.json()["error"]
+    r = binary_request([1, 4], 16, b"\0" * 20)
+    assert r.status_code == 400 and "4 bytes of binary data no input claims" in r.json()["error"]
+    nan = np.array([[np.nan, 0, 0, 0]], np.float32).tobytes()
+    r = binary_request([1, 4], 16, nan)
+    assert r.status_code == 400 and "input 'features': value at flat index 0 is nan" in r.json()["error"]
+    r = httpx.post(infer, content=b"{}", headers={"Inference-Header-Content-Length": "999"})
+    assert r.status_code == 400
+    ok = binary_request([1, 4], 16, np.ones((1, 4), np.float32).tobytes())
+    assert ok.status_code == 200
+
+
+def test_unknown_routes_and_methods(served):
+    assert httpx.get(url(served, "/v2/models/nope")).status_code == 404
+    assert httpx.get(url(served, "/v2/models/fraud/infer")).status_code == 405
+    assert httpx.get(url(served, "/elsewhere")).status_code == 404
+    assert httpx.get(url(served, "/v2/models/fraud/versions/9")).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------------- live behaviour
+
+
+def test_dynamic_batching_merges_concurrent_requests_and_splits_answers(served):
+    rows = [np.random.default_rng(i).normal(size=(1 + i % 3, N_FEATURES)).astype(np.float32) for i in range(32)]
+    results = [None] * len(rows)
+
+    def call(i):
+        with httpx.Client() as c:
+            results[i] = c.post(url(served, "/v2/models/batched/infer"), json=body(rows[i], id=f"b{i}"))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, r in enumerate(results):
+        assert r.status_code == 200, r.text
+        out = {o["name"]: o for o in r.json()["outputs"]}
+        assert r.json()["id"] == f"b{i}"
+        np.testing.assert_allclose(np.array(out["probability"]["data"]).reshape(-1, 1),
+                                   reference(served.models[1], rows[i])["probability"], atol=1e-6)
+    metrics = {s.name + str(s.labels.get("le", "")): s.value
+               for fam in text_string_to_metric_families(httpx.get(url(served, "/metrics")).text)
+               for s in fam.samples if s.labels.get("model") == "batched"}
+    executions = metrics["nv_inference_exec_count_total"]
+    assert metrics["nv_inference_count_total"] >= sum(len(r) for r in rows)
+    assert executions < len(rows)  # at least some requests shared a model execution
+
+
+def test_metrics_parse_with_prometheus_own_parser(served):
+    httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X))
+    httpx.post(url(served, "/v2/models/fraud/infer"), json={"inputs": []})
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(url(served, "/metrics")).text)}
+    for name in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
+                 "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                 "nv_model_ready", "appliance_inference_request_duration_seconds", "appliance_inference_batch_size"):
+        assert name in families, name
+    ok = [s for s in families["nv_inference_request_success"].samples if s.labels["model"] == "fraud"]
+    assert ok and ok[0].value >= 1
+    hist = families["appliance_inference_request_duration_seconds"]
+    assert any(s.name.endswith("_bucket") and s.labels["le"] == "+Inf" for s in hist.samples)
+
+
+def test_prediction_log_and_feedback(served):
+    r = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X[:2], id="logged-1"))
+    assert r.status_code == 200
+    fb = httpx.post(url(served, "/v2/feedback"), json={"request_id": "logged-1", "labels": [1, 0]})
+    assert fb.status_code == 200, fb.text
+    assert httpx.post(url(served, "/v2/feedback"), json={"labels": [1]}).status_code == 400
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        logged = [p for p in served.get("/predictions", params={"deployment": "fraud", "limit": 1000}).json()
+                  if p["request_id"] == "logged-1"]
+        if len(logged) == 2:
+            break
+        time.sleep(0.1)
+    assert sorted(p["row_index"] for p in logged) == [0, 1]
+    row0 = next(p for p in logged if p["row_index"] == 0)
+    assert json.loads(row0["inputs"])["features"] == pytest.approx(X[0].tolist())
+    assert row0["version"] == 1 and row0["shadow"] is False and row0["latency_us"] > 0
+
+
+def test_shadow_deployment_answers_are_logged_never_returned(served):
+    r = httpx.post(url(served, "/v2/models/live/infer"), json=body(X[:1], id="shadowed-1"))
+    assert r.status_code == 200
+    assert r.json()["model_version"] == "1"  # the live answer, from the champion
+    deadline = time.monotonic() + 10
+    shadow = []
+    while time.monotonic() < deadline and not shadow:
+        shadow = [p for p in served.get("/predictions", params={"deployment": "challenger"}).json()
+                  if p["request_id"] == "shadowed-1"]
+        time.sleep(0.1)
+    assert shadow and shadow[0]["shadow"] is True and shadow[0]["version"] == 2
+    expected = reference(served.models[2], X[:1])["probability"][0][0]
+    assert json.loads(shadow[0]["outputs"])["probability"][0] == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_hot_swap_under_load_drops_nothing_and_a_corrupt_version_leaves_the_old_serving(served):
+    d = served
+    stop = threading.Event()
+    seen: list[tuple[int, str]] = []
+
+    def load():
+        with httpx.Client() as c:
+            while not stop.is_set():
+                r = c.post(url(d, "/v2/models/fraud/infer"), json=body(X[:1]))
+                seen.append((r.status_code, r.json().get("model_version", r.text)))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    assert d.post("/models/fraud/aliases/champion", {"version": 2}).status_code == 200
+    wait_ready(d, "fraud", version=2)
+    time.sleep(0.5)
+    broken = broken_model(d.root / "broken.onnx")
+    v3 = d.post("/fixture/import-model", {"name": "fraud", "path": str(broken)}).json()["version"]
+    assert d.post("/models/fraud/aliases/champion", {"version": v3}).status_code == 200
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not [e for e in d.events(type="deployment.load_failed")
+                                               if e["data"]["deployment"] == "fraud"]:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    stop.set()
+    for t in threads:
+        t.join()
+    statuses = {s for s, _ in seen}
+    versions = [v for _, v in seen]
+    assert statuses == {200}, [x for x in seen if x[0] != 200][:3]
+    assert set(versions) == {"1", "2"}
+    assert versions[-1] == "2"
+    first_two = versions.index("2")
+    assert "1" not in versions[first_two + 50:]  # once swapped, new requests get the new version
+    dep = d.get("/deployments/fraud").json()
+    assert (dep["version"], dep["state"]) == (2, "ready")
+    alerts = [e for e in d.events(type="alert.raised") if e["subject"] == "deployment:fraud"]
+    assert alerts and "version 2 keeps serving" in alerts[-1]["data"]["message"]
+    assert d.post("/models/fraud/aliases/champion", {"version": 2}).status_code == 200
+
+
+def test_unload_frees_the_deployment_and_the_cli_lists(served):
+    out = served.cli("deployments", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {x["name"]: x for x in json.loads(out.stdout)["deployments"]}
+    assert names["fraud"]["provider"] == "CPUExecutionProvider"
+    assert served.post("/deployments/batched/unload").status_code == 200
+    assert httpx.post(url(served, "/v2/models/batched/infer"), json=body(X)).status_code == 404
+    assert "batched" not in {x["name"] for x in served.get("/deployments").json()["deployments"]}
+
+
+def test_bad_deployment_config_names_the_key(tmp_path):
+    project = make_project(tmp_path / "p", [], '[serving]\nport = 0\n\n[deployments.x]\nmodel = "fraud"\n')
+    d = DaemonProcess(tmp_path / "home", project)
+    with pytest.raises(RuntimeError) as err:
+        d.start(timeout=20)
+    assert "appliance.toml:5: deployments.x.model: expected MODEL@ALIAS or MODEL:VERSION, got 'fraud'" in str(err.value)
