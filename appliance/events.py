@@ -78,6 +78,9 @@ class _Sink(threading.Thread):
             event = self.queue.get()
             if event is None:
                 return
+            if (event.type == "plugin.failed" and event.data.get("hook") == "on_event"
+                    and event.data.get("plugin") == self.impl.plugin_name):
+                continue  # news of this sink's own failure would fail it again, and again: a feedback loop
             self.bus.host.call_impl(self.impl, "on_event", {"event": event, "app": self.bus.app})
 
 
