@@ -52,8 +52,10 @@ class LoadedModel:
         """One inference on a zero batch: a model that cannot run fails here, before it takes traffic."""
         from .protocol import DTYPES
 
-        feeds = {n: np.zeros(tuple(1 if d == -1 else d for d in s.shape), dtype=DTYPES[s.datatype])
-                 for n, s in self.inputs.items() if s.datatype in DTYPES}
+        feeds = {}
+        for n, s in self.inputs.items():
+            shape = tuple(1 if d == -1 else d for d in s.shape)
+            feeds[n] = np.full(shape, "", dtype=object) if s.datatype == "BYTES" else np.zeros(shape, DTYPES[s.datatype])
         out = self.infer(feeds)
         for name, arr in out.items():
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():

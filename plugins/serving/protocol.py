@@ -143,9 +143,14 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         if count > MAX_ELEMENTS:
             raise ProtocolError(400, f"input '{name}': shape {list(shape)} has {count} elements; the limit is "
                                      f"{MAX_ELEMENTS}")
-        dtype = DTYPES[spec.datatype]
         iparams = item.get("parameters") or {}
         size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
+        if spec.datatype == "BYTES":
+            arr, used = _bytes_input(item, name, shape, count, size, binary[offset:])
+            offset += used
+            arrays[name] = arr
+            continue
+        dtype = DTYPES[spec.datatype]
         if size is not None:
             if not isinstance(size, int) or size < 0:
                 raise ProtocolError(400, f"input '{name}': binary_data_size must be a non-negative integer")
@@ -203,6 +208,49 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
                         requested_outputs=requested, raw_inputs=inputs)
 
 
+def _bytes_input(item: dict, name: str, shape: tuple, count: int, size, binary: memoryview):
+    """A BYTES tensor: JSON strings, or Triton's binary form (each element a 4-byte little-endian length, then
+    its bytes). Strings go to onnxruntime as a numpy object array."""
+    if size is None:
+        data = item.get("data")
+        if data is None:
+            raise ProtocolError(400, f"input '{name}' has neither 'data' nor binary_data_size")
+        flat = _flatten(data, len(shape), name)
+        if len(flat) != count:
+            raise ProtocolError(400, f"input '{name}': shape {list(shape)} needs {count} values, got {len(flat)}")
+        bad = next((v for v in flat if not isinstance(v, str)), None)
+        if bad is not None:
+            raise ProtocolError(400, f"input '{name}': expected BYTES values (strings), got {bad!r}")
+        return np.array(flat, dtype=object).reshape(shape), 0
+    if not isinstance(size, int) or size < 0 or size > len(binary):
+        raise ProtocolError(400, f"input '{name}': binary_data_size {size!r} does not fit the body")
+    if count * 4 > size:
+        raise ProtocolError(400, f"input '{name}': shape {list(shape)} needs at least {count * 4} bytes, but "
+                                 f"binary_data_size is {size}")
+    out, pos, raw = [], 0, bytes(binary[:size])
+    for _ in range(count):
+        n = int.from_bytes(raw[pos:pos + 4], "little")
+        pos += 4
+        if pos + n > size:
+            raise ProtocolError(400, f"input '{name}': an element's length runs past binary_data_size")
+        try:
+            out.append(raw[pos:pos + n].decode())
+        except UnicodeDecodeError:
+            raise ProtocolError(400, f"input '{name}': element {len(out)} is not UTF-8") from None
+        pos += n
+    if pos != size:
+        raise ProtocolError(400, f"input '{name}': {size - pos} bytes left over after {count} elements")
+    return np.array(out, dtype=object).reshape(shape), size
+
+
+def _bytes_output(arr: np.ndarray) -> bytes:
+    parts = []
+    for v in arr.ravel().tolist():
+        b = v if isinstance(v, bytes) else str(v).encode()
+        parts.append(len(b).to_bytes(4, "little") + b)
+    return b"".join(parts)
+
+
 def encode_response(model: str, version: str, request_id: str | None, outputs: dict[str, np.ndarray],
                     req: InferRequest) -> tuple[bytes, dict[str, str]]:
     """The response body and headers; binary outputs go after the JSON header, as Triton does."""
@@ -214,7 +262,7 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: d
         datatype = NUMPY_TO_OIP.get(arr.dtype, "BYTES")
         entry: dict = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
         if req.output_binary.get(name, req.binary_output):
-            raw = arr.tobytes()
+            raw = _bytes_output(arr) if datatype == "BYTES" else arr.tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             parts.append(raw)
         else:

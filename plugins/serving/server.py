@@ -19,7 +19,15 @@ import uuid
 
 import orjson
 
-from .protocol import ProtocolError, check_outputs, encode_response, parse_inputs, parse_json, split_body
+from .protocol import (
+    ProtocolError,
+    _flatten,
+    check_outputs,
+    encode_response,
+    parse_inputs,
+    parse_json,
+    split_body,
+)
 
 log = logging.getLogger("appliance.serving.http")
 
@@ -174,43 +182,56 @@ class ServingApp:
                             model.signature.get("feature_names"))
 
     def _online_features(self, spec, model, req: dict) -> dict:
-        """Entity keys in, feature values out: replace the key inputs with the model's features input."""
+        """Entity keys in, feature values out: build the model's features input from the online store.
+
+        Each feature of the input is either ``view:feature`` (looked up by the entity keys) or a plain name the
+        request sends itself as an input of shape [n] (the transaction's amount, say). Without a configured
+        list, the model's signature gives it: training-set columns named ``view__feature`` come from the store.
+        """
         inputs = req.get("inputs")
         if not isinstance(inputs, list) or any(isinstance(i, dict) and i.get("name") == spec.features_input
                                                for i in inputs):
             return req  # feature values were sent directly
-        keys = {i.get("name"): i for i in inputs if isinstance(i, dict)}
-        missing = [k for k in spec.entity_keys if k not in keys]
-        if missing:
+        given = {i.get("name"): i for i in inputs if isinstance(i, dict)}
+        if any(k not in given for k in spec.entity_keys):
             return req  # parse_inputs names what is missing
+        features = list(spec.features) or _signature_features(model, spec.features_input)
+        stored = [f for f in features if ":" in f]
+        direct = [f for f in features if ":" not in f]
         columns = {}
-        for k in spec.entity_keys:
-            data = keys[k].get("data")
+        for k in [*spec.entity_keys, *direct]:
+            if k not in given:
+                raise ProtocolError(400, f"input '{k}' is missing: the model's features include it and the "
+                                         "online store does not hold it")
+            data = given[k].get("data")
+            data = _flatten(data, 2, k) if isinstance(data, list) else data
             if not isinstance(data, list):
-                raise ProtocolError(400, f"entity key input '{k}' needs a 'data' list")
+                raise ProtocolError(400, f"input '{k}' needs a 'data' list")
             columns[k] = data
-        n = {len(v) for v in columns.values()}
-        if len(n) != 1:
-            raise ProtocolError(400, f"entity key inputs disagree on length: {sorted(n)}")
-        rows = [{k: columns[k][i] for k in spec.entity_keys} for i in range(n.pop())]
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise ProtocolError(400, f"inputs disagree on the number of rows: {sorted(lengths)}")
+        n = lengths.pop()
+        rows = [{k: columns[k][i] for k in spec.entity_keys} for i in range(n)]
         service = self.features()
         if service is None:
             raise ProtocolError(503, "the online feature store is not loaded")
         try:
-            found = service.get_many(rows, list(spec.features))
+            found = service.get_many(rows, stored) if stored else [{} for _ in rows]
         except Exception as exc:
             raise ProtocolError(400, getattr(exc, "message", None) or str(exc)) from None
         matrix = []
-        for row, values in zip(rows, found, strict=True):
-            vec = [values.get(f) for f in spec.features]
-            if any(v is None for v in vec):
-                absent = [f for f, v in zip(spec.features, vec, strict=True) if v is None]
+        for i, (row, values) in enumerate(zip(rows, found, strict=True)):
+            vec = [values.get(f) if ":" in f else columns[f][i] for f in features]
+            absent = [f for f, v in zip(features, vec, strict=True) if v is None]
+            if absent:
                 raise ProtocolError(400, f"no online value for {', '.join(absent)} at {row}")
             matrix.append(vec)
         inp = model.inputs[spec.features_input]
-        others = [i for i in inputs if isinstance(i, dict) and i.get("name") not in spec.entity_keys]
+        used = set(spec.entity_keys) | set(direct)
+        others = [i for i in inputs if isinstance(i, dict) and i.get("name") not in used]
         return {**req, "inputs": others + [{"name": spec.features_input, "datatype": inp.datatype,
-                                            "shape": [len(matrix), len(spec.features)], "data": matrix}]}
+                                            "shape": [n, len(features)], "data": matrix}]}
 
     def feedback(self, body: dict) -> dict:
         rid = body.get("request_id")
@@ -226,6 +247,14 @@ class ServingApp:
 
 class _Disconnected(Exception):
     pass
+
+
+def _signature_features(model, input_name: str) -> list[str]:
+    for entry in model.signature.get("inputs", []):
+        if entry.get("name") == input_name and entry.get("features"):
+            return [f.replace("__", ":", 1) if "__" in f else f for f in entry["features"]]
+    raise ProtocolError(400, f"the model's signature lists no features for input '{input_name}'; set "
+                             "[deployments.NAME] features")
 
 
 def _method(method: str, allowed: str, path: str) -> None:

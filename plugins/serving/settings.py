@@ -67,8 +67,9 @@ def read(config) -> ServingSettings:
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise config.error(f"expected a list of names, got {value!r}", *keys, key)
             lists[key] = tuple(value)
-        if bool(lists["entity_keys"]) != bool(lists["features"]) or (lists["features"] and "features_input" not in d):
-            raise config.error("online features need entity_keys, features and features_input together", *keys)
+        if bool(lists["entity_keys"]) != ("features_input" in d) or (lists["features"] and not lists["entity_keys"]):
+            raise config.error("online features need entity_keys and features_input together (features is "
+                               "optional: by default it is the model's own feature list)", *keys)
         out.deployments[name] = DeploymentSpec(
             name=name, model=model, ref=ref,
             max_batch_size=_int(config, d.get("max_batch_size", 1), 1, 65_536, *keys, "max_batch_size"),
