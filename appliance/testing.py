@@ -28,7 +28,8 @@ class DaemonProcess:
                  args: tuple[str, ...] = ()):
         self.home = Path(home)
         self.project = Path(project) if project else None
-        self.env = {**os.environ, **(env or {})}
+        # Serving gets a free port too unless a test asks otherwise, so daemons side by side never collide.
+        self.env = {**os.environ, "APPLIANCE_SERVING_PORT": "0", **(env or {})}
         self.args = args
         self.proc: subprocess.Popen | None = None
         self.http: httpx.Client | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from .deployments import DeploymentSpec, parse_target
@@ -28,6 +29,10 @@ def _int(config, value, low, high, *keys):
 
 def read(config) -> ServingSettings:
     out = ServingSettings()
+    # The environment may move the default port (tests and side-by-side daemons use 0: any free port).
+    env_port = os.environ.get("APPLIANCE_SERVING_PORT", "")
+    if env_port.isdigit() and int(env_port) <= 65535:
+        out.port = int(env_port)
     serving = config.section("serving")
     for key in serving:
         if key not in SERVING_KEYS:
