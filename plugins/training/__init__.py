@@ -36,6 +36,8 @@ def register_trainers(register):
 def register_job_kinds(register):
     register(JobKind("train", run_train, "train a model from a training spec (in a child process)", gpu=True,
                      process=True, on_message=tracking.on_message))
+    register(JobKind("train_spec", api.run_spec_job, "run a training spec and wait for it (for pipelines and "
+                     "schedules; params: spec, set)"))
 
 
 @hookimpl

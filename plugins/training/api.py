@@ -91,6 +91,32 @@ def post_run(req) -> Reply:
     return Reply({**started, "run": tracking.get_run(req.app.catalog.db, started["run_id"])}, 202)
 
 
+def run_spec_job(job) -> dict:
+    """The ``train_spec`` job: one run of a ``[training.NAME]`` spec, as a pipeline step or a schedule would ask.
+
+    The run itself is the GPU-gated ``train`` child job; this one starts it, mirrors its progress, and ends with
+    its outcome, so a pipeline's next step (or a retry) sees whether the model was trained and registered.
+    """
+    app = job.app
+    name = job.params.get("spec")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("param 'spec' is required: the name of a [training.NAME] spec")
+    spec, trainer = resolved_spec(app, name, job.params.get("set") or {})
+    started = start_run(app, spec, trainer, resolve_data(app, spec))
+    job.log(f"run {started['run_id']} started as job {started['job_id']}")
+    while True:
+        inner = app.jobs.wait(started["job_id"], timeout=0.5)
+        if inner["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        if job.cancelled:
+            app.jobs.cancel(started["job_id"])
+        job.progress(inner["progress"], inner["message"] or f"run {started['run_id']}: {inner['state']}")
+    if inner["state"] != "succeeded":
+        raise Conflict(f"run {started['run_id']} of spec {name!r} {inner['state']}: {inner['error'] or ''}".strip(),
+                       title="Training failed")
+    return {"run_id": started["run_id"], "train_job": started["job_id"], "result": inner["result"]}
+
+
 def post_sweep(req) -> Reply:
     body = req.json_object()
     app = req.app

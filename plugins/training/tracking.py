@@ -7,6 +7,7 @@ tens of thousands of metrics a second while every one of them is committed to ``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -96,16 +97,17 @@ def on_message(job, type: str, data: dict) -> None:
     handler(job.app, int(data["run_id"]), data)
 
 
-def store_metrics(db, run_id: int, rows: list[list]) -> None:
-    """One transaction per batch: the commit is what makes a batch durable, and it is paid once."""
+def store_metrics(db, run_id: int, batch: dict) -> None:
+    """One transaction per batch (columns ``key, step, epoch, value, time``): the commit makes it durable."""
     with transaction(db):
         db.conn.executemany(
             "insert into training_metrics (run_id, key, step, epoch, value, time) values (?, ?, ?, ?, ?, ?)",
-            [(run_id, r[0], r[1], r[2], r[3], r[4]) for r in rows])
+            zip(itertools.repeat(run_id), batch["key"], batch["step"], batch["epoch"], batch["value"],
+                batch["time"]))
 
 
 def _metrics(app, run_id: int, data: dict) -> None:
-    store_metrics(app.catalog.db, run_id, data["rows"])
+    store_metrics(app.catalog.db, run_id, data)
 
 
 def _started(app, run_id: int, data: dict) -> None:
