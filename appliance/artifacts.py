@@ -38,7 +38,11 @@ class ArtifactStore:
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
-        if not self.exists(digest):
+        try:
+            # Putting it again counts as a fresh write: retention's age of an unreferenced artifact starts here,
+            # so one that a new row is about to reference is never pruned in between.
+            os.utime(self.path_for(digest))
+        except FileNotFoundError:
             self._write(digest, [data])
         return digest
 

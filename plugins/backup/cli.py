@@ -1,0 +1,84 @@
+"""``appliance backup``, ``backup verify`` and ``restore``.
+
+``backup`` asks the daemon (only it may open the stores); ``verify`` and ``restore`` work on files alone and
+need no daemon, because they are what you run when the box is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from appliance import ApplianceError
+from appliance.cli import connect
+from appliance.cli.output import emit_json, json_option
+
+
+@click.group(invoke_without_command=True)
+@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the backup here (a new or empty directory) instead of the home's backups/.")
+@json_option
+@click.pass_context
+def backup(ctx, to, as_json):
+    """Take a consistent backup of the running daemon (catalog, store, artifacts), or verify one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    c = connect(ctx)
+    job = c.post("/jobs", {"kind": "backup", "params": {"to": str(to.resolve())} if to else {}})
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.2)
+        job = c.get(f"/jobs/{job['id']}")
+    if job["state"] != "succeeded":
+        raise ApplianceError(f"backup job {job['id']} {job['state']}: {job.get('error') or 'no result'}",
+                             title="Backup failed")
+    result = job["result"]
+    if as_json:
+        return emit_json(result)
+    click.echo(f"backup written to {result['path']}: {result['files']} files, {_size(result['bytes'])}, "
+               f"{result['artifacts']} artifacts, in {result['seconds']:.1f} s")
+    if result.get("pruned"):
+        click.echo(f"removed old backups: {', '.join(result['pruned'])}")
+
+
+@backup.command("verify")
+@click.argument("directory", type=click.Path(path_type=Path))
+@json_option
+def verify(directory, as_json):
+    """Re-hash every file of the backup in DIRECTORY against its manifest (no daemon needed)."""
+    from .manifest import verify as check
+
+    data = check(directory)
+    if as_json:
+        return emit_json({"ok": True, "path": str(directory.resolve()), "files": len(data["files"]),
+                          "bytes": data["bytes"], "tables": data["tables"]})
+    click.echo(f"{directory}: ok, {len(data['files'])} files ({_size(data['bytes'])}) match the manifest")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--home", "home", type=click.Path(file_okay=False, path_type=Path),
+              help="The empty home to restore into (default: the --home given to appliance, or the default).")
+@json_option
+@click.pass_context
+def restore(ctx, directory, home, as_json):
+    """Restore the backup in DIRECTORY into an empty home (verified first; no daemon needed)."""
+    from .restore import restore as run
+
+    target = home or ctx.find_root().obj["home"]
+    data = run(directory, target)
+    if as_json:
+        return emit_json({"home": str(Path(target).resolve()), "files": len(data["files"]),
+                          "tables": data["tables"]})
+    click.echo(f"restored {directory} into {Path(target).resolve()}; start it with "
+               f"`appliance --home {Path(target).resolve()} up`")
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            break
+        size /= 1024
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"

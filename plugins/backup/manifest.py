@@ -1,0 +1,100 @@
+"""A backup's manifest (``manifest.json``): the sha256 and size of every file, and every table's row count.
+
+This module runs anywhere: in the daemon when a backup is written, and in the user's shell for ``backup
+verify`` and ``restore``, which need no daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from appliance import ApplianceError
+
+NAME = "manifest.json"
+FORMAT = 1
+_CHUNK = 1 << 20
+
+
+class BadBackup(ApplianceError):
+    default_title = "Backup failed verification"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def files_under(root: Path) -> list[str]:
+    """Every file below ``root`` as a POSIX path relative to it, the manifest itself excepted."""
+    out = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != NAME:
+                out.append(rel)
+    return sorted(out)
+
+
+def catalog_counts(path: Path) -> dict[str, int]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in con.execute(
+            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name")]
+        return {n: con.execute(f'select count(*) from "{n}"').fetchone()[0] for n in names}
+    finally:
+        con.close()
+
+
+def write(root: Path, *, app: str, job_id: int | None, tables: dict) -> dict:
+    files = {rel: {"sha256": sha256(root / rel), "size": (root / rel).stat().st_size} for rel in files_under(root)}
+    data = {"format": FORMAT, "created": time.time(), "appliance": app, "job_id": job_id,
+            "bytes": sum(f["size"] for f in files.values()), "tables": tables, "files": files}
+    tmp = root / (NAME + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / NAME)
+    return data
+
+
+def read(root: Path) -> dict:
+    path = Path(root) / NAME
+    if not Path(root).is_dir():
+        raise BadBackup(f"{root} is not a directory", title="Not a backup")
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadBackup(f"{root} has no {NAME}; it is not a backup, or one that was never finished",
+                        title="Not a backup") from None
+    except ValueError as exc:
+        raise BadBackup(f"{path} is not valid JSON ({exc}); the backup cannot be trusted") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+        raise BadBackup(f"{path} is not a manifest this appliance understands (format {FORMAT})")
+    return data
+
+
+def verify(root: Path) -> dict:
+    """Re-hash every file against the manifest; raises ``BadBackup`` naming each file that differs."""
+    root = Path(root)
+    data = read(root)
+    problems = []
+    for rel, want in sorted(data["files"].items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif (got := sha256(path)) != want.get("sha256"):
+            problems.append(f"{rel}: sha256 {got} does not match the manifest's {want.get('sha256')}")
+    problems += [f"{rel}: not in the manifest" for rel in files_under(root) if rel not in data["files"]]
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise BadBackup(f"{root}: {len(problems)} problem(s): {shown}")
+    return data

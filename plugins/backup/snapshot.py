@@ -1,0 +1,149 @@
+"""Taking a backup in the daemon: a consistent snapshot of every store while jobs and serving keep running.
+
+The catalog is copied with SQLite's online backup API (one read transaction, so a consistent copy), the store
+is exported to Parquet inside one DuckDB transaction (writers carry on; the export sees the moment it began),
+and artifacts, which are immutable files named by their hash, are hard-linked (copied across filesystems).
+Everything lands in a hidden sibling directory that is renamed into place only once its manifest is written,
+so a directory with a name and a manifest is always a complete backup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from appliance import ApplianceError, BadRequest
+
+from . import manifest
+
+#: One backup at a time: two would compete for the disk and for the same destination directory.
+_LOCK = threading.Lock()
+
+
+def default_destination(backups_dir: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest, n = backups_dir / stamp, 1
+    while dest.exists():
+        n += 1
+        dest = backups_dir / f"{stamp}-{n}"
+    return dest
+
+
+def check_destination(dest: Path) -> None:
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise BadRequest(f"backup destination {dest} exists and is not an empty directory; "
+                         "choose a new directory")
+
+
+def take(app, job, to: str | None = None) -> dict:
+    """The ``backup`` job: snapshot the home into ``to`` (default ``backups/<UTC timestamp>/``)."""
+    started = time.monotonic()
+    with _LOCK:
+        dest = Path(to).expanduser() if to else default_destination(app.home.backups_dir)
+        if not dest.is_absolute():
+            raise BadRequest(f"backup destination must be an absolute path, got {to!r}")
+        check_destination(dest)
+        partial = dest.parent / f".{dest.name}.partial"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)  # left by an attempt that died; this one starts over
+            partial.mkdir()
+            job.progress(0.05, "copying the catalog")
+            _copy_catalog(app.home.catalog_path, partial / "catalog.db")
+            job.check_cancelled()
+            job.progress(0.2, "exporting the store")
+            store_counts = _export_store(app.store.cursor(), partial / "store")
+            job.check_cancelled()
+            job.progress(0.5, "linking artifacts")
+            linked, copied = _link_artifacts(app.home.artifacts_dir, partial / "artifacts", job)
+            if app.home.plugins_dir.is_dir():
+                shutil.copytree(app.home.plugins_dir, partial / "plugins",
+                                ignore=shutil.ignore_patterns("__pycache__"))
+            job.progress(0.7, "hashing")
+            written = manifest.write(partial, app=app.version, job_id=job.id,
+                                     tables={"catalog": manifest.catalog_counts(partial / "catalog.db"),
+                                             "store": store_counts})
+            if dest.exists():
+                dest.rmdir()  # checked empty above; the rename needs the name free
+            os.replace(partial, dest)
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ApplianceError(f"could not write the backup to {dest}: {exc.strerror or exc}",
+                                 title="Backup failed") from exc
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    job.log(f"backup written to {dest}: {len(written['files'])} files, {written['bytes']} bytes "
+            f"({linked} artifacts linked, {copied} copied)")
+    return {"path": str(dest), "files": len(written["files"]), "bytes": written["bytes"],
+            "artifacts": linked + copied, "tables": written["tables"],
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def _copy_catalog(src: Path, dest: Path) -> None:
+    source = sqlite3.connect(src, timeout=30)
+    target = sqlite3.connect(dest)
+    try:
+        source.backup(target)
+        # A single self-contained file: verify hashes it and restore copies it, with no -wal beside it.
+        target.execute("pragma journal_mode=delete").fetchall()
+    finally:
+        target.close()
+        source.close()
+
+
+def _export_store(cur, dest: Path) -> dict[str, int]:
+    """Row counts and a Parquet export of every table, all read in one transaction."""
+    cur.execute("begin transaction").fetchall()
+    try:
+        tables = cur.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = current_database() and not temporary and not internal "
+            "order by schema_name, table_name").fetchall()
+        counts = {}
+        for schema, name in tables:
+            q = f'"{schema.replace(chr(34), chr(34) * 2)}"."{name.replace(chr(34), chr(34) * 2)}"'
+            counts[f"{schema}.{name}"] = cur.execute(f"select count(*) from {q}").fetchone()[0]
+        path = str(dest).replace("'", "''")
+        cur.execute(f"export database '{path}' (format parquet)").fetchall()
+        cur.execute("commit").fetchall()
+    except BaseException:
+        cur.execute("rollback").fetchall()
+        raise
+    return counts
+
+
+def _link_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
+    linked = copied = 0
+    dest.mkdir()
+    for sub in sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else []:
+        for path in sorted(sub.iterdir()):
+            if path.name.startswith(".tmp-"):
+                continue  # a write in progress; it is not an artifact until it is renamed
+            target = dest / sub.name / path.name
+            target.parent.mkdir(exist_ok=True)
+            try:
+                os.link(path, target)
+                linked += 1
+            except FileNotFoundError:
+                continue  # pruned by retention since the listing: unreferenced, so not part of the snapshot
+            except OSError:
+                shutil.copy2(path, target)  # another filesystem (or no hard links there)
+                copied += 1
+        job.check_cancelled()
+    return linked, copied
+
+
+def prune(backups_dir: Path, keep: int) -> list[str]:
+    """Delete the oldest complete backups in the home beyond ``keep``; returns the names removed."""
+    complete = sorted(p for p in backups_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (p / manifest.NAME).is_file())
+    removed = []
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+        removed.append(old.name)
+    return removed

@@ -1,0 +1,45 @@
+"""Disk use per area of the home (catalog, store, artifacts, logs, backups) and the store's tables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def tree_size(path: Path) -> tuple[int, int]:
+    """Bytes and files below ``path`` (a missing path is empty); hard links are counted once."""
+    total = files = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+            files += 1
+    return total, files
+
+
+def files_size(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def usage(app) -> dict:
+    home = app.home
+    areas = {
+        "catalog": files_size(*(home.catalog_path.with_name(home.catalog_path.name + s) for s in ("", "-wal", "-shm"))),
+        "store": files_size(home.store_path, home.store_path.with_name(home.store_path.name + ".wal")),
+    }
+    for name, path in (("artifacts", home.artifacts_dir), ("logs", home.logs_dir), ("backups", home.backups_dir)):
+        areas[name] = tree_size(path)[0]
+    cur = app.store.cursor()
+    # estimated_size is DuckDB's row count from its metadata: free to read, unlike a scan per table.
+    tables = [{"table": f"{s}.{t}", "rows": n, "columns": c} for s, t, n, c in cur.execute(
+        "select schema_name, table_name, estimated_size, column_count from duckdb_tables() "
+        "where database_name = current_database() order by schema_name, table_name").fetchall()]
+    return {"home": str(home.root), "areas": areas, "total": sum(areas.values()),
+            "artifacts": tree_size(home.artifacts_dir)[1], "tables": tables}

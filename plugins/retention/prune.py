@@ -1,0 +1,116 @@
+"""The ``retention`` job: prune what is older than its configured age, and nothing else.
+
+Prediction logs (``serving.predictions`` and ``serving.feedback`` by ``ts``), events and job log lines (by
+``time``) are deleted by age. An artifact is deleted only when it is older than ``orphan_artifacts_days`` AND
+no row of any catalog table mentions its hash: every text column of every table is scanned, so a reference
+kept by any plugin (the registry's versions, training's checkpoints, the feature store's training sets, a
+job's result, an event) keeps the artifact, even from plugins this one has never heard of.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+from pathlib import Path
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+_ARTIFACT = re.compile(r"^[0-9a-f]{64}$")
+DAY = 86_400
+
+#: Prediction-log tables of the serving plugin and the timestamp column each is pruned by.
+PREDICTION_TABLES = (("serving", "predictions"), ("serving", "feedback"))
+
+
+def run(app, job, settings: dict, now: float | None = None) -> dict:
+    now = time.time() if now is None else now
+    result = {}
+    job.progress(0.05, "prediction logs")
+    result["predictions"] = prune_predictions(app.store.cursor(), now - settings["predictions_days"] * DAY)
+    job.check_cancelled()
+    job.progress(0.3, "events and job logs")
+    db = app.catalog.db
+    result["events"] = db.execute("delete from events where time < ?",
+                                  [now - settings["events_days"] * DAY]).rowcount
+    result["job_logs"] = db.execute("delete from job_logs where time < ?",
+                                    [now - settings["job_logs_days"] * DAY]).rowcount
+    job.check_cancelled()
+    job.progress(0.5, "unreferenced artifacts")
+    removed, freed = prune_artifacts(app.home.artifacts_dir, db, now - settings["orphan_artifacts_days"] * DAY)
+    result["artifacts"] = removed
+    result["artifact_bytes"] = freed
+    job.log("pruned " + ", ".join(f"{k}: {v}" for k, v in result.items()))
+    return result
+
+
+def prune_predictions(cur, cutoff: float) -> dict[str, int]:
+    present = {(s, t) for s, t in cur.execute(
+        "select schema_name, table_name from duckdb_tables() where database_name = current_database()").fetchall()}
+    # The log's ts is a naive UTC timestamp (written from epoch seconds), so the cutoff is one too.
+    limit = dt.datetime.fromtimestamp(cutoff, dt.UTC).replace(tzinfo=None)
+    out = {}
+    for schema, table in PREDICTION_TABLES:
+        if (schema, table) in present:
+            out[f"{schema}.{table}"] = cur.execute(f"delete from {schema}.{table} where ts < ?",
+                                                   [limit]).fetchone()[0]
+    return out
+
+
+def referenced_hashes(db) -> set[str]:
+    """Every 64-hex-digit string in any text column of any catalog table, read in one transaction."""
+    refs: set[str] = set()
+    conn = db.conn
+    conn.execute("begin")
+    try:
+        tables = [r[0] for r in conn.execute(
+            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
+        for table in tables:
+            cols = [c[1] for c in conn.execute(f'pragma table_info("{table}")')
+                    if not any(t in (c[2] or "").upper() for t in ("INT", "REAL", "FLOA", "DOUB"))]
+            for col in cols:
+                for (value,) in conn.execute(f'select "{col}" from "{table}" where length("{col}") >= 64'):
+                    if isinstance(value, bytes):
+                        value = value.decode("utf-8", "replace")
+                    if isinstance(value, str):
+                        refs.update(_HASH.findall(value))
+    finally:
+        conn.execute("commit")
+    return refs
+
+
+def prune_artifacts(root: Path, db, cutoff: float) -> tuple[int, int]:
+    """Delete artifacts (and abandoned temporary files) older than ``cutoff`` that no catalog row mentions."""
+    old = []
+    # put_file writes its temporary file at the top, put_bytes next to the artifact: look in both places.
+    places = [root, *(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    for place in places:
+        for path in place.iterdir():
+            is_artifact = place is not root and _ARTIFACT.match(path.name)
+            if not (is_artifact or path.name.startswith(".tmp-")) or not path.is_file():
+                continue
+            try:
+                mtime = path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime < cutoff:
+                old.append((path, mtime))
+    if not old:
+        return 0, 0
+    refs = referenced_hashes(db)
+    removed = freed = 0
+    for path, mtime in old:
+        if path.name in refs:
+            continue
+        try:
+            st = path.stat()
+            # Writing an artifact that already exists refreshes its time: it was just put again, so a row
+            # referencing it may be on its way. Only a file untouched since the scan is deleted.
+            if st.st_mtime != mtime:
+                continue
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+        removed += 1
+        freed += st.st_size
+    return removed, freed
