@@ -210,7 +210,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes; MLflow only if its venv already exists")
     args = ap.parse_args()
-    rows, epochs, n_metrics = (8_000, 1, 20_000) if args.quick else (200_000, 3, 1_000_000)
+    rows, epochs, n_metrics = (8_000, 1, 20_000) if args.quick else (100_000, 2, 1_000_000)
     single, batched = (200, 10_000) if args.quick else (2_000, 200_000)
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -269,6 +270,41 @@ def test_promotion_gate_refuses_a_worse_version_and_rollback(daemon, fraud_run):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["to_version"] == 1
     assert daemon.get("/models/fraud/audit").json()[0]["action"] == "rollback"
+
+
+def test_descriptions_tags_and_an_append_only_audit_log(daemon, fraud_run):
+    r = daemon.post("/models/fraud", {"description": "catches card fraud", "tags": {"owner": "risk"}})
+    assert r.status_code == 200 and (r.json()["description"], r.json()["tags"]) == ("catches card fraud",
+                                                                                  {"owner": "risk"})
+    r = daemon.post("/models/fraud/versions/1", {"tags": {"reviewed": "yes"}})
+    assert r.json()["tags"] == {"team": "risk", "reviewed": "yes"}
+    con = sqlite3.connect(daemon.home / "catalog.db", timeout=30)
+    try:
+        for sql in ("delete from registry_audit", "update registry_audit set reason = 'rewritten'"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                con.execute(sql)
+    finally:
+        con.close()
+
+
+def test_random_sweep_draws_the_same_trials_within_their_ranges():
+    from plugins.training import spec as spec_mod
+    from plugins.training.mlp import MLP_TRAINER
+
+    class Trainers:
+        get = {"mlp": MLP_TRAINER}.get
+
+        def names(self):
+            return ["mlp"]
+
+    raw = {"training_set": "t", "label": "y", "sweep": {"method": "random", "trials": 6, "parameters": {
+        "lr": {"min": 1e-4, "max": 1e-1, "log": True}, "epochs": {"min": 2, "max": 4}, "layers": [[8], [16, 8]]}}}
+    sweep = spec_mod.resolve("s", raw, Trainers(), None)["sweep"]
+    trials = spec_mod.trials(sweep)
+    assert trials == spec_mod.trials(sweep) and len(trials) == 6
+    assert all(1e-4 <= t["lr"] <= 1e-1 and t["epochs"] in (2, 3, 4) and t["layers"] in ([8], [16, 8])
+               for t in trials)
+    assert sweep["goal"] == "min"  # val_loss: lower is better
 
 
 def test_triton_export_parses_as_model_config(daemon, fraud_run, tmp_path):

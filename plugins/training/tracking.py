@@ -169,13 +169,16 @@ def _register(app, run: dict, spec: dict, data: dict) -> dict | None:
         return None
     source = json.loads(run["data"])
     model = data["model"]
-    version = registry.register_version(
-        spec["model"], run_id=run["id"], onnx_sha256=model["onnx_sha256"], signature=model["signature"],
-        metrics=data["holdout_metrics"], holdout_sha256=data["holdout_sha256"],
-        lineage={"run_id": run["id"], "spec": spec["name"], "config_hash": run["config_hash"],
-                 "data_sha256": source.get("sha256"), "training_set": source.get("training_set"),
-                 "manifest": source.get("manifest"), "parity_max_abs_diff": model["parity_max_abs_diff"]},
-        description=spec["description"], tags=spec["tags"])
+    try:
+        version = registry.register_version(
+            spec["model"], run_id=run["id"], onnx_sha256=model["onnx_sha256"], signature=model["signature"],
+            metrics=data["holdout_metrics"], holdout_sha256=data["holdout_sha256"],
+            lineage={"run_id": run["id"], "spec": spec["name"], "config_hash": run["config_hash"],
+                     "data_sha256": source.get("sha256"), "training_set": source.get("training_set"),
+                     "manifest": source.get("manifest"), "parity_max_abs_diff": model["parity_max_abs_diff"]},
+            description=spec["description"], tags=spec["tags"])
+    except ApplianceError as exc:  # the run still succeeded: its model is in the artifact store, by hash
+        return {"name": spec["model"], "error": exc.message}
     out = {"name": spec["model"], "version": version["version"]}
     if spec.get("alias"):
         try:
@@ -193,14 +196,20 @@ HANDLERS = {"metrics": _metrics, "started": _started, "epoch": _epoch, "finished
 def on_job_event(event, app) -> None:
     """Follow the train job's fate: a failure or cancel the child could not report is recorded on its run."""
     data = event.data
-    if data.get("kind") != "train" or event.type not in ("job.failed", "job.cancelled", "job.interrupted"):
+    if data.get("kind") != "train" or event.type not in ("job.failed", "job.cancelled", "job.interrupted",
+                                                         "job.succeeded"):
         return
     db = app.catalog.db
     rows = list(db.query("select id, state from training_runs where job_id = ?", [data["job_id"]]))
     if not rows:
         return
     run_id = rows[0]["id"]
-    if event.type == "job.failed" and not data.get("will_retry"):
+    if event.type == "job.succeeded":
+        if rows[0]["state"] == "succeeded":
+            return
+        # The child finished but its result never landed (see the plugin failures for why).
+        state, error = "failed", "the run finished but its result could not be recorded"
+    elif event.type == "job.failed" and not data.get("will_retry"):
         state, error = "failed", data.get("error")
     elif event.type == "job.cancelled":
         state, error = "cancelled", None
