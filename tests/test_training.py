@@ -253,8 +253,10 @@ def test_registration_lineage_alias_and_audit(daemon, fraud_run):
 
 
 def test_promotion_gate_refuses_a_worse_version_and_rollback(daemon, fraud_run):
-    worse = wait_run(daemon, start(daemon, "fraud", lr=1e-6, epochs=1))
-    assert worse["state"] == "succeeded"
+    out = daemon.cli("train", "fraud", "--set", "lr=1e-6", "--set", "epochs=1", "--wait", "--json", timeout=180)
+    assert out.returncode == 0, out.stderr
+    worse = json.loads(out.stdout)
+    assert worse["params"]["hyperparameters"]["lr"] == 1e-6
     reg = worse["result"]["registered"]
     assert reg["version"] == 2 and reg["alias"] == "staging"  # staging has no gate
     v1, v2 = (daemon.get(f"/models/fraud/versions/{v}").json() for v in (1, 2))
@@ -356,6 +358,11 @@ def test_killing_the_child_fails_the_job_and_resume_continues(daemon):
     assert [m[2] for m in val] == list(range(1, run["epoch"] + 1))
     steps = [m[1] for m in series(daemon, run_id) if m[0] == "train_loss"]
     assert steps == sorted(set(steps))
+
+
+def test_the_daemon_never_loads_torch_or_onnxruntime(daemon, fraud_run):
+    maps = Path(f"/proc/{daemon.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps and "onnxruntime" not in maps  # training ran in child processes only
 
 
 def test_a_resume_is_refused_for_a_run_that_succeeded(daemon, fraud_run):
