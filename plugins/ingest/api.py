@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance import BadRequest, Reply, Route
 
-from . import engine
+from . import engine, ledger
 from .service import service
 from .sql import ident
 
@@ -92,12 +92,12 @@ def list_batches(req) -> list:
         clauses.append("state = ?")
         params.append(state)
     where = ("where " + " and ".join(clauses)) if clauses else ""
-    return engine.batch_records(req.app.store.cursor(), where, params,
+    return ledger.batch_records(req.app.store.cursor(), where, params,
                                 limit=req.int_query("limit", 100, minimum=1, maximum=100_000))
 
 
 def get_batch(req) -> dict:
-    return engine.batch_record(req.app.store.cursor(), req.int_param("id"))
+    return ledger.batch_record(req.app.store.cursor(), req.int_param("id"))
 
 
 def approve(req) -> dict:

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.errors import ApplianceError
 
 from . import guard
 from .sql import ident, literal
@@ -167,8 +167,9 @@ class Batch:
         return message.replace(str(self.path), self.file).split("\n\nLINE 1:")[0].strip()
 
     def _drop_temps(self) -> None:
-        for name in ("_bad", "_rejrows", "_load", "_rej", "_rej_scan"):
-            self.q(f"drop table if exists temp.{ident(f'{name}_{self.batch_id}')}")
+        b = self.batch_id
+        for name in (f"_bad_{b}", f"_rejrows_{b}", f"_load_{b}", f"_rej_{b}", f"_rej_{b}_scan"):
+            self.q(f"drop table if exists temp.{ident(name)}")
 
     def _temp(self, name: str) -> str:
         return f"temp.{ident(f'{name}_{self.batch_id}')}"
@@ -182,7 +183,7 @@ class Batch:
         self.q(f"create table if not exists {self.table} ({', '.join(f'{ident(n)} {t}' for n, t in columns)}, "
                f"_batch_id BIGINT)")
         self.q(f"create table if not exists {self.quarantine} ({QUARANTINE_COLUMNS})")
-        had_rows = bool(self.unique_needed() and self.q(f"select 1 from {self.table} limit 1"))
+        had_rows = bool(self.source.unique and self.q(f"select 1 from {self.table} limit 1"))
         file_types = dict(file_columns)
         # Only a kind whose files carry exact types (Parquet) may skip the cast; a sniffed type is a guess.
         direct = getattr(self.kind, "exact_types", False) and all(
@@ -248,9 +249,6 @@ class Batch:
         return {"file": self.file, "status": state, "batch_id": self.batch_id, "sha256": digest["sha"],
                 "rows_in": rows_in, "accepted": accepted, "quarantined": rows_in - accepted,
                 "reasons": self.reasons, "psi": psi}
-
-    def unique_needed(self) -> bool:
-        return bool(self.source.unique)
 
     def _schema(self, stat) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """The batch's columns, in the file's order, with the types to read them as; and the file's own."""
@@ -372,50 +370,3 @@ class Batch:
 
 def _is_duckdb_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith(("duckdb", "_duckdb"))
-
-
-def decide(app, batch_id: int, approve: bool) -> dict:
-    """Approve (merge into the raw table) or reject (drop) a held batch, in one transaction."""
-    cur = app.store.cursor()
-    rows = cur.execute("select source, state from ingest.batches where id = ?", [batch_id]).fetchall()
-    if not rows:
-        raise NotFound(f"no batch {batch_id}")
-    source, state = rows[0]
-    if state != "held":
-        raise Conflict(f"batch {batch_id} is {state}; only a held batch can be approved or rejected")
-    staged = staging_table(source, batch_id)
-    cur.execute("begin").fetchall()
-    try:
-        if approve:
-            cur.execute(f"insert into raw.{ident(source)} select * from {staged}").fetchall()
-        cur.execute(f"drop table {staged}").fetchall()
-        cur.execute("update ingest.batches set state = ?, decided = ? where id = ?",
-                    ["approved" if approve else "rejected", time.time(), batch_id]).fetchall()
-        cur.execute("commit").fetchall()
-    except BaseException:
-        cur.execute("rollback").fetchall()
-        raise
-    return batch_record(cur, batch_id)
-
-
-BATCH_FIELDS = ("id", "source", "file", "sha256", "size", "mtime", "time", "state", "rows_in", "accepted",
-                "quarantined", "reasons", "psi", "label_rate", "job_id", "decided")
-
-
-def batch_record(cur, batch_id: int) -> dict:
-    rows = batch_records(cur, "where id = ?", [batch_id])
-    if not rows:
-        raise NotFound(f"no batch {batch_id}")
-    return rows[0]
-
-
-def batch_records(cur, where: str = "", params: list | None = None, limit: int = 1000) -> list[dict]:
-    rows = cur.execute(f"select {', '.join(BATCH_FIELDS)} from ingest.batches {where} order by id desc "
-                       f"limit {int(limit)}", params or []).fetchall()
-    out = []
-    for r in rows:
-        d = dict(zip(BATCH_FIELDS, r, strict=True))
-        d["reasons"] = json.loads(d["reasons"] or "[]")
-        d["psi"] = json.loads(d["psi"] or "{}")
-        out.append(d)
-    return out

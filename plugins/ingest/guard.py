@@ -2,7 +2,8 @@
 
 A source's profile plan is fixed by its first batch (``ingest.bins``): numeric columns get ten bins at that
 batch's deciles, categorical columns with few distinct values are counted by value, and everything else (unique
-keys, excluded columns, timestamps, near-unique strings) is not profiled, because PSI on those flags every batch.
+keys, excluded columns, timestamps, near-unique strings, columns past the first hundred) is not profiled,
+because PSI on those flags every batch.
 Each batch's bucket counts are kept (``ingest.profiles``), so the history is a sum, never a rescan. A batch whose
 Population Stability Index on a column, or whose label rate, moves beyond the source's thresholds is held.
 """
@@ -21,6 +22,19 @@ CATEGORICAL = ("VARCHAR", "BOOLEAN")
 MAX_CATEGORIES = 200
 #: Keeps PSI finite when a bucket is empty on one side.
 EPSILON = 1e-4
+#: Columns profiled per source, in file order: with more, PSI's false alarms outnumber the real ones, and
+#: profiling a 2,000-column file would cost more than reading it.
+MAX_PROFILED = 100
+#: Aggregates per query: DuckDB plans a query's aggregates in quadratic time, so 2,000 in one take minutes.
+CHUNK = 50
+
+
+def _select(cur, exprs: list[str], relation: str) -> list:
+    """One row of ``exprs`` over ``relation``, computed ``CHUNK`` aggregates at a time."""
+    out: list = []
+    for i in range(0, len(exprs), CHUNK):
+        out += cur.execute(f"select {', '.join(exprs[i:i + CHUNK])} from {relation}").fetchone()
+    return out
 
 
 def _base(typ: str) -> str:
@@ -38,7 +52,7 @@ def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str
     aggs = []
     for name, typ in columns:
         base = _base(typ)
-        if name in skip or (base not in NUMERIC and base not in CATEGORICAL):
+        if name in skip or (base not in NUMERIC and base not in CATEGORICAL) or len(aggs) >= MAX_PROFILED:
             out[name] = {"kind": "skip", "edges": None}
         elif base in NUMERIC:
             aggs.append((name, "num", f"approx_quantile({ident(name)}::DOUBLE, "
@@ -46,7 +60,7 @@ def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str
         else:
             aggs.append((name, "cat", f"approx_count_distinct({ident(name)})"))
     if aggs:
-        values = cur.execute(f"select {', '.join(a for _, _, a in aggs)} from {relation}").fetchone()
+        values = _select(cur, [a for _, _, a in aggs], relation)
         for (name, kind, _), value in zip(aggs, values, strict=True):
             if kind == "num":
                 edges = sorted({v for v in (value or []) if v is not None and math.isfinite(v)})
@@ -72,8 +86,7 @@ def profile(cur, plan_: dict[str, dict], relation: str) -> dict[str, dict[str, i
     cols = [c for c, p in plan_.items() if p["kind"] != "skip"]
     if not cols:
         return {}
-    row = cur.execute(f"select {', '.join(f'histogram({_bucket(c, plan_[c])})' for c in cols)} "
-                      f"from {relation}").fetchone()
+    row = _select(cur, [f"histogram({_bucket(c, plan_[c])})" for c in cols], relation)
     return {c: {str(k): int(v) for k, v in (h or {}).items()} for c, h in zip(cols, row, strict=True)}
 
 

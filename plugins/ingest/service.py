@@ -9,7 +9,7 @@ from pathlib import Path
 
 from appliance.errors import ApplianceError, BadRequest, NotFound
 
-from . import engine
+from . import engine, ledger
 from .settings import Settings, confine, parse
 
 log = logging.getLogger("appliance.ingest")
@@ -115,9 +115,9 @@ class IngestService:
                 "source": source, "batch_id": r["batch_id"], "file": r["file"], "reasons": r["reasons"]})
 
     def decide(self, app, batch_id: int, approve: bool) -> dict:
-        source = engine.batch_record(app.store.cursor(), batch_id)["source"]
+        source = ledger.batch_record(app.store.cursor(), batch_id)["source"]
         with self.lock(source):
-            record = engine.decide(app, batch_id, approve)
+            record = ledger.decide(app, batch_id, approve)
         app.events.emit("ingest.approved" if approve else "ingest.rejected", subject=f"batch:{batch_id}",
                         data={"source": source, "batch_id": batch_id, "rows": record["accepted"]})
         return record
