@@ -195,6 +195,23 @@ def plugins(ctx, as_json):
         click.echo(f"warning: {w}")
 
 
+@cli.group("plugin")
+def plugin_group():
+    """Write plugins: ``plugin new NAME`` scaffolds an installable one."""
+
+
+@plugin_group.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Where to create the package directory NAME/.")
+def plugin_new(name, directory):
+    """Scaffold an installable plugin package NAME: entry point, one example per hook kind, tests."""
+    from ..scaffold import new_plugin
+
+    root = new_plugin(name, directory)
+    click.echo(f"created {root}; install it with `pip install -e {root}`, test it with `pytest {root}`")
+
+
 # --------------------------------------------------------------------------------------------- jobs
 
 

@@ -1,0 +1,223 @@
+"""``appliance plugin new NAME``: an installable third-party plugin package to start from.
+
+The package has the ``appliance`` entry point in its ``pyproject.toml``, one example of each kind of hook
+(registration, ``configure``, ``startup``/``shutdown``, ``on_event``) and tests that start real daemons through
+the ``appliance_daemon`` fixture the appliance ships for plugin authors (``appliance.pytest_plugin``).
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from pathlib import Path
+from string import Template
+
+from .contract import CONTRACT_VERSION
+from .errors import BadRequest, Conflict
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$dist"
+version = "0.1.0"
+description = "$name: a plugin for appliance"
+requires-python = ">=3.11"
+dependencies = ["appliance"]
+
+# How the appliance finds the plugin once it is installed: `appliance plugins` lists it as an entry point.
+[project.entry-points.appliance]
+$name = "$name"
+
+[tool.setuptools]
+packages = ["$name"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+"""
+
+README = """\
+# $name
+
+A plugin for appliance. Install it next to the appliance and restart the daemon:
+
+    pip install -e .
+    appliance down && appliance up
+    appliance plugins            # $name: entrypoint, loaded
+    appliance $name-hello
+
+Its tests start real daemons with the plugin loaded (the `appliance_daemon` fixture comes with the appliance):
+
+    pytest
+"""
+
+PLUGIN = '''\
+"""$name: a plugin for appliance, with one example of each kind of hook; keep the ones you need.
+
+The hooks are documented in the appliance's docs/plugins.md. Settings come from the project's
+``appliance.toml`` table ``[$name]``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from appliance import JobKind, Migrations, Route, hookimpl
+from appliance.cli import connect
+from appliance.cli.output import emit_json, json_option
+
+#: The contract this plugin was written for; the appliance refuses to load it if they are incompatible.
+APPLIANCE_CONTRACT = "$contract"
+
+#: The settings in effect; ``configure`` replaces them only once the new ones are checked.
+SETTINGS = {"greeting": "hello"}
+#: Jobs this plugin has seen finish (counted by its ``on_event`` sink, which runs in its own thread).
+SEEN = {"jobs_finished": 0}
+
+migrations = Migrations("$name")
+
+
+@migrations()
+def m001_greetings(db):
+    db.execute("create table ${name}_greetings (id integer primary key, who text not null, time real not null)")
+
+
+def greet(job):
+    """The ``$name-greet`` job: record a greeting in the catalog and return it."""
+    who = str(job.params.get("who", "world"))
+    job.app.catalog.db.execute("insert into ${name}_greetings (who, time) values (?, ?)", [who, time.time()])
+    job.log(f"greeted {who}")
+    return {"message": f"{SETTINGS['greeting']}, {who}"}
+
+
+def hello(request):
+    """``GET /api/v1/$name/hello?who=NAME``."""
+    db = request.app.catalog.db
+    return {"message": f"{SETTINGS['greeting']}, {request.query.get('who', 'world')}",
+            "greetings": db.execute("select count(*) from ${name}_greetings").fetchone()[0],
+            "jobs_finished": SEEN["jobs_finished"]}
+
+
+@click.command("$name-hello")
+@click.option("--who", default="world", show_default=True)
+@json_option
+@click.pass_context
+def hello_command(ctx, who, as_json):
+    """Ask the daemon's $name plugin for a greeting."""
+    answer = connect(ctx).get("/$name/hello", who=who)
+    if as_json:
+        return emit_json(answer)
+    click.echo(answer["message"])
+
+
+# ------------------------------------------------------------------------------------------- registration
+
+
+@hookimpl
+def register_migrations(register):
+    register(migrations)
+
+
+@hookimpl
+def register_job_kinds(register):
+    register(JobKind("$name-greet", greet, description="record a greeting"))
+
+
+@hookimpl
+def register_routes(register):
+    register(Route("GET", "/$name/hello", hello, "a greeting from $name"))
+
+
+@hookimpl
+def register_commands(register):
+    register(hello_command)
+
+
+# ------------------------------------------------------------------------------------------- lifecycle
+
+
+@hookimpl
+def configure(app, config):
+    section = config.section("$name")
+    for key in section:
+        if key not in SETTINGS:
+            raise config.error(f"unknown key; known keys: {', '.join(sorted(SETTINGS))}", "$name", key)
+    greeting = section.get("greeting", "hello")
+    if not isinstance(greeting, str) or not greeting:
+        raise config.error(f"expected a non-empty string, got {greeting!r}", "$name", "greeting")
+    SETTINGS["greeting"] = greeting
+
+
+@hookimpl
+def startup(app):
+    app.events.emit("$name.started", subject="plugin:$name", data={"greeting": SETTINGS["greeting"]})
+
+
+@hookimpl
+def shutdown(app):
+    app.events.emit("$name.stopped", subject="plugin:$name", data={"jobs_finished": SEEN["jobs_finished"]})
+
+
+# ------------------------------------------------------------------------------------------- events
+
+
+@hookimpl
+def on_event(event, app):
+    if event.type in ("job.succeeded", "job.failed", "job.cancelled"):
+        SEEN["jobs_finished"] += 1
+'''
+
+TESTS = '''\
+"""Tests against real daemons: the ``appliance_daemon`` fixture comes with the appliance (pytest11)."""
+
+import pytest
+
+
+def test_the_plugin_loads_from_its_entry_point(appliance_daemon):
+    d = appliance_daemon()
+    plugins = {p["name"]: p for p in d.get("/plugins").json()["plugins"]}
+    assert (plugins["$name"]["source"], plugins["$name"]["status"]) == ("entrypoint", "loaded")
+    assert d.events(type="$name.started")[-1]["data"] == {"greeting": "hello"}
+
+
+def test_route_job_command_and_event_sink(appliance_daemon):
+    d = appliance_daemon('[$name]\\ngreeting = "hi"\\n')
+    job = d.wait_job(d.submit("$name-greet", {"who": "tests"})["id"])
+    assert (job["state"], job["result"]) == ("succeeded", {"message": "hi, tests"})
+    answer = d.get("/$name/hello", params={"who": "you"}).json()
+    assert answer["message"] == "hi, you" and answer["greetings"] == 1
+    out = d.cli("$name-hello", "--who", "cli")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "hi, cli"
+    assert d.get("/$name/hello").json()["jobs_finished"] >= 1
+
+
+def test_a_bad_setting_is_refused_naming_its_line(appliance_daemon):
+    with pytest.raises(RuntimeError) as err:
+        appliance_daemon('[$name]\\ngreeting = 42\\n')
+    assert "appliance.toml:2: $name.greeting: expected a non-empty string, got 42" in str(err.value)
+'''
+
+
+def new_plugin(name: str, directory: Path) -> Path:
+    """Write the package for plugin ``name`` into ``directory/name``; returns that path."""
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise BadRequest(f"plugin name {name!r} must be a Python identifier in lowercase (letters, digits, "
+                         "underscores; starting with a letter), such as 'slack_alerts'")
+    root = Path(directory) / name
+    if root.exists():
+        raise Conflict(f"{root} already exists; choose another name or --dir")
+    values = {"name": name, "dist": name.replace("_", "-"), "contract": CONTRACT_VERSION}
+    files = {"pyproject.toml": PYPROJECT, "README.md": README, f"{name}/__init__.py": PLUGIN,
+             f"tests/test_{name}.py": TESTS}
+    for rel, template in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Template(template).substitute(values))
+    return root
