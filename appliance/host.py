@@ -33,8 +33,18 @@ log = logging.getLogger("appliance.plugins")
 trace_log = logging.getLogger("appliance.plugins.trace")
 
 #: Built-in plugins, registered by the same call as third-party ones.
-DEFAULT_PLUGINS: tuple[str, ...] = ("plugins.event_log", "plugins.features", "plugins.ingest", "plugins.training", "plugins.registry", "plugins.serving", "plugins.pipelines",
-                                   "plugins.backup", "plugins.retention")
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "plugins.event_log",
+    "plugins.features",
+    "plugins.ingest",
+    "plugins.training",
+    "plugins.registry",
+    "plugins.serving",
+    "plugins.pipelines",
+    "plugins.backup",
+    "plugins.retention",
+    "plugins.demo",
+)
 
 BUILTIN_DIR = Path(importlib.util.find_spec("plugins").submodule_search_locations[0]).resolve()  # type: ignore[index]
 
