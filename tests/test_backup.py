@@ -4,6 +4,7 @@ into an empty home that then answers exactly as the original did."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import sqlite3
@@ -94,10 +95,9 @@ def backed_up(tmp_path_factory):
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         wait_ready(d, "fraud")
         stop = threading.Event()
-        served = []
 
         def ingest_files():
-            for i in range(40):
+            for i in itertools.count():
                 path = project / "data" / "tx" / f"part-{i:03}.csv"
                 path.write_text("id,amount\n" + "".join(f"{i * 1000 + j},{j * 0.5}\n" for j in range(500)))
                 r = d.post("/sources/tx/ingest", {"files": [str(path)]})
@@ -108,22 +108,26 @@ def backed_up(tmp_path_factory):
 
         def serve():
             while not stop.is_set():
-                served.append(infer(d))
+                infer(d)
 
         workers = [threading.Thread(target=ingest_files), threading.Thread(target=serve)]
         for w in workers:
             w.start()
-        while d.get("/sources/tx").json()["batches"] < 3:
+        while d.get("/sources/tx").json()["batches"] < 3 or not d.get("/predictions").json():
             time.sleep(0.05)
         dest = root / "snapshot"
         out = d.cli("backup", "--to", str(dest), "--json")
+        assert out.returncode == 0, out.stderr
+        # Both kept going after the snapshot: it was taken in the middle of the work, not at a quiet moment.
+        taken = json.loads(out.stdout)["tables"]["store"]
+        while d.get("/sources/tx").json()["batches"] <= taken["ingest.batches"]:
+            time.sleep(0.05)
         stop.set()
         for w in workers:
             w.join(60)
-        assert out.returncode == 0, out.stderr
         original_answer = infer(d)
         yield {"root": root, "project": project, "dest": dest, "result": json.loads(out.stdout),
-               "answer": original_answer, "served": len(served), "home": root / "home", "daemon": d}
+               "answer": original_answer, "home": root / "home", "daemon": d}
     finally:
         if d.proc.poll() is None:
             d.stop()
@@ -133,8 +137,10 @@ def test_backup_during_ingest_and_serving_restores_every_row_and_artifact(backed
     d, dest = backed_up["daemon"], backed_up["dest"]
     d.stop()
     manifest = json.loads((dest / "manifest.json").read_text())
-    assert backed_up["served"] > 0 and manifest["tables"]["store"]["serving.predictions"] > 0
-    assert 3 <= manifest["tables"]["store"]["ingest.batches"] < 40
+    assert manifest["tables"]["store"]["serving.predictions"] > 0
+    assert manifest["tables"]["store"]["ingest.batches"] >= 3
+    assert store_counts(backed_up["home"] / "store.duckdb")["serving.predictions"] > \
+        manifest["tables"]["store"]["serving.predictions"]
 
     home = tmp_path / "restored"
     out = d.cli("restore", str(dest), "--home", str(home), "--json")
@@ -188,6 +194,18 @@ def test_verify_passes_and_a_tampered_backup_fails_naming_the_file(backed_up, tm
     out = d.cli("restore", str(tampered), "--home", str(tmp_path / "never"))
     assert out.returncode == 1 and "store/" in out.stderr
     assert not (tmp_path / "never").exists()
+
+    # A swapped artifact with a manifest edited to match is still caught: an artifact is named by its hash.
+    swapped = tmp_path / "swapped"
+    shutil.copytree(dest, swapped)
+    artifact = next((swapped / "artifacts").glob("??/*"))
+    artifact.write_bytes(b"not the model")
+    manifest = json.loads((swapped / "manifest.json").read_text())
+    manifest["files"][f"artifacts/{artifact.parent.name}/{artifact.name}"]["sha256"] = \
+        hashlib.sha256(b"not the model").hexdigest()
+    (swapped / "manifest.json").write_text(json.dumps(manifest))
+    out = d.cli("backup", "verify", str(swapped))
+    assert out.returncode == 1 and f"artifacts/{artifact.parent.name}/{artifact.name}: content hashes to" in out.stderr
 
 
 def test_restore_refuses_a_home_that_is_not_empty_and_a_directory_that_is_not_a_backup(backed_up, tmp_path):

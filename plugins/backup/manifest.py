@@ -93,6 +93,9 @@ def verify(root: Path) -> dict:
             problems.append(f"{rel}: missing")
         elif (got := sha256(path)) != want.get("sha256"):
             problems.append(f"{rel}: sha256 {got} does not match the manifest's {want.get('sha256')}")
+        elif rel.startswith("artifacts/") and Path(rel).name != got:
+            # An artifact is named by its hash, which catches a manifest edited to match a changed file.
+            problems.append(f"{rel}: content hashes to {got}, not to its name")
     problems += [f"{rel}: not in the manifest" for rel in files_under(root) if rel not in data["files"]]
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")

@@ -3,8 +3,11 @@
 The catalog is copied with SQLite's online backup API (one read transaction, so a consistent copy), the store
 is exported to Parquet inside one DuckDB transaction (writers carry on; the export sees the moment it began),
 and artifacts, which are immutable files named by their hash, are hard-linked (copied across filesystems).
-Everything lands in a hidden sibling directory that is renamed into place only once its manifest is written,
-so a directory with a name and a manifest is always a complete backup.
+The order matters: the catalog first, then the store, then the artifacts, so whatever the catalog copy
+references (a materialized feature table, an artifact by hash) was already written when the later parts are
+taken; the later parts may hold a little more, never less. Everything lands in a hidden sibling directory
+that is renamed into place only once its manifest is written, so a directory with a name and a manifest is
+always a complete backup.
 """
 
 from __future__ import annotations

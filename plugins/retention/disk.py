@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 
 
-def tree_size(path: Path) -> tuple[int, int]:
-    """Bytes and files below ``path`` (a missing path is empty); hard links are counted once."""
+def tree_size(path: Path, seen: set[tuple[int, int]]) -> tuple[int, int]:
+    """Bytes and files below ``path`` (a missing path is empty), skipping files already ``seen``.
+
+    Backups hard-link artifacts, so sharing ``seen`` across areas counts each file once, where first met: the
+    backups area then shows what backups really add to the disk.
+    """
     total = files = 0
-    seen: set[tuple[int, int]] = set()
     for dirpath, _dirs, names in os.walk(path):
         for name in names:
             try:
@@ -34,12 +37,15 @@ def usage(app) -> dict:
         "catalog": files_size(*(home.catalog_path.with_name(home.catalog_path.name + s) for s in ("", "-wal", "-shm"))),
         "store": files_size(home.store_path, home.store_path.with_name(home.store_path.name + ".wal")),
     }
-    for name, path in (("artifacts", home.artifacts_dir), ("logs", home.logs_dir), ("backups", home.backups_dir)):
-        areas[name] = tree_size(path)[0]
+    seen: set[tuple[int, int]] = set()
+    artifacts, count = tree_size(home.artifacts_dir, seen)
+    areas["artifacts"] = artifacts
+    areas["logs"] = tree_size(home.logs_dir, seen)[0]
+    areas["backups"] = tree_size(home.backups_dir, seen)[0]
     cur = app.store.cursor()
     # estimated_size is DuckDB's row count from its metadata: free to read, unlike a scan per table.
     tables = [{"table": f"{s}.{t}", "rows": n, "columns": c} for s, t, n, c in cur.execute(
         "select schema_name, table_name, estimated_size, column_count from duckdb_tables() "
         "where database_name = current_database() order by schema_name, table_name").fetchall()]
     return {"home": str(home.root), "areas": areas, "total": sum(areas.values()),
-            "artifacts": tree_size(home.artifacts_dir)[1], "tables": tables}
+            "artifacts": count, "tables": tables}
