@@ -197,7 +197,7 @@ def plugins(ctx, as_json):
 
 @cli.group("plugin")
 def plugin_group():
-    """Write plugins: ``plugin new NAME`` scaffolds an installable one."""
+    """Write plugins: `appliance plugin new NAME` scaffolds an installable one."""
 
 
 @plugin_group.command("new")
