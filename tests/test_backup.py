@@ -221,6 +221,9 @@ def test_restore_refuses_a_home_that_is_not_empty_and_a_directory_that_is_not_a_
 
 def test_scheduled_backups_keep_the_newest_and_bad_settings_are_refused(tmp_path):
     project = make_project(tmp_path / "p", [], "[backup]\nevery_hours = 0.0003\nkeep = 2\n")
+    mine = tmp_path / "home" / "backups" / "before-upgrade"
+    mine.mkdir(parents=True)
+    (mine / "manifest.json").write_text("{}")
     with DaemonProcess(tmp_path / "home", project) as d:
         deadline = time.monotonic() + 60
         while len(d.get("/jobs", params={"kind": "backup", "state": "succeeded"}).json()) < 3:
@@ -229,8 +232,9 @@ def test_scheduled_backups_keep_the_newest_and_bad_settings_are_refused(tmp_path
         jobs = d.get("/jobs", params={"kind": "backup"}).json()
         assert {j["origin"] for j in jobs} == {"schedule"}
         time.sleep(0.2)
-        kept = sorted(p.name for p in (tmp_path / "home" / "backups").iterdir())
+        kept = sorted(p.name for p in (tmp_path / "home" / "backups").iterdir() if p != mine)
         assert len(kept) == 2 and all((tmp_path / "home" / "backups" / k / "manifest.json").is_file() for k in kept)
+        assert mine.is_dir()  # only the backups the box named itself are pruned
 
         (project / "appliance.toml").write_text("[backup]\nevery_hours = 24\nkeep = 0\n")
         out = d.cli("apply", str(project))

@@ -89,7 +89,9 @@ def verify(root: Path) -> dict:
     problems = []
     for rel, want in sorted(data["files"].items()):
         path = root / rel
-        if not path.is_file():
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            problems.append(f"{rel}: a path outside the backup")
+        elif not path.is_file():
             problems.append(f"{rel}: missing")
         elif (got := sha256(path)) != want.get("sha256"):
             problems.append(f"{rel}: sha256 {got} does not match the manifest's {want.get('sha256')}")

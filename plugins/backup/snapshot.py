@@ -13,6 +13,7 @@ always a complete backup.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -27,7 +28,14 @@ from . import manifest
 _LOCK = threading.Lock()
 
 
+#: The names the home's own backups get; only these are ever pruned, never a directory someone put there.
+_STAMPED = re.compile(r"^\d{8}T\d{6}Z(-\d+)?$")
+
+
 def default_destination(backups_dir: Path) -> Path:
+    # Attempts that died with their daemon left hidden partial directories; no other backup runs (the lock).
+    for stale in backups_dir.glob(".*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     dest, n = backups_dir / stamp, 1
     while dest.exists():
@@ -144,7 +152,7 @@ def _link_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
 def prune(backups_dir: Path, keep: int) -> list[str]:
     """Delete the oldest complete backups in the home beyond ``keep``; returns the names removed."""
     complete = sorted(p for p in backups_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / manifest.NAME).is_file())
+                      if p.is_dir() and _STAMPED.match(p.name) and (p / manifest.NAME).is_file())
     removed = []
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
