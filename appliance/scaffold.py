@@ -13,7 +13,7 @@ from pathlib import Path
 from string import Template
 
 from .contract import CONTRACT_VERSION
-from .errors import BadRequest, Conflict
+from .errors import ApplianceError, BadRequest, Conflict
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -216,8 +216,12 @@ def new_plugin(name: str, directory: Path) -> Path:
     values = {"name": name, "dist": name.replace("_", "-"), "contract": CONTRACT_VERSION}
     files = {"pyproject.toml": PYPROJECT, "README.md": README, f"{name}/__init__.py": PLUGIN,
              f"tests/test_{name}.py": TESTS}
-    for rel, template in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(Template(template).substitute(values))
+    try:
+        for rel, template in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(Template(template).substitute(values))
+    except OSError as exc:
+        raise ApplianceError(f"could not write the plugin package to {root}: {exc.strerror or exc}",
+                             title="Cannot write") from None
     return root

@@ -32,6 +32,13 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _readable_sha256(path: Path) -> str | None:
+    try:
+        return sha256(path)
+    except OSError:
+        return None
+
+
 def files_under(root: Path) -> list[str]:
     """Every file below ``root`` as a POSIX path relative to it, the manifest itself excepted."""
     out = []
@@ -77,6 +84,8 @@ def read(root: Path) -> dict:
                         title="Not a backup") from None
     except ValueError as exc:
         raise BadBackup(f"{path} is not valid JSON ({exc}); the backup cannot be trusted") from None
+    except OSError as exc:
+        raise BadBackup(f"{path} cannot be read: {exc.strerror or exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
         raise BadBackup(f"{path} is not a manifest this appliance understands (format {FORMAT})")
     return data
@@ -93,7 +102,9 @@ def verify(root: Path) -> dict:
             problems.append(f"{rel}: a path outside the backup")
         elif not path.is_file():
             problems.append(f"{rel}: missing")
-        elif (got := sha256(path)) != want.get("sha256"):
+        elif (got := _readable_sha256(path)) is None:
+            problems.append(f"{rel}: cannot be read")
+        elif got != want.get("sha256"):
             problems.append(f"{rel}: sha256 {got} does not match the manifest's {want.get('sha256')}")
         elif rel.startswith("artifacts/") and Path(rel).name != got:
             # An artifact is named by its hash, which catches a manifest edited to match a changed file.

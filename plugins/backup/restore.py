@@ -6,6 +6,7 @@ The backup is verified first, so a damaged one is refused before anything is wri
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,12 @@ from . import manifest
 def restore(backup: Path, home_root: Path) -> dict:
     """Restore ``backup`` into the empty home directory ``home_root``; returns the verified manifest."""
     backup, home_root = Path(backup).resolve(), Path(home_root).expanduser().resolve()
-    if home_root.exists() and (not home_root.is_dir() or any(home_root.iterdir())):
+    try:
+        busy = home_root.exists() and (not home_root.is_dir() or any(home_root.iterdir()))
+    except OSError as exc:
+        raise ApplianceError(f"cannot look into home {home_root}: {exc.strerror or exc}",
+                             title="Restore failed") from None
+    if busy:
         raise ApplianceError(
             f"home {home_root} is not empty; restore only into an empty or new home (pass --home NEW_DIR), "
             "then point the daemon at it", title="Home not empty")
@@ -31,12 +37,16 @@ def restore(backup: Path, home_root: Path) -> dict:
             shutil.copytree(backup / "artifacts", home_root / "artifacts")
         if (backup / "plugins").is_dir():
             shutil.copytree(backup / "plugins", home_root / "plugins")
-    except BaseException:
-        # The home was empty: leave it empty again, so the restore can simply be run again.
-        for child in list(home_root.iterdir()) if home_root.exists() else []:
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if created:
-            home_root.rmdir()
+    except BaseException as exc:
+        # The home was empty: leave it empty again (as far as we can), so the restore can simply be run again.
+        with contextlib.suppress(OSError):
+            for child in list(home_root.iterdir()) if home_root.exists() else []:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if created and home_root.exists():
+                home_root.rmdir()
+        if isinstance(exc, OSError):
+            raise ApplianceError(f"could not restore into {home_root}: {exc.strerror or exc}",
+                                 title="Restore failed") from None
         raise
     return data
 

@@ -57,9 +57,9 @@ def take(app, job, to: str | None = None) -> dict:
         dest = Path(to).expanduser() if to else default_destination(app.home.backups_dir)
         if not dest.is_absolute():
             raise BadRequest(f"backup destination must be an absolute path, got {to!r}")
-        check_destination(dest)
         partial = dest.parent / f".{dest.name}.partial"
         try:
+            check_destination(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)  # left by an attempt that died; this one starts over
             partial.mkdir()
