@@ -169,3 +169,49 @@ def register_sources(register: Callable[[Any], None]) -> None:
     ignore it. Set ``exact_types = True`` on a kind whose files carry exact column types (as Parquet does), so
     files whose types match the source are taken without a cast. Called in the daemon and in CLI processes.
     """
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Monitoring: called once when the plugin loads, like the registration hooks above.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_monitors(register: Callable[[Any], None]) -> None:
+    """Register a kind of monitor with ``register(kind)``; ``[monitors.NAME] kind = "..."`` names it.
+
+    ``kind`` is any object with ``name`` (str), ``description``, ``options`` (a dict of every key a monitor of
+    this kind takes to its default; the project's table is checked against it, along with the common keys
+    ``kind``, ``every_s``, ``severity``, ``pipeline`` and ``enabled``), optionally ``required`` (keys that must be
+    given) and ``run(ctx)``. ``run`` executes inside a ``monitor`` job in the daemon (it may read the stores) and
+    reports through ``ctx``: ``ctx.app``, ``ctx.monitor`` (the monitor's name), ``ctx.options`` (merged over the
+    defaults), ``ctx.job``, ``ctx.value(metric, number, **labels)`` (exported to Prometheus as
+    ``appliance_monitor_<metric>``), ``ctx.check(name, firing, message, subject=..., severity=..., value=...,
+    threshold=...)`` (an alert rule ``<monitor>.<name>``: firing raises or keeps one alert per rule and subject,
+    not firing resolves it), ``ctx.details`` (a JSON-able dict kept with the run) and ``ctx.no_data(why)`` (too
+    little data to judge: open alerts stay as they are). An exception fails the run and its job.
+    """
+
+
+@hookspec
+def register_gpu_providers(register: Callable[[Any], None]) -> None:
+    """Register a source of GPU figures with ``register(provider)``; ``[monitoring] gpu_provider`` picks one.
+
+    ``provider`` has ``name`` (the built-in is ``"nvml"``) and ``sample()``, which returns
+    ``{"available": bool, "reason": str, "devices": [...]}`` and must not raise when there is no GPU (it says
+    so in ``reason``). Each device is a dict with ``index``, ``name``, ``temperature_c``, ``power_w``,
+    ``power_limit_w``, ``memory_used_bytes``, ``memory_total_bytes``, ``utilization_pct``, ``throttle_reasons``
+    (a list of NVML reason names such as ``"hw_thermal_slowdown"``), ``ecc_uncorrected`` and ``processes``
+    (``[{"pid", "memory_bytes"}]``); a figure the device cannot report is ``None``. Called from any thread.
+    """
+
+
+@hookspec
+def register_metrics_collectors(register: Callable[[Any], None]) -> None:
+    """Add series to the Prometheus pages with ``register(collector)``.
+
+    ``collector`` has ``name`` and ``collect() -> str``, text in Prometheus' exposition format (``# HELP``,
+    ``# TYPE`` and sample lines, ending in a newline). Every collector's text is appended to the serving port's
+    ``/metrics`` and served at ``GET /api/v1/metrics``. ``collect`` may run on an event loop: return quickly
+    from figures already at hand. A collector that raises is left out of that page and logged.
+    """

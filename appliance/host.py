@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.registry",
     "plugins.serving",
     "plugins.pipelines",
+    "plugins.monitoring",
     "plugins.backup",
     "plugins.retention",
     "plugins.demo",

@@ -7,12 +7,16 @@ never queues behind the control API, and finds models through the ``model_regist
 
 from __future__ import annotations
 
+import logging
+
 from appliance import hookimpl
 
 from . import settings as settings_mod
 from .api import COMMANDS, ROUTES
 
 APPLIANCE_CONTRACT = "1.0"
+
+log = logging.getLogger("appliance.serving")
 
 
 class _State:
@@ -49,12 +53,24 @@ def startup(app):
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     asgi = ServingApp(state.manager, state.metrics, state.predlog, max_body=cfg.max_body, version=__version__,
-                      features=lambda: app.registry("services").get("online_features"))
+                      features=lambda: app.registry("services").get("online_features"),
+                      collected_metrics=lambda: _collected_metrics(app))
     state.server = ServingServer(asgi, cfg.host, cfg.port)
     state.server.start()
     app.ports["serving"] = state.server.port
     state.manager.start()
     state.manager.apply(cfg.deployments)
+
+
+def _collected_metrics(app) -> str:
+    """Every ``register_metrics_collectors`` collector's text; one that raises is left out and logged."""
+    parts = []
+    for name, collector in app.registry("metrics_collectors").items():
+        try:
+            parts.append(collector.collect())
+        except Exception:
+            log.exception("metrics collector %s failed", name)
+    return "".join(parts)
 
 
 @hookimpl

@@ -40,8 +40,10 @@ JSON = [(b"content-type", b"application/json")]
 
 
 class ServingApp:
-    def __init__(self, manager, metrics, predlog, *, max_body: int, version: str, features=None):
+    def __init__(self, manager, metrics, predlog, *, max_body: int, version: str, features=None,
+                 collected_metrics=None):
         self.manager, self.metrics, self.predlog = manager, metrics, predlog
+        self.collected_metrics = collected_metrics  # a callable: other plugins' collectors' Prometheus text
         self.max_body = max_body
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
@@ -103,7 +105,7 @@ class ServingApp:
             return await reply(send, 200, orjson.dumps({"name": "appliance", "version": self.version,
                                                         "extensions": ["binary_tensor_data", "statistics"]}))
         if path == "/metrics":
-            body = self.metrics.render().encode()
+            body = (self.metrics.render() + (self.collected_metrics() if self.collected_metrics else "")).encode()
             return await reply(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
         if path == "/v2/feedback":
             _method(method, "POST", path)

@@ -1,0 +1,200 @@
+"""Reading what monitors compare: windows of the prediction log and the reference they are held to.
+
+Everything is read through DuckDB in the daemon (the only process that may open the store): the prediction log
+the serving plugin writes (``serving.predictions`` and ``serving.feedback``), training-set snapshots found
+through the model registry's lineage and the ``training_sets`` service, or a Parquet file of the project's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance import BadRequest, NotFound
+
+PREDICTIONS = "serving.predictions"
+FEEDBACK = "serving.feedback"
+
+
+@dataclass
+class Frame:
+    """Columns as numpy arrays with, for each, whether it is numeric."""
+
+    columns: dict[str, np.ndarray]
+    numeric: dict[str, bool]
+    rows: int
+    source: str
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_path(name: str) -> str:
+    return literal('$."' + name.replace('"', '\\"') + '"')
+
+
+def _fetch(cur, sql: str, args: list | None = None) -> list[tuple]:
+    return cur.execute(sql, args or []).fetchall()  # fetchall drains the result, as DuckDB needs
+
+
+def has_log(cur) -> bool:
+    """Whether the serving plugin has created its prediction log in the store."""
+    return bool(_fetch(cur, "select 1 from information_schema.tables where table_schema = 'serving' "
+                            "and table_name = 'predictions'"))
+
+
+def window_bounds(options: dict, now: float | None = None) -> tuple[float, float]:
+    """The current window: the last ``window_s`` seconds (or up to ``window_end``)."""
+    end = float(options.get("window_end") or now or time.time())
+    return end - float(options["window_s"]), end
+
+
+def log_filter(deployment: str, start: float, end: float, alias: str = "") -> tuple[str, list]:
+    """Rows of one deployment in ``[start, end)``, leaving out shadow traffic (it answered nobody)."""
+    p = f"{alias}." if alias else ""
+    return (f"{p}deployment = ? and {p}ts >= to_timestamp(?) and {p}ts < to_timestamp(?) and not {p}shadow",
+            [deployment, start, end])
+
+
+def log_window(app, deployment: str, start: float, end: float, *, features: list[str] | None = None,
+               outputs: list[str] | None = None, max_rows: int = 1_000_000) -> Frame:
+    """The inputs (and/or named outputs) of a deployment's logged predictions between ``start`` and ``end``."""
+    cur = app.store.cursor()
+    if not has_log(cur):
+        raise NotFound("there is no prediction log yet: the serving plugin has not logged any prediction")
+    where, args = log_filter(deployment, start, end)
+    if features is None and outputs is None:
+        keys = _fetch(cur, f"select json_keys(inputs) from {PREDICTIONS} where {where} limit 1", args)
+        features = list(keys[0][0]) if keys else []
+    exprs, names = [], []
+    for f in features or []:
+        exprs.append(f"json_extract_string(inputs, {_json_path(f)})")
+        names.append(f)
+    for o in outputs or []:
+        # A single-valued output is logged as a number; a vector output's first element is the score.
+        exprs.append(f"coalesce(json_extract_string(outputs, {_json_path(o)} || '[0]'), "
+                     f"json_extract_string(outputs, {_json_path(o)}))")
+        names.append(o)
+    if not exprs:
+        return Frame({}, {}, 0, f"deployment {deployment}")
+    rows = _fetch(cur, f"select {', '.join(exprs)} from {PREDICTIONS} where {where} order by ts limit {int(max_rows)}",
+                  args)
+    return _frame(names, rows, f"prediction log of {deployment}")
+
+
+def _frame(names: list[str], rows: list[tuple], source: str) -> Frame:
+    columns, numeric = {}, {}
+    for i, name in enumerate(names):
+        raw = [r[i] for r in rows]
+        values, is_num = as_column(raw)
+        columns[name], numeric[name] = values, is_num
+    return Frame(columns, numeric, len(rows), source)
+
+
+def as_column(raw: list[Any]) -> tuple[np.ndarray, bool]:
+    """Numbers as float (None -> NaN) when every present value parses as one; otherwise strings (None kept)."""
+    try:
+        return np.array([np.nan if v is None else float(v) for v in raw], dtype=float), True
+    except (TypeError, ValueError):
+        return np.array([None if v is None else str(v) for v in raw], dtype=object), False
+
+
+def feedback_window(app, deployment: str, start: float, end: float, *, output: str,
+                    group: str | None = None) -> dict[str, np.ndarray]:
+    """Predictions that have a label: ``score`` (the named output), ``label`` and, if asked, ``group``."""
+    cur = app.store.cursor()
+    if not has_log(cur):
+        raise NotFound("there is no prediction log yet: the serving plugin has not logged any prediction")
+    where, args = log_filter(deployment, start, end, alias="p")
+    group_expr = f", json_extract_string(p.inputs, {_json_path(group)})" if group else ""
+    rows = _fetch(cur, f"""
+        select coalesce(json_extract_string(p.outputs, {_json_path(output)} || '[0]'),
+                        json_extract_string(p.outputs, {_json_path(output)}))::double, f.label {group_expr}
+        from {PREDICTIONS} p join {FEEDBACK} f using (request_id, row_index)
+        where {where}""", args)
+    out = {"score": np.array([r[0] for r in rows], dtype=float), "label": np.array([r[1] for r in rows], dtype=float)}
+    if group:
+        out["group"] = np.array([str(r[2]) for r in rows], dtype=object)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+
+def reference(app, options: dict, deployment: str, features: list[str] | None) -> Frame:
+    """The reference a monitor's ``reference`` option names: ``"training_set"`` (the served model's training
+    data, through the registry's lineage), ``"window"`` (an earlier window of the log), or a Parquet path."""
+    kind = options.get("reference", "training_set")
+    if kind == "window":
+        start, end = window_bounds(options)
+        offset = float(options.get("reference_offset_s") or options["window_s"])
+        return log_window(app, deployment, start - offset, end - offset, features=features,
+                          outputs=options.get("outputs"))
+    if kind == "training_set":
+        path = training_set_path(app, deployment)
+        return parquet(app, path, features, options, f"training set {path.name}")
+    path = Path(kind)
+    if not path.is_absolute() and app.config.project_dir:
+        path = app.config.project_dir / path
+    if not path.is_file():
+        raise BadRequest(f"reference {kind!r}: no such file ({path})")
+    return parquet(app, path, features, options, str(kind))
+
+
+def training_set_path(app, deployment: str) -> Path:
+    """The Parquet snapshot the deployment's newest logged model version was trained on."""
+    cur = app.store.cursor()
+    if not has_log(cur):
+        raise NotFound("there is no prediction log yet, so the served model is unknown")
+    row = _fetch(cur, f"select model, version from {PREDICTIONS} where deployment = ? order by ts desc limit 1",
+                 [deployment])
+    if not row:
+        raise NotFound(f"deployment {deployment!r} has logged no prediction yet, so its model is unknown")
+    model, version = row[0]
+    registry = app.registry("services").get("model_registry")
+    sets = app.registry("services").get("training_sets")
+    if registry is None or sets is None:
+        raise NotFound("a training-set reference needs the model registry and the feature store; "
+                       "set reference = \"window\" or a Parquet path instead")
+    lineage = registry.version(model, version).get("lineage") or {}
+    ts_id = lineage.get("training_set")
+    if ts_id is None:
+        raise NotFound(f"model {model} version {version} records no training set in its lineage; "
+                       "set reference = \"window\" or a Parquet path instead")
+    return Path(sets.get(ts_id)["path"])
+
+
+def parquet(app, path: Path, features: list[str] | None, options: dict, source: str) -> Frame:
+    cur = app.store.cursor()
+    rel = f"read_parquet({literal(str(path))})"
+    described = _fetch(cur, f"describe select * from {rel}")
+    types = {r[0]: r[1] for r in described}
+    names = [f for f in (features or list(types)) if f in types]
+    if not names:
+        raise BadRequest(f"reference {source}: none of the monitored columns ({', '.join(features or [])}) "
+                         f"is in it; its columns: {', '.join(types)}")
+    limit = int(options.get("reference_max_rows", 1_000_000))
+    table = cur.sql(f"select {', '.join(quote(n) for n in names)} from {rel} limit {limit}").to_arrow_table()
+    columns, numeric = {}, {}
+    for n in names:
+        col = table.column(n)
+        is_num = _numeric_type(types[n])
+        columns[n] = col.to_numpy(zero_copy_only=False).astype(float) if is_num else \
+            np.array(col.cast("string").to_pylist(), dtype=object)
+        numeric[n] = is_num
+    return Frame(columns, numeric, table.num_rows, source)
+
+
+def _numeric_type(duck_type: str) -> bool:
+    t = duck_type.upper()
+    return any(t.startswith(p) for p in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT",
+                                          "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL"))
