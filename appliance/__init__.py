@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 import pluggy
 
-from .contract import CONTRACT_VERSION, Event, JobKind, Reply, Route, Stream
+from .contract import CONTRACT_VERSION, Event, JobKind, Reply, Route, Stream, TuiPanel
 from .errors import ApplianceError, BadRequest, ConfigError, Conflict, NotFound
 from .migrations import Migrations
 
@@ -29,6 +29,7 @@ __all__ = [
     "Reply",
     "Route",
     "Stream",
+    "TuiPanel",
     "hookimpl",
 ]
 

@@ -65,6 +65,35 @@ class Route:
         return f"{self.method.upper()} {self.path}"
 
 
+@dataclass(frozen=True)
+class TuiPanel:
+    """A dashboard panel declared as data (see the ``register_tui_panels`` hook); the dashboard renders it.
+
+    ``route`` is the ``GET`` path under ``/api/v1`` it reads; ``kind`` is ``"table"`` (``columns`` in order,
+    rows from the answer or from its ``rows_key``) or ``"keyvalue"``.
+    """
+
+    name: str
+    title: str
+    route: str
+    kind: str = "table"
+    columns: tuple[str, ...] = ()
+    rows_key: str = ""
+    refresh_s: float = 5.0
+    description: str = ""
+
+    def __post_init__(self):
+        if self.kind not in ("table", "keyvalue"):
+            raise ValueError(f"panel {self.name!r}: kind must be 'table' or 'keyvalue', got {self.kind!r}")
+        if not self.route.startswith("/"):
+            raise ValueError(f"panel {self.name!r}: route must be a path under /api/v1, got {self.route!r}")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title, "route": self.route, "kind": self.kind,
+                "columns": list(self.columns), "rows_key": self.rows_key, "refresh_s": self.refresh_s,
+                "description": self.description}
+
+
 @dataclass
 class Reply:
     """A handler's answer with a status other than 200, or headers."""

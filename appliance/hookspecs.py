@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .app import Appliance
     from .config import Config
-    from .contract import Event, JobKind, Route
+    from .contract import Event, JobKind, Route, TuiPanel
     from .migrations import Migrations
 
 hookspec = pluggy.HookspecMarker("appliance")
@@ -76,6 +76,19 @@ def register_services(register: Callable[[Any], None]) -> None:
     This is how built-ins meet without importing each other: the feature store registers its online store, the
     serving plugin finds it with ``app.registry("services").get("online_features")``. Services are called from
     many threads, so they must be thread-safe.
+    """
+
+
+@hookspec
+def register_tui_panels(register: Callable[[TuiPanel], None]) -> None:
+    """Add a panel to the dashboard with ``register(appliance.TuiPanel(name, title, route, ...))``.
+
+    A panel is data, not a widget, so plugins never import textual: the dashboard reads ``route`` (a ``GET``
+    path under ``/api/v1``, usually one the plugin registers with ``register_routes``) every ``refresh_s``
+    seconds and renders the answer. ``kind="table"`` shows a list of objects (or the list under ``rows_key`` of
+    an object) with ``columns`` as its columns (every key of the first row when empty); ``kind="keyvalue"``
+    shows an object's keys and values. The daemon lists registered panels at ``GET /api/v1/tui/panels``; a
+    route that fails shows its error in the panel, never in the rest of the dashboard.
     """
 
 

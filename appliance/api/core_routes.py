@@ -121,6 +121,11 @@ def apply_project(req: ApiRequest) -> dict:
     return project.apply(req.app, Path(path) if path else None)
 
 
+def tui_panels(req: ApiRequest) -> list:
+    reg = req.app.registry("tui_panels")
+    return [{**panel.to_dict(), "plugin": reg.owner(name)} for name, panel in reg.items()]
+
+
 def shutdown(req: ApiRequest) -> Reply:
     req.app.request_stop()
     return Reply({"status": "stopping"}, 202)
@@ -138,6 +143,7 @@ ROUTES = [
     Route("POST", "/jobs/{id}/cancel", cancel_job, "cancel a queued or running job"),
     Route("GET", "/events", list_events, "persisted events"),
     Route("GET", "/events/stream", stream_events, "live events (server-sent events)"),
+    Route("GET", "/tui/panels", tui_panels, "dashboard panels registered by plugins"),
     Route("POST", "/apply", apply_project, "re-read appliance.toml and apply it"),
     Route("POST", "/shutdown", shutdown, "stop the daemon gracefully"),
 ]

@@ -65,7 +65,21 @@ def cli(ctx: click.Context, home: Path | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["home"] = home or default_home()
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            ctx.invoke(tui)
+        else:
+            click.echo(ctx.get_help())
+
+
+@cli.command()
+@click.option("--readonly", is_flag=True, help="Look only: every action is refused.")
+@click.pass_context
+def tui(ctx: click.Context, readonly: bool) -> None:
+    """The dashboard: attach to the daemon (or offer to start it) and watch the box live."""
+    # Imported here: the dashboard (textual) is not the core's business and must not slow other commands.
+    from tui import run
+
+    run(Path(ctx.obj["home"]), readonly=readonly)
 
 
 # --------------------------------------------------------------------------------------------- lifecycle

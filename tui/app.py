@@ -1,0 +1,135 @@
+"""The dashboard app: areas as modes, the event stream, the lost-daemon loop. Screens do the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+
+from .client import ApiClient, ApiError, DaemonLost, NotInstalled
+from .commands import AreaCommands
+from .screens import SCREENS
+from .screens.modals import Help
+from .screens.nodaemon import NoDaemon
+from .widgets.chrome import AREAS, KEYS
+
+
+class ApplianceApp(App):
+    """``api`` is anything with the ``ApiClient`` methods (tests inject a fake for snapshots)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "appliance"
+    MODES = SCREENS
+    DEFAULT_MODE = "overview"
+    COMMAND_PALETTE_BINDING = "colon"
+    COMMANDS = App.COMMANDS | {AreaCommands}
+    BINDINGS = [
+        *(Binding(key, f"switch_mode('{mode}')", label, show=False) for key, (mode, label) in zip(KEYS, AREAS,
+                                                                                                 strict=True)),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+    #: Why the daemon does not answer; empty while it does (the banner watches this).
+    lost = reactive("")
+
+    def __init__(self, api: ApiClient, *, readonly: bool = False, live: bool = True,
+                 clock: Callable[[], float] = time.time, home: Path | None = None):
+        super().__init__()
+        self.api = api
+        self.readonly = readonly
+        self.live = live
+        self.clock = clock
+        self.home = home
+        self.events: deque[dict] = deque(maxlen=500)
+        self.events_seen = 0
+        self.last_event_id: int | None = None
+        self.first_paint: float | None = None
+
+    async def on_mount(self) -> None:
+        if self.live:
+            try:
+                await self.api.get("/health")
+            except DaemonLost:
+                await self.push_screen(NoDaemon(self.api.where))
+                return
+            self.follow_events()
+
+    def attached(self) -> None:
+        """The daemon answers (again): follow its events and reload what shows."""
+        self.lost = ""
+        self.follow_events()
+        if hasattr(self.screen, "reload"):
+            self.screen.reload()
+
+    def loaded(self, screen) -> None:
+        """A screen filled its widgets from the daemon; the first time is the first full paint."""
+        if self.first_paint is None:
+            self.first_paint = time.perf_counter()
+
+    # ------------------------------------------------------------------------------------------ events
+
+    @work(exclusive=True, exit_on_error=False, group="events")
+    async def follow_events(self) -> None:
+        """Live events until the daemon goes away; then the banner, and retries until it is back."""
+        delay = 0.25
+        while True:
+            try:
+                async for event in self.api.events(after=self.last_event_id):
+                    self.absorb(event)
+                    delay = 0.25
+                raise DaemonLost("the event stream ended", title="Daemon lost")
+            except DaemonLost as exc:
+                self.lost = exc.message
+            except ApiError as exc:
+                self.lost = f"{exc.title}: {exc.message}"
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            await self.api.reconnect()
+            try:
+                await self.api.get("/health")
+            except ApiError:
+                continue
+            if self.lost:
+                self.lost = ""
+                self.notify("the daemon is back", title="Reconnected")
+                if hasattr(self.screen, "reload"):
+                    self.screen.reload()
+
+    def absorb(self, event: dict) -> None:
+        """One event from the stream: remembered for the Overview, and passed to every area to mark it stale."""
+        self.events.appendleft(event)
+        self.events_seen += 1
+        if isinstance(event.get("id"), int):
+            self.last_event_id = event["id"]
+        for mode in self.MODES:
+            screen = self._screen_if_made(mode)
+            if screen is not None:
+                screen.daemon_event(event)
+
+    def _screen_if_made(self, mode: str):
+        stack = self._screen_stacks.get(mode)
+        return stack[0] if stack else None
+
+    # ------------------------------------------------------------------------------------------ errors
+
+    def report(self, error: BaseException | None) -> None:
+        """A worker failed: the daemon's own words as a notification; a lost daemon as the banner."""
+        if isinstance(error, DaemonLost):
+            self.lost = error.message
+            self.follow_events()
+        elif isinstance(error, NotInstalled):
+            self.notify(error.message, title="Not installed", severity="warning")
+        elif isinstance(error, ApiError):
+            self.notify(error.message, title=error.title, severity="error")
+        elif error is not None:
+            self.notify(f"{type(error).__name__}: {error}", title="Dashboard error", severity="error")
+
+    def action_help(self) -> None:
+        self.push_screen(Help(classes="modal"))

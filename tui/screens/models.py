@@ -1,0 +1,122 @@
+"""Models: versions, aliases, lineage and the audit log; promote a version to an alias, or roll one back."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+
+from ..widgets.format import ago, cell
+from ..widgets.table import Column, PagedTable
+from .base import AreaScreen
+from .modals import Confirm, Detail, Prompt
+
+
+class ModelsScreen(AreaScreen):
+    AREA = "models"
+    EVENTS = ("model.",)
+    BINDINGS = [
+        Binding("p", "promote", "Promote version"),
+        Binding("b", "rollback", "Roll back alias"),
+        Binding("enter", "details", "Lineage"),
+    ]
+
+    def body(self) -> ComposeResult:
+        now = lambda: self.app.clock()  # noqa: E731 - frozen in snapshot tests
+        yield Static(id="models-missing", classes="missing")
+        with Horizontal(id="models-top"):
+            with Vertical(classes="third"):
+                yield Static("Models", classes="heading")
+                yield PagedTable([Column("name", "Model"),
+                                  Column("aliases", "Aliases", lambda r: " ".join(
+                                      f"{a}→{v}" for a, v in sorted((r.get("aliases") or {}).items())) or "-")],
+                                 page=100, id="models")
+            with Vertical(classes="twothirds"):
+                yield Static("Versions", classes="heading")
+                yield PagedTable([Column("version", "Ver"),
+                                  Column("aliases", "Aliases", lambda r: " ".join(r.get("aliases") or []) or "-"),
+                                  Column("metrics", "Metrics"),
+                                  Column("created", "Created", lambda r: ago(r.get("created"), now()))],
+                                 page=200, id="versions")
+        yield Static("Audit log", classes="heading")
+        yield PagedTable([Column("id", "#"), Column("action", "Action"), Column("alias", "Alias"), Column("from_version", "From"),
+                          Column("to_version", "To"), Column("actor", "By"), Column("reason", "Reason"),
+                          Column("time", "When", lambda r: ago(r.get("time"), now()))], page=200, id="audit")
+
+    async def fetch(self) -> None:
+        models = await self.section(self.query_one("#models-missing", Static), "/models")
+        if models is None:
+            return
+        self.query_one("#models", PagedTable).show(models)
+        await self._model()
+
+    async def _model(self) -> None:
+        model = self.query_one("#models", PagedTable).selected
+        if model is None:
+            return
+        d = await self.api.get(f"/models/{model['name']}")
+        self.query_one("#versions", PagedTable).show(list(reversed(d.get("versions") or [])))
+        self.query_one("#audit", PagedTable).show(d.get("audit") or [])
+
+    @on(DataTable.RowHighlighted, "#models")
+    def _moved(self) -> None:
+        self._load_model()
+
+    @work(exclusive=True, exit_on_error=False, group="model")
+    async def _load_model(self) -> None:
+        await self._model()
+
+    def _selection(self) -> tuple[dict | None, dict | None]:
+        return self.query_one("#models", PagedTable).selected, self.query_one("#versions", PagedTable).selected
+
+    def action_details(self) -> None:
+        _, version = self._selection()
+        if version:
+            body = "\n".join(f"{k}: {cell(v)}" for k, v in version.items())
+            self.app.push_screen(Detail(f"{version.get('name')} version {version.get('version')}", body))
+
+    def action_promote(self) -> None:
+        model, version = self._selection()
+        if model is None or version is None:
+            self.notify("select a model and a version first", severity="warning")
+            return
+        if not self.allowed(f"promoting {model['name']} version {version['version']}"):
+            return
+        name, number = model["name"], version["version"]
+
+        def alias_given(alias: str | None) -> None:
+            if not alias:
+                return
+            current = (model.get("aliases") or {}).get(alias)
+            was = f" (now version {current})" if current is not None else ""
+            self.app.push_screen(Confirm(f"Point {name}@{alias}{was} at version {number}?"), lambda yes: yes and
+                                 self._act(f"/models/{name}/aliases/{alias}", {"version": number, "reason": "tui"},
+                                           f"{name}@{alias} → version {number}"))
+
+        self.app.push_screen(Prompt(f"Promote {name} version {number} to alias", value="champion"), alias_given)
+
+    def action_rollback(self) -> None:
+        model, _ = self._selection()
+        if model is None:
+            return
+        if not self.allowed(f"rolling back an alias of {model['name']}"):
+            return
+        name = model["name"]
+        aliases = sorted((model.get("aliases") or {}).keys())
+
+        def alias_given(alias: str | None) -> None:
+            if alias:
+                self.app.push_screen(Confirm(f"Roll {name}@{alias} back to its previous version?"), lambda yes:
+                                     yes and self._act(f"/models/{name}/aliases/{alias}/rollback",
+                                                       {"reason": "tui"}, f"{name}@{alias} rolled back"))
+
+        self.app.push_screen(Prompt(f"Roll back which alias of {name}?", value=aliases[0] if aliases else ""),
+                             alias_given)
+
+    @work(exit_on_error=False, group="action")
+    async def _act(self, path: str, body: dict, done: str) -> None:
+        await self.api.post(path, body)
+        self.notify(done, title="Done")
+        self.reload()

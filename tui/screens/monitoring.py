@@ -1,0 +1,72 @@
+"""Monitoring: monitors (drift per feature, quality, performance, bias) and alerts, which can be acknowledged."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from ..widgets.format import ago, cell, state
+from ..widgets.table import Column, PagedTable
+from .base import AreaScreen
+from .modals import Confirm
+
+
+class MonitoringScreen(AreaScreen):
+    AREA = "monitoring"
+    EVENTS = ("alert.", "monitor.")
+    BINDINGS = [Binding("a", "acknowledge", "Acknowledge alert")]
+
+    def body(self) -> ComposeResult:
+        now = lambda: self.app.clock()  # noqa: E731 - frozen in snapshot tests
+        yield Static("Monitors", classes="heading")
+        yield Static(id="monitors-missing", classes="missing")
+        yield PagedTable([Column("name", "Monitor"), Column("kind", "Kind"),
+                          Column("every_s", "Every s"),
+                          Column("status", "Last run", lambda r: state((r.get("last_run") or {}).get("status"))),
+                          Column("ran", "At", lambda r: ago((r.get("last_run") or {}).get("time"), now())),
+                          Column("checks", "Checks", lambda r: _checks(r.get("last_run")))],
+                         page=200, id="monitors")
+        yield Static("Alerts", classes="heading")
+        yield Static(id="alerts-missing", classes="missing")
+        yield PagedTable([Column("id", "Alert"), Column("rule", "Rule"), Column("subject", "Subject"),
+                          Column("severity", "Severity"), Column("state", "State", lambda r: state(r.get("state"))),
+                          Column("count", "N"), Column("message", "Message"),
+                          Column("last_seen", "Seen", lambda r: ago(r.get("last_seen"), now()))],
+                         page=200, id="alerts")
+
+    async def fetch(self) -> None:
+        monitors = await self.section(self.query_one("#monitors-missing", Static), "/monitors")
+        alerts = await self.section(self.query_one("#alerts-missing", Static), "/alerts", limit=1000)
+        self.query_one("#monitors", PagedTable).show((monitors or {}).get("monitors") or [])
+        self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
+
+    def action_acknowledge(self) -> None:
+        alert = self.query_one("#alerts", PagedTable).selected
+        if alert is None:
+            self.notify("no alert selected", severity="warning")
+            return
+        if not self.allowed(f"acknowledging alert {alert.get('id')}"):
+            return
+        if alert.get("state") != "open":
+            self.notify(f"alert {alert['id']} is {alert.get('state')}; only open alerts need acknowledging",
+                        severity="warning")
+            return
+        self.app.push_screen(Confirm(f"Acknowledge alert {alert['id']} ({cell(alert.get('message'))})?"),
+                             lambda yes: yes and self._ack(alert["id"]))
+
+    @work(exit_on_error=False, group="action")
+    async def _ack(self, alert_id: int) -> None:
+        await self.api.post(f"/alerts/{alert_id}/ack", {"by": "tui"})
+        self.notify(f"alert {alert_id} acknowledged", title="Done")
+        self.reload()
+
+
+def _checks(last_run: dict | None) -> str:
+    """The checks of a monitor's last run that fired, by name (drift per feature, quality, bias...)."""
+    checks = (last_run or {}).get("checks") or []
+    if isinstance(checks, dict):
+        checks = [{"name": k, **(v if isinstance(v, dict) else {"firing": v})} for k, v in checks.items()]
+    firing = [str(c.get("rule", c.get("name", "?"))) for c in checks if isinstance(c, dict) and c.get("firing")]
+    return ", ".join(firing) if firing else ("ok" if checks else "-")

@@ -1,0 +1,141 @@
+"""Overview: health, GPU gauges and sparklines, running jobs with progress, open alerts, deployments, events.
+
+The event log and the counters repaint on a timer, not per event, so a storm of events costs a few repaints a
+second however fast it arrives.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+from ..widgets.format import ago, bar, cell, state
+from ..widgets.table import Column, PagedTable
+from .base import AreaScreen
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width: int = 24) -> str:
+    values = list(values)[-width:]
+    if not values:
+        return ""
+    top = max(values) or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1)))] for v in values)
+
+
+class OverviewScreen(AreaScreen):
+    AREA = "overview"
+    EVENTS = ("job.", "deployment.", "alert.", "plugin.", "daemon.", "model.")
+    POLL_S = 2.0  # job progress is not an event: poll while something runs
+
+    def __init__(self):
+        super().__init__()
+        self.gpu_history: dict[str, dict[str, deque]] = {}
+        self.rate_history: deque[float] = deque(maxlen=48)
+        self._painted_events = -1
+        self._seen_at_tick = 0
+        self.repaints = 0
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="overview-top"):
+            yield Static(id="health", classes="box")
+            yield Static(id="gpu", classes="box")
+        yield Static("Running jobs", classes="heading")
+        yield PagedTable([Column("id", "Job"), Column("kind", "Kind"),
+                          Column("state", "State", lambda r: state(r.get("state"))),
+                          Column("progress", "Progress", lambda r: f"{bar(r.get('progress'), 16)} "
+                                                                   f"{int(100 * (r.get('progress') or 0)):3d}%"),
+                          Column("message", "Message")], page=50, id="running")
+        with Horizontal(id="overview-bottom"):
+            with Vertical(classes="half"):
+                yield Static("Deployments", classes="heading")
+                yield Static(id="deployments-missing", classes="missing")
+                yield PagedTable([Column("name", "Deployment"), Column("version", "Ver"),
+                                  Column("state", "State", lambda r: state(r.get("state"))),
+                                  Column("requests", "Reqs"), Column("p50_ms", "p50 ms"),
+                                  Column("p99_ms", "p99 ms")], page=50, id="deployments")
+            with Vertical(classes="half"):
+                yield Static("Open alerts", classes="heading")
+                yield Static(id="alerts-missing", classes="missing")
+                yield PagedTable([Column("id", "Alert"), Column("severity", "Severity"),
+                                  Column("message", "Message")],
+                                 page=50, id="alerts")
+        yield Static("Events", classes="heading")
+        yield Static(id="events", classes="box")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_interval(0.25, self.paint_events)
+        self.set_interval(1.0, self._tick_rate)
+        self.set_interval(self.POLL_S, self._poll)
+
+    def _poll(self) -> None:
+        if self.is_current and not self.app.lost and self.app.live:
+            self.reload()
+
+    def _tick_rate(self) -> None:
+        seen = self.app.events_seen
+        self.rate_history.append(seen - self._seen_at_tick)
+        self._seen_at_tick = seen
+
+    def paint_events(self) -> None:
+        """Repaint the event log if events arrived since the last paint (at most four times a second)."""
+        if self.app.events_seen == self._painted_events or not self.is_current:
+            return
+        self._painted_events = self.app.events_seen
+        self.repaints += 1
+        now = self.app.clock()
+        lines = [f"[dim]{ago(e.get('time'), now):>8}[/] {e.get('type', '?'):<24} {cell(e.get('subject'))}"
+                 for e in list(self.app.events)[:6]]
+        rate = sparkline(self.rate_history)
+        self.query_one("#events", Static).update(
+            "\n".join(lines or ["[dim]no events yet[/]"]) + f"\n[dim]{self.app.events_seen} events  {rate}[/]")
+
+    async def fetch(self) -> None:
+        status = await self.api.get("/status")
+        running = await self.api.get("/jobs", state="running", limit=50)
+        deployments = await self.section(self.query_one("#deployments-missing", Static), "/deployments")
+        alerts = await self.section(self.query_one("#alerts-missing", Static), "/alerts", state="open")
+        self._health(status)
+        self._gpu(status.get("gpus") or [])
+        self.query_one("#running", PagedTable).show(running)
+        self.query_one("#deployments", PagedTable).show((deployments or {}).get("deployments", []))
+        self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
+        self.paint_events()
+
+    def _health(self, s: dict) -> None:
+        jobs = s.get("jobs") or {}
+        plugins = s.get("plugins") or {}
+        failed = plugins.get("failed", 0)
+        self.query_one("#health", Static).update(
+            f"[b]appliance {s.get('version', '?')}[/b]  {'[red]stopping[/]' if s.get('stopping') else '[green]ok[/]'}"
+            f"\nup {ago(self.app.clock() - (s.get('uptime_s') or 0), self.app.clock()).removesuffix(' ago')}"
+            f"   project {cell(s.get('project'))}"
+            f"\nplugins {plugins.get('loaded', 0)} loaded"
+            + (f", [red]{failed} failed[/]" if failed else "")
+            + "\njobs " + "  ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
+
+    def _gpu(self, gpus: list[dict]) -> None:
+        box = self.query_one("#gpu", Static)
+        if not gpus:
+            box.update("[b]GPU[/b]\n[dim]no GPU reported by the daemon[/]")
+            return
+        lines = ["[b]GPU[/b]"]
+        for g in gpus:
+            name = str(g.get("name", g.get("index", "gpu")))
+            hist = self.gpu_history.setdefault(name, {k: deque(maxlen=24) for k in ("util", "temp", "mem")})
+            mem = (g.get("memory_used_mb") or 0) / (g.get("memory_total_mb") or 1)
+            for key, value in (("util", (g.get("utilization") or 0) / 100), ("temp", (g.get("temperature_c") or 0)
+                                                                            / 100), ("mem", mem)):
+                hist[key].append(value)
+            lines.append(f"{name[:18]}")
+            lines.append(f" util {bar(hist['util'][-1], 10)} {g.get('utilization', 0):3.0f}% "
+                         f"{sparkline(hist['util'], 12)}")
+            lines.append(f" temp {bar(hist['temp'][-1], 10)} {g.get('temperature_c', 0):3.0f}C "
+                         f"{sparkline(hist['temp'], 12)}")
+            lines.append(f" mem  {bar(mem, 10)} {100 * mem:3.0f}% {sparkline(hist['mem'], 12)}")
+        box.update("\n".join(lines))
