@@ -242,3 +242,5 @@ def test_scheduled_backups_keep_the_newest_and_bad_settings_are_refused(tmp_path
         assert "appliance.toml:3: backup.keep: expected a whole number of backups >= 1, got 0" in out.stderr
         out = d.cli("backup", "--to", str(tmp_path / "p"))
         assert out.returncode == 1 and "exists and is not an empty directory" in out.stderr
+        out = d.cli("backup", "--to", str(tmp_path / "home" / "artifacts" / "bk"))
+        assert out.returncode == 1 and "is inside the home" in out.stderr

@@ -44,10 +44,15 @@ def default_destination(backups_dir: Path) -> Path:
     return dest
 
 
-def check_destination(dest: Path) -> None:
+def check_destination(dest: Path, home) -> None:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BadRequest(f"backup destination {dest} exists and is not an empty directory; "
                          "choose a new directory")
+    resolved = dest.resolve()
+    if home.root in resolved.parents and home.backups_dir not in resolved.parents:
+        # Inside the home, a backup would back itself up (artifacts/) or be mistaken for state.
+        raise BadRequest(f"backup destination {dest} is inside the home {home.root}; choose a directory "
+                         f"outside it, or leave out --to to write under {home.backups_dir}")
 
 
 def take(app, job, to: str | None = None) -> dict:
@@ -59,7 +64,7 @@ def take(app, job, to: str | None = None) -> dict:
             raise BadRequest(f"backup destination must be an absolute path, got {to!r}")
         partial = dest.parent / f".{dest.name}.partial"
         try:
-            check_destination(dest)
+            check_destination(dest, app.home)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)  # left by an attempt that died; this one starts over
             partial.mkdir()
@@ -109,6 +114,8 @@ def _copy_catalog(src: Path, dest: Path) -> None:
 
 def _export_store(cur, dest: Path) -> dict[str, int]:
     """Row counts and a Parquet export of every table, all read in one transaction."""
+    import duckdb  # the daemon has it loaded already; the CLI, which imports this plugin too, need not
+
     cur.execute("begin transaction").fetchall()
     try:
         tables = cur.execute(
@@ -122,8 +129,10 @@ def _export_store(cur, dest: Path) -> dict[str, int]:
         path = str(dest).replace("'", "''")
         cur.execute(f"export database '{path}' (format parquet)").fetchall()
         cur.execute("commit").fetchall()
-    except BaseException:
+    except BaseException as exc:
         cur.execute("rollback").fetchall()
+        if isinstance(exc, duckdb.Error):
+            raise ApplianceError(f"the store could not be exported: {exc}", title="Backup failed") from None
         raise
     return counts
 
@@ -131,7 +140,7 @@ def _export_store(cur, dest: Path) -> dict[str, int]:
 def _link_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
     linked = copied = 0
     dest.mkdir()
-    for sub in sorted(p for p in src.iterdir() if p.is_dir()) if src.is_dir() else []:
+    for sub in sorted(p for p in src.iterdir() if p.is_dir() and len(p.name) == 2) if src.is_dir() else []:
         for path in sorted(sub.iterdir()):
             if path.name.startswith(".tmp-"):
                 continue  # a write in progress; it is not an artifact until it is renamed
