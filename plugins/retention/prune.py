@@ -15,16 +15,17 @@ import re
 import time
 from pathlib import Path
 
-_HASH = re.compile(r"[0-9a-f]{64}")
+# Every 64-digit window, overlapping, so a hash inside a longer run of hex digits is found too.
+_HASH = re.compile(r"(?=([0-9a-f]{64}))")
 _ARTIFACT = re.compile(r"^[0-9a-f]{64}$")
 DAY = 86_400
 
-#: Prediction-log tables of the serving plugin and the timestamp column each is pruned by.
+#: The serving plugin's prediction-log tables, pruned by their ``ts`` column.
 PREDICTION_TABLES = (("serving", "predictions"), ("serving", "feedback"))
 
 
-def run(app, job, settings: dict, now: float | None = None) -> dict:
-    now = time.time() if now is None else now
+def run(app, job, settings: dict) -> dict:
+    now = time.time()
     result = {}
     job.progress(0.05, "prediction logs")
     result["predictions"] = prune_predictions(app.store.cursor(), now - settings["predictions_days"] * DAY)
@@ -58,7 +59,10 @@ def prune_predictions(cur, cutoff: float) -> dict[str, int]:
 
 
 def referenced_hashes(db) -> set[str]:
-    """Every 64-hex-digit string in any text column of any catalog table, read in one transaction."""
+    """Every run of 64 hex digits in any column of any catalog table, read in one transaction.
+
+    Every column, whatever its declared type: SQLite stores text in an INTEGER column just as well.
+    """
     refs: set[str] = set()
     conn = db.conn
     conn.execute("begin")
@@ -66,8 +70,7 @@ def referenced_hashes(db) -> set[str]:
         tables = [r[0] for r in conn.execute(
             "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
         for table in tables:
-            cols = [c[1] for c in conn.execute(f'pragma table_info("{table}")')
-                    if not any(t in (c[2] or "").upper() for t in ("INT", "REAL", "FLOA", "DOUB"))]
+            cols = [c[1] for c in conn.execute(f'pragma table_info("{table}")')]
             for col in cols:
                 for (value,) in conn.execute(f'select "{col}" from "{table}" where length("{col}") >= 64'):
                     if isinstance(value, bytes):
