@@ -48,7 +48,9 @@ def _monitor(name, kind, **options):
 
 def _toml(root):
     steps_log = str(root / "steps.log")
-    parts = ["[daemon]\nworkers = 4\n\n[serving]\nport = 0\n\n[monitoring]\ngpu_provider = \"fake_gpu\"\n",
+    # The feature store is left out so that the fixture's stand-in ``training_sets`` service answers.
+    parts = ["[daemon]\nworkers = 4\n\n[plugins]\ndeny = [\"features\"]\n\n[serving]\nport = 0\n\n"
+             "[monitoring]\ngpu_provider = \"fake_gpu\"\n",
              f"[pipelines.retrain]\n[[pipelines.retrain.steps]]\nname = \"train\"\nkind = \"step_record\"\n"
              f"params = {{log = {json.dumps(steps_log)}, label = \"retrain\"}}\n",
              "[pipelines.breaks]\n[[pipelines.breaks.steps]]\nname = \"bad\"\nkind = \"step_fail\"\nparams = {}\n"]
@@ -57,6 +59,7 @@ def _toml(root):
         parts.append(_monitor(f"calm{i:02d}", "drift", deployment="calm", window_end=T0 + (i + 1) * W, **ref))
     parts += [
         _monitor("shifted", "drift", deployment="shifted", window_end=T0 + W, pipeline="retrain", **ref),
+        _monitor("trained", "drift", deployment="trained", window_s=W, window_end=T0 + W),
         _monitor("quality", "data_quality", deployment="messy", window_end=T0 + W, **ref),
         _monitor("predictions", "prediction_drift", deployment="preds", output="probability", window_s=W,
                  window_end=T0 + 2 * W),
@@ -81,10 +84,13 @@ def _toml(root):
 def d(tmp_path_factory):
     root = tmp_path_factory.mktemp("monitoring")
     project = make_project(root / "project", ["good/fake_gpu", "good/monitor_fixtures", "good/pipeline_steps",
-                                              "good/hanging_sink", "bad/raising_sink"], _toml(root))
+                                              "good/hanging_sink", "bad/raising_sink", "good/fixture_training_sets"],
+                           _toml(root))
     ref_rows = _inputs(800)
-    pq.write_table(pa.table({k: [r[k] for r in ref_rows] for k in [*COLS, "region"]}),
-                   project / "reference.parquet")
+    reference = pa.table({k: [r[k] for r in ref_rows] for k in [*COLS, "region"]})
+    pq.write_table(reference, project / "reference.parquet")
+    (project / "data").mkdir()
+    pq.write_table(reference, project / "data" / "snapshot-1.parquet")
     with DaemonProcess(root / "home", project) as daemon:
         daemon.root = root
 
@@ -100,6 +106,9 @@ def d(tmp_path_factory):
             write("calm", rows, _times(300, i), prefix=f"calm{i}",
                   **({"latency_us": daemon.latencies} if i == 0 else {}))
         write("shifted", _inputs(300, shift=1.0), _times(300, 0))
+        r = daemon.post("/fixture/model-version", {"name": "fraud", "training_set": "snapshot-1"})
+        assert r.status_code == 200, r.text
+        write("trained", _inputs(300, shift=1.0), _times(300, 0), model="fraud", version=r.json()["version"])
         messy = _inputs(200)
         for i, row in enumerate(messy):
             if i % 5 == 0:
@@ -220,6 +229,14 @@ def test_twenty_calm_windows_raise_at_most_one_drift_alert_and_an_injected_shift
     assert set(shifted["details"]["drift"]["drifted_columns"]) >= {"x0", "x1", "x2", "x3"}
     alert = alerts(d, "active", "shifted.dataset_drift")[0]
     assert alert["subject"] == "deployment:shifted" and "x0" in alert["message"]
+
+
+def test_drift_against_the_served_models_training_set(d):
+    """The default reference: the training set in the lineage of the model version the log says was served."""
+    result = run(d, "trained")["result"]
+    assert result["details"]["reference"] == {"source": "training set snapshot-1.parquet", "rows": 800}
+    assert result["status"] == "alert"
+    assert set(result["details"]["drift"]["drifted_columns"]) >= {"x0", "x1", "x2", "x3"}
 
 
 def test_a_drift_alert_starts_its_pipeline(d):

@@ -49,6 +49,16 @@ def _emit(request):
     return request.app.events.emit(b["type"], subject=b["subject"], data=b.get("data", {})).to_dict()
 
 
+def _model_version(request):
+    """Register a model version whose lineage names a training set (``{"name", "training_set"}``)."""
+    b = request.json_object()
+    app = request.app
+    digest = app.artifacts.put_bytes(b"a stand-in for an ONNX file; monitoring only reads the lineage")
+    return app.registry("services").get("model_registry").register_version(
+        b["name"], run_id=None, onnx_sha256=digest, signature={}, metrics={}, holdout_sha256=None,
+        lineage={"training_set": b["training_set"]})
+
+
 def _set_level(request):
     with _lock:
         _level["value"] = float(request.json_object()["value"])
@@ -103,6 +113,7 @@ def register_routes(register):
     register(Route("POST", "/fixture/predictions", _predictions))
     register(Route("POST", "/fixture/level", _set_level))
     register(Route("POST", "/fixture/emit", _emit))
+    register(Route("POST", "/fixture/model-version", _model_version))
     register(Route("GET", "/fixture/seen", _seen_events))
 
 
