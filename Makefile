@@ -16,11 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
-	$(VENV)/bin/appliance up
+run: install  ## the demo on its own home, dashboard included
+	$(VENV)/bin/appliance demo
 
+# Four workers, one test file each: most tests wait on real daemon processes, so they overlap well on two cores.
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n 4 --dist loadfile
 
 bench: install
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -144,8 +144,9 @@ class JobRunner:
                  spec.timeout_s if timeout_s is None else float(timeout_s), int(spec.gpu), now, origin])
             job_id = cur.lastrowid
             self._emit("job.queued", job_id, kind=kind, origin=origin)
+            job = self.get(job_id)  # read before the dispatcher wakes: the caller sees it queued
             self._cv.notify_all()
-        return self.get(job_id)
+        return job
 
     def cancel(self, job_id: int) -> dict:
         job = self.get(job_id)

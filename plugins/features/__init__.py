@@ -61,6 +61,10 @@ def configure(app, config):
 
 @hookimpl
 def startup(app):
+    # The schema exists before any job runs: two materializations creating it at once conflict in DuckDB.
+    from .offline import SCHEMA, fetch
+
+    fetch(app.store.cursor(), f"create schema if not exists {SCHEMA}")
     # Online values live only in memory; reload them in the background so the daemon starts fast.
     thread = threading.Thread(target=STORE.load_online, name="features-online-load", daemon=True)
     _loader.append(thread)
