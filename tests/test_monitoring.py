@@ -117,6 +117,8 @@ def d(tmp_path_factory):
                 row["x1"] = 100.0
             if i % 10 == 2:
                 row["region"] = "mars"
+            if i % 10 == 3:
+                row["region"] = None
         write("messy", messy, _times(200, 0))
         probs = np.concatenate([rng.uniform(0.2, 0.4, 200), rng.uniform(0.6, 0.8, 200)])
         write("preds", _inputs(400), _times(200, 0) + _times(200, 1), [{"probability": [p]} for p in probs])
@@ -260,7 +262,8 @@ def test_data_quality_finds_nulls_out_of_range_and_unseen_categories(d):
     q = result["details"]["quality"]
     assert q["x0"]["null_rate"] == pytest.approx(0.2)
     assert q["x1"]["out_of_range_rate"] == pytest.approx(0.1)
-    assert q["region"]["unseen_rate"] == pytest.approx(0.1) and q["region"]["unseen"] == ["mars"]
+    assert q["region"]["null_rate"] == pytest.approx(0.1)
+    assert q["region"]["unseen_rate"] == pytest.approx(20 / 180) and q["region"]["unseen"] == ["mars"]
     firing = {c["rule"] for c in result["checks"] if c["firing"]}
     assert firing == {"quality.null_rate", "quality.out_of_range_rate", "quality.unseen_rate"}
 

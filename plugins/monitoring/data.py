@@ -8,9 +8,9 @@ through the model registry's lineage and the ``training_sets`` service, or a Par
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,8 +38,8 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_path(name: str) -> str:
-    return literal('$."' + name.replace('"', '\\"') + '"')
+def _json_path(name: str, suffix: str = "") -> str:
+    return literal('$."' + name.replace('"', '\\"') + '"' + suffix)
 
 
 def _fetch(cur, sql: str, args: list | None = None) -> list[tuple]:
@@ -75,37 +75,42 @@ def log_window(app, deployment: str, start: float, end: float, *, features: list
     if features is None and outputs is None:
         keys = _fetch(cur, f"select json_keys(inputs) from {PREDICTIONS} where {where} limit 1", args)
         features = list(keys[0][0]) if keys else []
-    exprs, names = [], []
-    for f in features or []:
-        exprs.append(f"json_extract_string(inputs, {_json_path(f)})")
-        names.append(f)
-    for o in outputs or []:
-        # A single-valued output is logged as a number; a vector output's first element is the score.
-        exprs.append(f"coalesce(json_extract_string(outputs, {_json_path(o)} || '[0]'), "
-                     f"json_extract_string(outputs, {_json_path(o)}))")
-        names.append(o)
-    if not exprs:
+    names = list(features or []) + list(outputs or [])
+    if not names:
         return Frame({}, {}, 0, f"deployment {deployment}")
-    rows = _fetch(cur, f"select {', '.join(exprs)} from {PREDICTIONS} where {where} order by ts limit {int(max_rows)}",
-                  args)
-    return _frame(names, rows, f"prediction log of {deployment}")
-
-
-def _frame(names: list[str], rows: list[tuple], source: str) -> Frame:
-    columns, numeric = {}, {}
-    for i, name in enumerate(names):
-        raw = [r[i] for r in rows]
-        values, is_num = as_column(raw)
-        columns[name], numeric[name] = values, is_num
-    return Frame(columns, numeric, len(rows), source)
-
-
-def as_column(raw: list[Any]) -> tuple[np.ndarray, bool]:
-    """Numbers as float (None -> NaN) when every present value parses as one; otherwise strings (None kept)."""
+    # One JSON parse per row: every path is extracted by a single call, into a temporary table that the type
+    # check and the fetch then read. A single-valued output is logged as a number; a vector's first element
+    # is the score.
+    in_paths = [_json_path(f) for f in features or []]
+    out_paths = [p for o in outputs or [] for p in (_json_path(o, "[0]"), _json_path(o))]
+    cols = [f"i[{k + 1}]" for k in range(len(in_paths))]
+    cols += [f"coalesce(o[{2 * k + 1}], o[{2 * k + 2}])" for k in range(len(outputs or []))]
+    table = f"monitor_window_{uuid.uuid4().hex}"
+    extract = ", ".join(
+        ([f"json_extract_string(inputs, [{', '.join(in_paths)}]) i"] if in_paths else [])
+        + ([f"json_extract_string(outputs, [{', '.join(out_paths)}]) o"] if out_paths else []))
+    cur.execute(f"create temp table {table} as select {', '.join(f'{c} c{k}' for k, c in enumerate(cols))} from "
+                f"(select {extract} from {PREDICTIONS} where {where} order by ts limit {int(max_rows)})", args)
     try:
-        return np.array([np.nan if v is None else float(v) for v in raw], dtype=float), True
-    except (TypeError, ValueError):
-        return np.array([None if v is None else str(v) for v in raw], dtype=object), False
+        # A column is numeric when every value present casts to a number.
+        tallies = ", ".join(f"count(c{k}), count(try_cast(c{k} as double))" for k in range(len(names)))
+        counts = _fetch(cur, f"select count(*), {tallies} from {table}")[0]
+        numeric = {n: counts[1 + 2 * k] == counts[2 + 2 * k] for k, n in enumerate(names)}
+        select = ", ".join(f"try_cast(c{k} as double) c{k}" if numeric[n] else f"c{k}" for k, n in enumerate(names))
+        got = cur.execute(f"select {select} from {table}").fetchnumpy()
+    finally:
+        cur.execute(f"drop table if exists {table}")
+    columns = {n: _plain(got[f"c{k}"], numeric[n]) for k, n in enumerate(names)}
+    return Frame(columns, numeric, int(counts[0]), f"prediction log of {deployment}")
+
+
+def _plain(values, numeric: bool) -> np.ndarray:
+    """DuckDB's masked array as a plain one: NaN for a missing number, None for a missing string."""
+    if numeric:
+        return np.ma.filled(np.ma.asarray(values).astype(float), np.nan)
+    out = np.asarray(np.ma.getdata(values), dtype=object).copy()
+    out[np.ma.getmaskarray(values)] = None  # filled(None) would write the mask's default, "?"
+    return out
 
 
 def feedback_window(app, deployment: str, start: float, end: float, *, output: str,
@@ -117,7 +122,7 @@ def feedback_window(app, deployment: str, start: float, end: float, *, output: s
     where, args = log_filter(deployment, start, end, alias="p")
     group_expr = f", json_extract_string(p.inputs, {_json_path(group)})" if group else ""
     rows = _fetch(cur, f"""
-        select coalesce(json_extract_string(p.outputs, {_json_path(output)} || '[0]'),
+        select coalesce(json_extract_string(p.outputs, {_json_path(output, "[0]")}),
                         json_extract_string(p.outputs, {_json_path(output)}))::double, f.label {group_expr}
         from {PREDICTIONS} p join {FEEDBACK} f using (request_id, row_index)
         where {where}""", args)
