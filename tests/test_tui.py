@@ -19,6 +19,9 @@ from tui.client import ApiClient
 from tui.widgets.table import PagedTable
 
 TOML = """
+[monitoring]
+gpu_provider = "fake_gpu"
+
 [fixture]
 markers = "{markers}"
 
@@ -67,7 +70,8 @@ def events_csv(rng: random.Random, n: int, start: int, shift: float = 0.0) -> st
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
     root = tmp_path_factory.mktemp("tui")
-    project = make_project(root / "project", ["good/fixture_jobs", "good/model_import", "good/tui_panel"],
+    project = make_project(root / "project", ["good/fixture_jobs", "good/model_import", "good/tui_panel",
+                                                     "good/fake_gpu"],
                            TOML.format(markers=root / "markers"))
     (project / "data/events").mkdir(parents=True)
     rng = random.Random(7)
@@ -120,6 +124,8 @@ async def test_every_area_shows_the_daemons_data(box):
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot, app, lambda: app.first_paint is not None)
         assert "appliance" in str(app.screen.query_one("#health").render())
+        gpu = str(app.screen.query_one("#gpu").render())
+        assert "Fake GPU 80GB" in gpu and "97" in gpu, gpu  # from the fake provider, through /metrics
         deployments = table(app, "deployments")
         await settle(pilot, app, lambda: deployments.rows_all)
         assert [r["name"] for r in deployments.rows_all] == ["fraud"]

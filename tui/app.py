@@ -40,7 +40,9 @@ class ApplianceApp(App):
     lost = reactive("")
 
     def __init__(self, api: ApiClient, *, readonly: bool = False, live: bool = True,
-                 clock: Callable[[], float] = time.time, home: Path | None = None):
+                 clock: Callable[[], float] = time.time, home: Path | None = None, area: str = "overview"):
+        # The first area is built first, so starting elsewhere costs nothing (Textual reads it in __init__).
+        self.DEFAULT_MODE = area
         super().__init__()
         self.api = api
         self.readonly = readonly
@@ -52,14 +54,19 @@ class ApplianceApp(App):
         self.last_event_id: int | None = None
         self.first_paint: float | None = None
 
-    async def on_mount(self) -> None:
+    def on_mount(self) -> None:
         if self.live:
-            try:
-                await self.api.get("/health")
-            except DaemonLost:
-                await self.push_screen(NoDaemon(self.api.where))
-                return
-            self.follow_events()
+            self._attach()
+
+    @work(exclusive=True, exit_on_error=False, group="attach")
+    async def _attach(self) -> None:
+        """Check for a daemon beside the first screen's own requests, not before them (first paint is sooner)."""
+        try:
+            await self.api.get("/health")
+        except DaemonLost:
+            await self.push_screen(NoDaemon(self.api.where))
+            return
+        self.follow_events()
 
     def attached(self) -> None:
         """The daemon answers (again): follow its events and reload what shows."""
@@ -122,6 +129,8 @@ class ApplianceApp(App):
     def report(self, error: BaseException | None) -> None:
         """A worker failed: the daemon's own words as a notification; a lost daemon as the banner."""
         if isinstance(error, DaemonLost):
+            if isinstance(self.screen, NoDaemon):
+                return  # that screen says it, and offers to start one
             self.lost = error.message
             self.follow_events()
         elif isinstance(error, NotInstalled):

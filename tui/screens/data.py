@@ -52,7 +52,7 @@ class DataScreen(AreaScreen):
         batches = await self.api.get("/batches", limit=1000)
         self.query_one("#sources", PagedTable).show(sources)
         self.query_one("#batches", PagedTable).show(batches)
-        await self._quarantine()
+        self._load_quarantine()
 
     async def _quarantine(self) -> None:
         source = self.query_one("#sources", PagedTable).selected

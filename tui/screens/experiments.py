@@ -15,7 +15,7 @@ from .overview import sparkline
 
 #: The runs API has no ``before``: the newest this many are listed and filtered (the daemon's own maximum).
 RUNS_CAP = 10_000
-PAGE = 200
+PAGE = 100  # a screen shows ~30 rows; the rest comes when the cursor reaches the end
 
 
 class ExperimentsScreen(AreaScreen):
@@ -50,7 +50,7 @@ class ExperimentsScreen(AreaScreen):
             return
         table = self.query_one("#runs", PagedTable)
         table.show(runs, more=len(runs) == PAGE)
-        await self._curves()
+        self._load_curves()
 
     @on(PagedTable.NeedMore, "#runs")
     def _more(self, event: PagedTable.NeedMore) -> None:

@@ -34,7 +34,7 @@ class FeaturesScreen(AreaScreen):
         if views is None:
             return
         self.query_one("#views", PagedTable).show(views)
-        await self._detail()
+        self._load_detail()
 
     async def _detail(self) -> None:
         view = self.query_one("#views", PagedTable).selected

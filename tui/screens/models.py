@@ -50,7 +50,7 @@ class ModelsScreen(AreaScreen):
         if models is None:
             return
         self.query_one("#models", PagedTable).show(models)
-        await self._model()
+        self._load_model()
 
     async def _model(self) -> None:
         model = self.query_one("#models", PagedTable).selected

@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from ..client import NotInstalled
 from ..widgets.format import ago, bar, cell, state
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
@@ -21,7 +22,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 def sparkline(values, width: int = 24) -> str:
     values = list(values)[-width:]
-    if not values:
+    if not any(values):
         return ""
     top = max(values) or 1.0
     return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1)))] for v in values)
@@ -97,15 +98,24 @@ class OverviewScreen(AreaScreen):
 
     async def fetch(self) -> None:
         status = await self.api.get("/status")
+        gpus = await self._gpus()
         running = await self.api.get("/jobs", state="running", limit=50)
         deployments = await self.section(self.query_one("#deployments-missing", Static), "/deployments")
         alerts = await self.section(self.query_one("#alerts-missing", Static), "/alerts", state="open")
         self._health(status)
-        self._gpu(status.get("gpus") or [])
+        self._gpu(gpus)
         self.query_one("#running", PagedTable).show(running)
         self.query_one("#deployments", PagedTable).show((deployments or {}).get("deployments", []))
         self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
         self.paint_events()
+
+    async def _gpus(self) -> list[dict]:
+        """GPU figures from the monitoring plugin's Prometheus page (the daemon has no other GPU source)."""
+        try:
+            text = await self.api.get_text("/metrics")
+        except NotInstalled:
+            return []
+        return gpus_from_prometheus(text)
 
     def _health(self, s: dict) -> None:
         jobs = s.get("jobs") or {}
@@ -125,17 +135,36 @@ class OverviewScreen(AreaScreen):
             box.update("[b]GPU[/b]\n[dim]no GPU reported by the daemon[/]")
             return
         lines = ["[b]GPU[/b]"]
-        for g in gpus:
-            name = str(g.get("name", g.get("index", "gpu")))
-            hist = self.gpu_history.setdefault(name, {k: deque(maxlen=24) for k in ("util", "temp", "mem")})
-            mem = (g.get("memory_used_mb") or 0) / (g.get("memory_total_mb") or 1)
-            for key, value in (("util", (g.get("utilization") or 0) / 100), ("temp", (g.get("temperature_c") or 0)
-                                                                            / 100), ("mem", mem)):
-                hist[key].append(value)
-            lines.append(f"{name[:18]}")
-            lines.append(f" util {bar(hist['util'][-1], 10)} {g.get('utilization', 0):3.0f}% "
-                         f"{sparkline(hist['util'], 12)}")
-            lines.append(f" temp {bar(hist['temp'][-1], 10)} {g.get('temperature_c', 0):3.0f}C "
-                         f"{sparkline(hist['temp'], 12)}")
-            lines.append(f" mem  {bar(mem, 10)} {100 * mem:3.0f}% {sparkline(hist['mem'], 12)}")
+        for g in gpus[:2]:  # the box has room for two; nvidia-smi is the place for eight
+            hist = self.gpu_history.setdefault(g["gpu"], {k: deque(maxlen=24) for k in ("util", "temp", "mem")})
+            util, temp = g.get("utilization_pct"), g.get("temperature_c")
+            mem = (g["memory_used_bytes"] / g["memory_total_bytes"]) if g.get("memory_total_bytes") else None
+            for key, value in (("util", util), ("temp", temp), ("mem", None if mem is None else 100 * mem)):
+                if value is not None:
+                    hist[key].append(value)
+            lines.append(f"{g['gpu']} {g.get('name', '')[:24]}")
+            lines.append(f" util {bar((util or 0) / 100, 10)} {cell(util):>4}%  {sparkline(hist['util'], 12)}")
+            lines.append(f" temp {bar((temp or 0) / 100, 10)} {cell(temp):>4}C  {sparkline(hist['temp'], 12)}")
+            lines.append(f" mem  {bar(mem or 0, 10)} {cell(None if mem is None else round(100 * mem)):>4}%  "
+                         f"{sparkline(hist['mem'], 12)}")
         box.update("\n".join(lines))
+
+
+def gpus_from_prometheus(text: str) -> list[dict]:
+    """``appliance_gpu_<key>{gpu="0",name="..."} value`` lines, gathered per GPU."""
+    found: dict[str, dict] = {}
+    for line in text.splitlines():
+        if not line.startswith("appliance_gpu_") or "{" not in line:
+            continue
+        name, rest = line.split("{", 1)
+        labels_text, _, value = rest.rpartition("}")
+        labels = dict(part.split("=", 1) for part in labels_text.split(",") if "=" in part)
+        labels = {k.strip(): v.strip().strip('"') for k, v in labels.items()}
+        if "gpu" not in labels or "pid" in labels:
+            continue
+        gpu = found.setdefault(labels["gpu"], {"gpu": f"gpu{labels['gpu']}", "name": labels.get("name", "")})
+        try:
+            gpu[name.removeprefix("appliance_gpu_")] = float(value.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return [found[k] for k in sorted(found)]

@@ -35,7 +35,7 @@ class ServingScreen(AreaScreen):
         if listing is None:
             return
         self.query_one("#deployments", PagedTable).show(listing.get("deployments") or [])
-        await self._selected()
+        self._load_selected()
 
     async def _selected(self) -> None:
         dep = self.query_one("#deployments", PagedTable).selected

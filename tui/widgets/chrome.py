@@ -7,6 +7,9 @@ from textual.widgets import Static
 AREAS = [("overview", "Overview"), ("jobs", "Jobs"), ("data", "Data"), ("features", "Features"),
          ("experiments", "Experiments"), ("models", "Models"), ("serving", "Serving"),
          ("monitoring", "Monitoring"), ("plugins", "Plugins"), ("panels", "Panels")]
+#: Tab labels for a terminal too narrow for the full names (80 columns over SSH).
+SHORT = {"overview": "Home", "features": "Feat", "experiments": "Exp", "models": "Model", "serving": "Serve",
+         "monitoring": "Mon", "plugins": "Plug", "panels": "Panel"}
 KEYS = "1234567890"
 
 
@@ -17,13 +20,14 @@ class NavBar(Static):
         super().__init__(id="nav")
         self.current = current
 
-    def on_mount(self) -> None:
+    def on_resize(self) -> None:
+        narrow = self.size.width < 110
         parts = []
         for key, (mode, label) in zip(KEYS, AREAS, strict=True):
             style = "reverse bold" if mode == self.current else ""
-            text = f" {key} {label} "
+            text = f"{key} {SHORT.get(mode, label)} " if narrow else f" {key} {label} "
             parts.append(f"[@click=app.switch_mode('{mode}')]{f'[{style}]{text}[/]' if style else text}[/]")
-        readonly = "  [b red]READ-ONLY[/]" if getattr(self.app, "readonly", False) else ""
+        readonly = (" [b red]RO[/]" if narrow else "  [b red]READ-ONLY[/]") if self.app.readonly else ""
         self.update("".join(parts) + readonly)
 
 

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from rich.markup import escape
+
 
 def ago(ts: float | None, now: float) -> str:
     if not ts:
@@ -46,7 +48,8 @@ def cell(value: Any) -> str:
     else:
         text = str(value)
     text = text.replace("\n", " ")
-    return text if len(text) <= 60 else text[:59] + "…"
+    # Values are data, never markup: a pattern like [a-z]+ must show as written.
+    return escape(text if len(text) <= 60 else text[:59] + "…")
 
 
 def bar(fraction: float | None, width: int = 20) -> str:

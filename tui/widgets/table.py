@@ -85,7 +85,8 @@ class PagedTable(DataTable):
         self._render_rows()
 
     def _matches(self, row: dict) -> bool:
-        return not self.filter_text or any(self.filter_text in c.text(row).lower() for c in self.spec)
+        # The raw values, not the rendered cells: markup and gauges are not what a person types.
+        return not self.filter_text or any(self.filter_text in str(row.get(c.key, "")).lower() for c in self.spec)
 
     def _render_rows(self) -> None:
         rows = [r for r in self.rows_all if self._matches(r)]
