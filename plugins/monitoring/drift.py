@@ -111,6 +111,8 @@ def _drop_nulls(values: np.ndarray, numeric: bool) -> np.ndarray:
     values = np.asarray(values)
     if numeric:
         values = values.astype(float, copy=False)
+        if not np.isnan(values.sum()):  # one fast pass settles the usual case: nothing to drop, nothing copied
+            return values
         return values[~np.isnan(values)]
     return np.array([str(v) for v in values if v is not None], dtype=object) if values.dtype == object \
         else values.astype(str)
