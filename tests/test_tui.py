@@ -7,15 +7,18 @@ their confirmation and are checked in the daemon; ``--readonly`` refuses each of
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import pytest
 from conftest import make_project
 from serving_models import linear_model
+from tui_fakes import NOW, FakeApi
 
 from appliance.testing import DaemonProcess
 from tui.app import ApplianceApp
-from tui.client import ApiClient
+from tui.client import ApiClient, ApiError
 from tui.widgets.table import PagedTable
 
 TOML = """
@@ -197,6 +200,25 @@ async def test_help_and_command_palette(box):
 # ------------------------------------------------------------------------------------------------ actions
 
 
+async def test_enter_on_a_job_tails_its_log_and_esc_goes_back(box):
+    job = box.submit("child_sum", {"numbers": [1, 2]})
+    assert box.wait_job(job["id"])["state"] == "succeeded"
+    logged = box.get(f"/jobs/{job['id']}/logs").json()
+    assert any("child says hello" in line["line"] for line in logged)
+    app = app_for(box)
+    async with app.run_test(size=(120, 36)) as pilot:
+        jobs = await goto(pilot, app, "2", "jobs")
+        jobs.move_cursor(row=next(i for i, r in enumerate(jobs.shown) if r["id"] == job["id"]))
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert type(app.screen).__name__ == "JobDetail"
+        assert f"job {job['id']}" in str(app.screen.query_one("#job-head").render())
+        log = app.screen.query_one("#job-log")
+        assert log.line_count == len(logged) and any("child says hello" in line for line in log.lines)
+        await pilot.press("escape")
+        assert app.current_mode == "jobs" and type(app.screen).__name__ == "JobsScreen"
+
+
 async def test_cancel_a_job_through_its_confirmation(box):
     job = box.submit("sleep", {"seconds": 60})
     app = app_for(box)
@@ -343,3 +365,77 @@ async def test_no_daemon_offers_to_start_one(tmp_path):
         await pilot.press("s")  # read-only: refused, nothing started
         await settle(pilot, app)
         assert not (home / "daemon.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ on fixed data
+
+
+async def test_a_long_job_history_is_paged_from_the_daemon_with_before():
+    history = [{"id": i, "kind": "ingest", "state": "succeeded", "progress": 1.0, "created": NOW - i}
+               for i in range(1000, 0, -1)]
+    asked = []
+
+    def jobs(limit=100, before=None, state=None):
+        asked.append(before)
+        rows = [j for j in history if before is None or j["id"] < before]
+        return rows[:limit]
+
+    app = ApplianceApp(FakeApi({"/jobs": jobs}), live=False, clock=lambda: NOW)
+    async with app.run_test(size=(120, 36)) as pilot:
+        jobs_table = await goto(pilot, app, "2", "jobs")
+        assert len(jobs_table.rows_all) == 200 and jobs_table.row_count == 50  # one page fetched, less drawn
+        while len(jobs_table.rows_all) < 400:
+            jobs_table.move_cursor(row=jobs_table.row_count - 1)
+            await settle(pilot, app)
+        assert jobs_table.row_count == 250
+        assert asked[-1] == 801 and jobs_table.rows_all[-1]["id"] == 601
+
+
+async def test_two_runs_compared_side_by_side_and_a_run_sorted():
+    diff = {"a": 12, "b": 11, "params": {"hyperparameters.lr": {"a": 0.001, "b": 0.01}},
+            "metrics": {"val_auc": {"a": 0.89, "b": 0.86}}, "environment": {}, "data": {}}
+    app = ApplianceApp(FakeApi({"/runs/compare": diff}), live=False, clock=lambda: NOW)
+    async with app.run_test(size=(120, 36)) as pilot:
+        runs = await goto(pilot, app, "5", "runs")
+        await pilot.press("m", "down", "m", "c")
+        await settle(pilot, app)
+        body = str(app.screen.query_one("#detail-body").render())
+        assert "hyperparameters.lr" in body and "0.89" in body and "0.86" in body
+        await pilot.press("escape")
+        runs.move_cursor(column=6)  # Step
+        await pilot.press("s")
+        assert [r["step"] for r in runs.shown] == sorted(r["step"] for r in runs.shown)
+
+
+async def test_online_lookup_box():
+    api = FakeApi(replies={"/features/online": {"features": ["customer_stats:tenure"], "values": [
+        {"customer_stats:tenure": 31}]}})
+    app = ApplianceApp(api, live=False, clock=lambda: NOW)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await goto(pilot, app, "4", "views")
+        await pilot.press("l", *"customer_id=42", "enter")
+        await settle(pilot, app)
+        assert api.posted == [("/features/online", {"entity": {"customer_id": "42"}})]
+        assert "customer_stats:tenure" in str(app.screen.query_one("#lookup-result").render())
+
+
+async def test_a_failing_action_is_a_notification_not_a_crash():
+    class Refusing(FakeApi):
+        async def post(self, path, body=None):
+            raise ApiError("alias 'champion' is gated: version 4 has auc 0.88 < 0.9", title="Promotion refused",
+                           status=409)
+
+    app = ApplianceApp(Refusing(), live=False, clock=lambda: NOW)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await goto(pilot, app, "6", "models")
+        await settle(pilot, app, lambda: table(app, "versions").rows_all)
+        await pilot.press("p", "enter", "y")
+        await settle(pilot, app)
+        assert [n.title for n in app._notifications] == ["Promotion refused"]
+        assert app.is_running
+
+
+def test_bare_appliance_without_a_terminal_prints_help_that_names_tui(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "appliance", "--home", str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and "tui" in out.stdout

@@ -117,14 +117,17 @@ class FakeApi:
 
     where = "/home/ml/.local/share/appliance"
 
-    def __init__(self, routes: dict | None = None):
+    def __init__(self, routes: dict | None = None, replies: dict | None = None):
         self.routes = {**ROUTES, **(routes or {})}
+        self.replies = replies or {}
         self.posted: list[tuple[str, Any]] = []
 
     async def get(self, path: str, **params: Any) -> Any:
         if path not in self.routes:
             raise NotInstalled(f"no route /api/v1{path}", title="Not installed", status=404)
         data = self.routes[path]
+        if callable(data):
+            return data(**params)
         if isinstance(data, list) and params.get("state") not in (None, "all", "active"):
             return [r for r in data if r.get("state") == params["state"]]
         return data
@@ -134,7 +137,7 @@ class FakeApi:
 
     async def post(self, path: str, body: Any = None) -> Any:
         self.posted.append((path, body))
-        return {}
+        return self.replies.get(path, {})
 
     async def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         return await (self.post(path, body) if method == "POST" else self.get(path))

@@ -51,22 +51,12 @@ class ApplianceApp(App):
         self.home = home
         self.events: deque[dict] = deque(maxlen=500)
         self.events_seen = 0
+        #: The area screens built so far (a mode's screen is built when first shown), by area name.
+        self.areas: dict[str, object] = {}
         self.last_event_id: int | None = None
+        self.first_loaded = False
+        #: ``perf_counter()`` when the first screen was on the terminal with the daemon's data (for the bench).
         self.first_paint: float | None = None
-
-    def on_mount(self) -> None:
-        if self.live:
-            self._attach()
-
-    @work(exclusive=True, exit_on_error=False, group="attach")
-    async def _attach(self) -> None:
-        """Check for a daemon beside the first screen's own requests, not before them (first paint is sooner)."""
-        try:
-            await self.api.get("/health")
-        except DaemonLost:
-            await self.push_screen(NoDaemon(self.api.where))
-            return
-        self.follow_events()
 
     def attached(self) -> None:
         """The daemon answers (again): follow its events and reload what shows."""
@@ -76,9 +66,17 @@ class ApplianceApp(App):
             self.screen.reload()
 
     def loaded(self, screen) -> None:
-        """A screen filled its widgets from the daemon; the first time is the first full paint."""
-        if self.first_paint is None:
-            self.first_paint = time.perf_counter()
+        """A screen filled its widgets from the daemon. The first time, the event stream starts (after, so the
+        first screen has the daemon to itself) and the refresh that follows is the first full paint."""
+        if self.first_loaded:
+            return
+        self.first_loaded = True
+        self.call_after_refresh(self._first_paint)
+        if self.live:
+            self.follow_events()
+
+    def _first_paint(self) -> None:
+        self.first_paint = time.perf_counter()
 
     # ------------------------------------------------------------------------------------------ events
 
@@ -115,14 +113,8 @@ class ApplianceApp(App):
         self.events_seen += 1
         if isinstance(event.get("id"), int):
             self.last_event_id = event["id"]
-        for mode in self.MODES:
-            screen = self._screen_if_made(mode)
-            if screen is not None:
-                screen.daemon_event(event)
-
-    def _screen_if_made(self, mode: str):
-        stack = self._screen_stacks.get(mode)
-        return stack[0] if stack else None
+        for screen in self.areas.values():
+            screen.daemon_event(event)
 
     # ------------------------------------------------------------------------------------------ errors
 
@@ -131,6 +123,9 @@ class ApplianceApp(App):
         if isinstance(error, DaemonLost):
             if isinstance(self.screen, NoDaemon):
                 return  # that screen says it, and offers to start one
+            if not self.first_loaded and self.live:
+                self.push_screen(NoDaemon(self.api.where))
+                return
             self.lost = error.message
             self.follow_events()
         elif isinstance(error, NotInstalled):

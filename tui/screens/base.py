@@ -51,6 +51,7 @@ class AreaScreen(Screen):
         yield from ()
 
     def on_mount(self) -> None:
+        self.app.areas[self.AREA] = self
         self.set_interval(self.DEBOUNCE, self._reload_if_dirty)
         self.reload()
 

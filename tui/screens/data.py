@@ -31,7 +31,7 @@ class DataScreen(AreaScreen):
                 yield Static("Sources", classes="heading")
                 yield PagedTable([Column("name", "Source"), Column("kind", "Kind"), Column("rows", "Rows"),
                                   Column("quarantined_rows", "Quarantined"), Column("batches", "Batches"),
-                                  Column("held", "Held")], page=100, id="sources")
+                                  Column("held", "Held")], id="sources")
             with Vertical(classes="half"):
                 yield Static("Batches", classes="heading")
                 yield PagedTable([Column("id", "Batch"), Column("source", "Source"),
@@ -39,11 +39,11 @@ class DataScreen(AreaScreen):
                                   Column("rows_in", "In"), Column("accepted", "OK"),
                                   Column("quarantined", "Bad"),
                                   Column("time", "When", lambda r: ago(r.get("time"), now()))],
-                                 page=200, id="batches")
+                                 id="batches")
         yield Static("Quarantine", classes="heading", id="quarantine-title")
         yield PagedTable([Column("batch_id", "Batch"), Column("row", "Row"), Column("column", "Column"),
                           Column("rule", "Rule"), Column("expected", "Expected"), Column("got", "Got")],
-                         page=200, id="quarantine")
+                         id="quarantine")
 
     async def fetch(self) -> None:
         sources = await self.section(self.query_one("#data-missing", Static), "/sources")

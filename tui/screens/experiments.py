@@ -15,7 +15,7 @@ from .overview import sparkline
 
 #: The runs API has no ``before``: the newest this many are listed and filtered (the daemon's own maximum).
 RUNS_CAP = 10_000
-PAGE = 100  # a screen shows ~30 rows; the rest comes when the cursor reaches the end
+PAGE = 50  # a screen shows ~30 rows; the rest comes when the cursor reaches the end
 
 
 class ExperimentsScreen(AreaScreen):
@@ -40,7 +40,7 @@ class ExperimentsScreen(AreaScreen):
                           Column("state", "State", lambda r: state(r.get("state"))), Column("epoch", "Epoch"),
                           Column("step", "Step"),
                           Column("created", "Created", lambda r: ago(r.get("created"), now()))],
-                         page=PAGE, id="runs")
+                         id="runs")
         yield Static(id="curves", classes="box")
 
     async def fetch(self) -> None:

@@ -24,7 +24,7 @@ class FeaturesScreen(AreaScreen):
         yield PagedTable([Column("name", "View"), Column("version", "Ver"), Column("entities", "Entities"),
                           Column("source", "Source"), Column("rows", "Rows"),
                           Column("materialized", "Materialized", lambda r: ago(r.get("materialized"), now()))],
-                         page=100, id="views")
+                         id="views")
         yield Static(id="view-detail", classes="box")
         yield Input(placeholder="online lookup: key=value[,key=value] (enter)", id="lookup")
         yield Static(id="lookup-result", classes="box")

@@ -37,14 +37,14 @@ class JobsScreen(AreaScreen):
                           Column("progress", "Progress", lambda r: bar(r.get("progress"), 10)),
                           Column("attempt", "Try"), Column("created", "Created", lambda r: ago(r.get("created"),
                                                                                              now())),
-                          Column("origin", "Origin"), Column("error", "Error")], page=PAGE, id="jobs")
+                          Column("origin", "Origin"), Column("error", "Error")], id="jobs")
         yield Static("Schedules", classes="heading")
         yield Static(id="schedules-missing", classes="missing")
         yield PagedTable([Column("name", "Schedule"), Column("type", "Type"), Column("target", "Target"),
                           Column("schedule", "When"),
                           Column("next_fire", "Next", lambda r: until(r.get("next_fire"), now())),
                           Column("last_fire", "Last", lambda r: ago(r.get("last_fire"), now()))],
-                         page=50, id="schedules")
+                         id="schedules")
 
     async def fetch(self) -> None:
         jobs = await self.api.get("/jobs", limit=PAGE)

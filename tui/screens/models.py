@@ -32,18 +32,18 @@ class ModelsScreen(AreaScreen):
                 yield PagedTable([Column("name", "Model"),
                                   Column("aliases", "Aliases", lambda r: " ".join(
                                       f"{a}→{v}" for a, v in sorted((r.get("aliases") or {}).items())) or "-")],
-                                 page=100, id="models")
+                                 id="models")
             with Vertical(classes="twothirds"):
                 yield Static("Versions", classes="heading")
                 yield PagedTable([Column("version", "Ver"),
                                   Column("aliases", "Aliases", lambda r: " ".join(r.get("aliases") or []) or "-"),
                                   Column("metrics", "Metrics"),
                                   Column("created", "Created", lambda r: ago(r.get("created"), now()))],
-                                 page=200, id="versions")
+                                 id="versions")
         yield Static("Audit log", classes="heading")
         yield PagedTable([Column("id", "#"), Column("action", "Action"), Column("alias", "Alias"), Column("from_version", "From"),
                           Column("to_version", "To"), Column("actor", "By"), Column("reason", "Reason"),
-                          Column("time", "When", lambda r: ago(r.get("time"), now()))], page=200, id="audit")
+                          Column("time", "When", lambda r: ago(r.get("time"), now()))], id="audit")
 
     async def fetch(self) -> None:
         models = await self.section(self.query_one("#models-missing", Static), "/models")

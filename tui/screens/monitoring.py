@@ -27,14 +27,14 @@ class MonitoringScreen(AreaScreen):
                           Column("status", "Last run", lambda r: state((r.get("last_run") or {}).get("status"))),
                           Column("ran", "At", lambda r: ago((r.get("last_run") or {}).get("time"), now())),
                           Column("checks", "Checks", lambda r: _checks(r.get("last_run")))],
-                         page=200, id="monitors")
+                         id="monitors")
         yield Static("Alerts", classes="heading")
         yield Static(id="alerts-missing", classes="missing")
         yield PagedTable([Column("id", "Alert"), Column("rule", "Rule"), Column("subject", "Subject"),
                           Column("severity", "Severity"), Column("state", "State", lambda r: state(r.get("state"))),
                           Column("count", "N"), Column("message", "Message"),
                           Column("last_seen", "Seen", lambda r: ago(r.get("last_seen"), now()))],
-                         page=200, id="alerts")
+                         id="alerts")
 
     async def fetch(self) -> None:
         monitors = await self.section(self.query_one("#monitors-missing", Static), "/monitors")

@@ -50,7 +50,7 @@ class OverviewScreen(AreaScreen):
                           Column("state", "State", lambda r: state(r.get("state"))),
                           Column("progress", "Progress", lambda r: f"{bar(r.get('progress'), 16)} "
                                                                    f"{int(100 * (r.get('progress') or 0)):3d}%"),
-                          Column("message", "Message")], page=50, id="running")
+                          Column("message", "Message")], id="running")
         with Horizontal(id="overview-bottom"):
             with Vertical(classes="half"):
                 yield Static("Deployments", classes="heading")
@@ -58,13 +58,13 @@ class OverviewScreen(AreaScreen):
                 yield PagedTable([Column("name", "Deployment"), Column("version", "Ver"),
                                   Column("state", "State", lambda r: state(r.get("state"))),
                                   Column("requests", "Reqs"), Column("p50_ms", "p50 ms"),
-                                  Column("p99_ms", "p99 ms")], page=50, id="deployments")
+                                  Column("p99_ms", "p99 ms")], id="deployments")
             with Vertical(classes="half"):
                 yield Static("Open alerts", classes="heading")
                 yield Static(id="alerts-missing", classes="missing")
                 yield PagedTable([Column("id", "Alert"), Column("severity", "Severity"),
                                   Column("message", "Message")],
-                                 page=50, id="alerts")
+                                 id="alerts")
         yield Static("Events", classes="heading")
         yield Static(id="events", classes="box")
 

@@ -26,10 +26,10 @@ class PluginsScreen(AreaScreen):
         yield PagedTable([Column("name", "Plugin"), Column("source", "Source"),
                           Column("status", "Status", lambda r: state(r.get("status"))), Column("version", "Version"),
                           Column("hooks", "Hooks", lambda r: ", ".join(r.get("hooks") or []) or "-"),
-                          Column("error", "Error")], page=200, id="plugins")
+                          Column("error", "Error")], id="plugins")
         yield Static("Failures", classes="heading")
         yield PagedTable([Column("plugin", "Plugin"), Column("hook", "Hook"), Column("message", "Message"),
-                          Column("time", "When", lambda r: clock(r.get("time")))], page=200, id="failures")
+                          Column("time", "When", lambda r: clock(r.get("time")))], id="failures")
 
     async def fetch(self) -> None:
         report = await self.api.get("/plugins")

@@ -22,13 +22,13 @@ class ServingScreen(AreaScreen):
                           Column("state", "State", lambda r: state(r.get("state"))), Column("provider", "Provider"),
                           Column("requests", "Reqs"), Column("failures", "Fail"), Column("p50_ms", "p50 ms"),
                           Column("p99_ms", "p99 ms"), Column("max_batch_size", "Batch"),
-                          Column("shadow", "Shadow")], page=100, id="deployments")
+                          Column("shadow", "Shadow")], id="deployments")
         yield Static(id="latency", classes="box")
         yield Static("Recent predictions", classes="heading")
         yield PagedTable([Column("ts", "When", lambda r: ago(r.get("ts"), now())),
                           Column("deployment", "Deployment"), Column("version", "Ver"),
                           Column("latency_ms", "ms"), Column("batch_size", "Batch"), Column("outputs", "Outputs")],
-                         page=100, id="predictions")
+                         id="predictions")
 
     async def fetch(self) -> None:
         listing = await self.section(self.query_one("#serving-missing", Static), "/deployments")
