@@ -135,7 +135,7 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
             say(f"sending traffic for {seconds:g} s (drift after {traffic.drift_after:g} s)", quiet)
             time.sleep(seconds)
         else:
-            from tui.app import run_dashboard
+            from tui import run as run_dashboard  # the dashboard is a client; the core never imports it
 
             run_dashboard(home)
         traffic.stop()

@@ -7,6 +7,7 @@ through the model registry's lineage and the ``training_sets`` service, or a Par
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ def literal(text: str) -> str:
 
 
 def _json_path(name: str, suffix: str = "") -> str:
+    # "probabilities[1]" picks one column of a multi-column output (the positive class of a binary model).
+    m = re.match(r"^(.+)\[(\d+)\]$", name)
+    if m:
+        name, suffix = m.group(1), f"[{m.group(2)}]"
     return literal('$."' + name.replace('"', '\\"') + '"' + suffix)
 
 

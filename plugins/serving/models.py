@@ -39,6 +39,13 @@ class LoadedModel:
                         for o in self.session.get_outputs()]
         self.output_names = [o.name for o in self.outputs]
         self.loaded_at = time.time()
+        # Column names of each 2-D input, so the prediction log keys values by feature (what monitors read):
+        # the training signature lists them per input; a model without one falls back to its single input.
+        self.input_features: dict[str, list[str]] = {
+            e["name"]: list(e["features"]) for e in self.signature.get("inputs", [])
+            if isinstance(e, dict) and e.get("name") in self.inputs and e.get("features")}
+        if not self.input_features and len(self.inputs) == 1 and self.signature.get("feature_names"):
+            self.input_features = {next(iter(self.inputs)): list(self.signature["feature_names"])}
 
     @property
     def batched(self) -> bool:

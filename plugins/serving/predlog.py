@@ -47,7 +47,7 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, deployment: str, model: str, version: int, request_id: str, latency_s: float, shadow: bool,
-               inputs: dict, outputs: dict, feature_names: list[str] | None) -> None:
+               inputs: dict, outputs: dict, feature_names: dict[str, list[str]] | None) -> None:
         if len(self._q) >= self.max_pending:
             self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
             return
@@ -118,7 +118,7 @@ class PredictionLog:
         self._thread.join(10)
 
 
-def _rows(tensors: dict, names: list[str] | None) -> list[dict]:
+def _rows(tensors: dict, names: dict[str, list[str]] | None) -> list[dict]:
     """Per-instance dicts: a [n, k] input with k feature names becomes n {name: value} rows."""
     if not tensors:
         return []
@@ -130,9 +130,10 @@ def _rows(tensors: dict, names: list[str] | None) -> list[dict]:
                 r[key] = arr.item()
             continue
         values = arr.tolist()
-        if arr.ndim == 2 and names and len(names) == arr.shape[1]:
+        cols = (names or {}).get(key)
+        if arr.ndim == 2 and cols and len(cols) == arr.shape[1]:
             for r, v in zip(rows, values, strict=False):
-                r.update(zip(names, v, strict=True))
+                r.update(zip(cols, v, strict=True))
         else:
             for r, v in zip(rows, values, strict=False):
                 r[key] = v

@@ -161,7 +161,7 @@ class ServingApp:
         self.metrics.ok(name, str(model.version), _rows(ir.arrays), elapsed)
         if spec.log_sample >= 1.0 or random.random() < spec.log_sample:
             self.predlog.append(name, model.name, model.version, rid, elapsed, False, ir.arrays, outputs,
-                                model.signature.get("feature_names"))
+                                model.input_features)
         if spec.shadow:
             task = asyncio.ensure_future(self._shadow(spec.shadow, rid, ir.arrays))
             self._shadow_tasks.add(task)
@@ -181,7 +181,7 @@ class ServingApp:
             log.warning("shadow deployment %s failed: %s", name, exc)
             return
         self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays, outputs,
-                            model.signature.get("feature_names"))
+                            model.input_features)
 
     def _online_features(self, spec, model, req: dict) -> dict:
         """Entity keys in, feature values out: build the model's features input from the online store.
