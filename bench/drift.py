@@ -40,11 +40,11 @@ sys.path.insert(0, sys.argv[2])
 import pyarrow.parquet as pq
 from plugins.monitoring import drift
 t = time.perf_counter()
-ref, cur = pq.ParquetFile(sys.argv[1] + "/reference.parquet"), pq.ParquetFile(sys.argv[1] + "/current.parquet")
-def column(name):  # each worker reads its own column, so only the columns in flight are in memory
-    return (ref.read(columns=[name], use_threads=False).column(0).to_numpy(),
-            cur.read(columns=[name], use_threads=False).column(0).to_numpy(), True)
-result = drift.dataset_drift({n: (lambda n=n: column(n)) for n in ref.schema_arrow.names})
+ref, cur = sys.argv[1] + "/reference.parquet", sys.argv[1] + "/current.parquet"
+def column(name):  # each worker reads its own column (its own file handle), so only columns in flight are in memory
+    return (pq.read_table(ref, columns=[name], use_threads=False).column(0).to_numpy(),
+            pq.read_table(cur, columns=[name], use_threads=False).column(0).to_numpy(), True)
+result = drift.dataset_drift({n: (lambda n=n: column(n)) for n in pq.read_schema(ref).names})
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "values": {c["column"]: c["statistic"] for c in result["columns"]},
