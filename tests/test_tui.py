@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 from conftest import make_project
 from serving_models import linear_model
@@ -90,9 +91,22 @@ def box(tmp_path_factory):
             assert job["state"] == "succeeded", job
         d.held = d.get("/batches", params={"state": "held"}).json()[0]["id"]
         assert d.wait_job(d.post("/monitors/box/run").json()["id"])["state"] == "succeeded"
+        d.prediction = predict(d)
         d.alert = next(a["id"] for a in d.get("/alerts").json() if a["rule"] == "box.disk")
         d.root = root
         yield d
+
+
+def predict(d: DaemonProcess) -> str:
+    """One prediction through the serving port, once the deployment has loaded; its request id."""
+    port = d.get("/deployments").json()["port"]
+    deadline = time.monotonic() + 30
+    while d.get("/deployments/fraud").json()["state"] != "ready" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    r = httpx.post(f"http://127.0.0.1:{port}/v2/models/fraud/infer", json={"id": "tui-1", "inputs": [
+        {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}]})
+    assert r.status_code == 200, r.text
+    return "tui-1"
 
 
 def app_for(d: DaemonProcess, readonly: bool = False) -> ApplianceApp:
@@ -149,7 +163,9 @@ async def test_every_area_shows_the_daemons_data(box):
         assert [m["name"] for m in models.rows_all] == ["fraud"]
         await settle(pilot, app, lambda: len(table(app, "versions").rows_all) == 2)
         serving = await goto(pilot, app, "7", "deployments")
-        assert serving.rows_all[0]["name"] == "fraud"
+        assert serving.rows_all[0]["name"] == "fraud" and serving.rows_all[0]["requests"] >= 1
+        await settle(pilot, app, lambda: table(app, "predictions").rows_all)
+        assert [p["request_id"] for p in table(app, "predictions").rows_all] == [box.prediction]
         monitors = await goto(pilot, app, "8", "monitors")
         assert monitors.rows_all[0]["name"] == "box"
         assert "box.disk" in str(app.screen.query_one("#monitors").get_row_at(0))

@@ -6,7 +6,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from ..widgets.format import ago, bar, cell, state
+from ..widgets.format import bar, cell, state
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
 
@@ -16,7 +16,6 @@ class ServingScreen(AreaScreen):
     EVENTS = ("deployment.", "model.alias")
 
     def body(self) -> ComposeResult:
-        now = lambda: self.app.clock()  # noqa: E731 - frozen in snapshot tests
         yield Static(id="serving-missing", classes="missing")
         yield PagedTable([Column("name", "Deployment"), Column("target", "Model"), Column("version", "Ver"),
                           Column("state", "State", lambda r: state(r.get("state"))), Column("provider", "Provider"),
@@ -25,9 +24,9 @@ class ServingScreen(AreaScreen):
                           Column("shadow", "Shadow")], id="deployments")
         yield Static(id="latency", classes="box")
         yield Static("Recent predictions", classes="heading")
-        yield PagedTable([Column("ts", "When", lambda r: ago(r.get("ts"), now())),
-                          Column("deployment", "Deployment"), Column("version", "Ver"),
-                          Column("latency_ms", "ms"), Column("batch_size", "Batch"), Column("outputs", "Outputs")],
+        yield PagedTable([Column("ts", "When (UTC)", lambda r: cell(r.get("ts"))[:23]),
+                          Column("version", "Ver"), Column("request_id", "Request"), Column("row_index", "Row"),
+                          Column("latency_us", "µs"), Column("shadow", "Shadow"), Column("outputs", "Outputs")],
                          id="predictions")
 
     async def fetch(self) -> None:
