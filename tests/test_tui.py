@@ -7,9 +7,11 @@ their confirmation and are checked in the daemon; ``--readonly`` refuses each of
 from __future__ import annotations
 
 import random
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -109,6 +111,17 @@ def predict(d: DaemonProcess) -> str:
     return "tui-1"
 
 
+def seed_runs(catalog: Path, states: list[str]) -> None:
+    """Runs written straight into a stopped daemon's catalog (training them would take a minute)."""
+    db = sqlite3.connect(catalog)
+    with db:
+        exp = db.execute("insert into training_experiments (name, created) values ('tui', ?)", [NOW]).lastrowid
+        db.executemany("insert into training_runs (experiment_id, spec_name, state, created, spec, params, "
+                       "config_hash, seed, data) values (?, 'mlp', ?, ?, '{}', '{}', 'h', 0, '{}')",
+                       [(exp, s, NOW + i) for i, s in enumerate(states)])
+    db.close()
+
+
 def app_for(d: DaemonProcess, readonly: bool = False) -> ApplianceApp:
     return ApplianceApp(ApiClient(d.home), readonly=readonly, home=d.home)
 
@@ -169,6 +182,13 @@ async def test_every_area_shows_the_daemons_data(box):
         monitors = await goto(pilot, app, "8", "monitors")
         assert monitors.rows_all[0]["name"] == "box"
         assert "box.disk" in str(app.screen.query_one("#monitors").get_row_at(0))
+        monitors.focus()
+        await pilot.press("enter")
+        await settle(pilot, app)
+        assert not app._notifications, [(n.title, n.message) for n in app._notifications]
+        runs = str(app.screen.query_one("#detail-body").render())
+        assert "FIRING" in runs and "box.disk" in runs and "box_disk_free_pct" in runs, runs
+        await pilot.press("escape")
         plugins = await goto(pilot, app, "9", "plugins")
         assert {"fixture_jobs", "tui_panel", "registry"} <= {p["name"] for p in plugins.rows_all}
         await pilot.press("enter")
@@ -356,6 +376,7 @@ async def test_a_lost_daemon_shows_the_banner_and_the_dashboard_reconnects(tmp_p
             await settle(pilot, app, lambda: app.first_paint is not None)
             await pilot.pause(0.3)
             d.kill()
+            seed_runs(d.home / "catalog.db", ["succeeded", "failed", "succeeded"])
             await settle(pilot, app, lambda: bool(app.lost))
             assert app.lost
             assert app.screen.query_one("#lost").display
@@ -366,6 +387,11 @@ async def test_a_lost_daemon_shows_the_banner_and_the_dashboard_reconnects(tmp_p
             assert not app.lost
             assert not app.screen.query_one("#lost").display
             await settle(pilot, app, lambda: table(app, "jobs").rows_all is not None)
+            runs = await goto(pilot, app, "5", "runs")  # what was written while it was away shows
+            assert [r["state"] for r in runs.rows_all] == ["succeeded", "failed", "succeeded"]
+            await pilot.press("slash", *"fail")
+            await settle(pilot, app)
+            assert [r["state"] for r in runs.shown] == ["failed"]
     finally:
         if d.proc and d.proc.poll() is None:
             d.stop()

@@ -7,16 +7,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from ..widgets.format import ago, cell, state
+from ..widgets.format import ago, cell, clock, state
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
-from .modals import Confirm
+from .modals import Confirm, Detail
 
 
 class MonitoringScreen(AreaScreen):
     AREA = "monitoring"
     EVENTS = ("alert.", "monitor.")
-    BINDINGS = [Binding("a", "acknowledge", "Acknowledge alert")]
+    BINDINGS = [Binding("a", "acknowledge", "Acknowledge alert"), Binding("enter", "details", "Monitor runs")]
 
     def body(self) -> ComposeResult:
         now = lambda: self.app.clock()  # noqa: E731 - frozen in snapshot tests
@@ -41,6 +41,28 @@ class MonitoringScreen(AreaScreen):
         alerts = await self.section(self.query_one("#alerts-missing", Static), "/alerts", limit=1000)
         self.query_one("#monitors", PagedTable).show((monitors or {}).get("monitors") or [])
         self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
+
+    def action_details(self) -> None:
+        monitor = self.query_one("#monitors", PagedTable).selected
+        if monitor:
+            self._runs(monitor["name"])
+
+    @work(exclusive=True, exit_on_error=False, group="detail")
+    async def _runs(self, name: str) -> None:
+        """A monitor's recent runs: each check (drift per feature, quality, bias...) and each value it measured."""
+        got = await self.api.get(f"/monitors/{name}", limit=5)
+        lines = [f"kind {got.get('kind')}   every {cell(got.get('every_s'))} s"]
+        for run in got.get("runs") or []:
+            lines += ["", f"[b]run {run.get('id')}[/b] {state(run.get('status'))} {clock(run.get('time'))}"
+                      + (f"  [red]{cell(run.get('error'))}[/]" if run.get("error") else "")]
+            for c in run.get("checks") or []:
+                mark = "[red]FIRING[/]" if c.get("firing") else "[green]ok[/]"
+                lines.append(f"  {mark:<6} {cell(c.get('rule'))}: {cell(c.get('message'))}")
+            for v in (run.get("values") or [])[:20]:
+                where = ",".join(f"{k}={x}" for k, x in (v.get("labels") or {}).items())
+                lines.append(f"    {cell(v.get('metric'))}{'{' + cell(where) + '}' if where else ''} = "
+                             f"{cell(v.get('value'))}")
+        self.app.push_screen(Detail(f"Monitor {name}", "\n".join(lines)))
 
     def action_acknowledge(self) -> None:
         alert = self.query_one("#alerts", PagedTable).selected
