@@ -149,7 +149,9 @@ def start_mlflow(model: Path, tmp: Path) -> tuple[subprocess.Popen, int] | None:
     py = mlflow_python()
     if py is None:
         return None
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    # `mlflow models serve` execs `uvicorn` by name: its venv's bin must lead PATH.
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+           "PATH": f"{py.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     if subprocess.run([str(py), "-c", "import onnxruntime, onnx"], capture_output=True).returncode:
         subprocess.run([str(py), "-m", "pip", "install", "-q", "onnx", "onnxruntime"], check=True, env=env)
     model_dir = tmp / "mlflow-model"
