@@ -77,7 +77,7 @@ def events_csv(rng: random.Random, n: int, start: int, shift: float = 0.0) -> st
 def box(tmp_path_factory):
     root = tmp_path_factory.mktemp("tui")
     project = make_project(root / "project", ["good/fixture_jobs", "good/model_import", "good/tui_panel",
-                                                     "good/fake_gpu"],
+                                                     "good/fake_gpu", "bad/raises_on_import"],
                            TOML.format(markers=root / "markers"))
     (project / "data/events").mkdir(parents=True)
     rng = random.Random(7)
@@ -191,10 +191,15 @@ async def test_every_area_shows_the_daemons_data(box):
         await pilot.press("escape")
         plugins = await goto(pilot, app, "9", "plugins")
         assert {"fixture_jobs", "tui_panel", "registry"} <= {p["name"] for p in plugins.rows_all}
+        plugins.move_cursor(row=next(i for i, p in enumerate(plugins.shown) if p["name"] == "raises_on_import"))
         await pilot.press("enter")
         await settle(pilot, app)
-        assert "hooks" in str(app.screen.query_one("#detail-body").render())
+        detail = str(app.screen.query_one("#detail-body").render())
+        assert "failed" in detail and "Traceback" in detail and "this plugin is broken at import" in detail
         await pilot.press("escape")
+        await pilot.click("#nav", offset=(14, 0))  # the mouse works too: the "2 Jobs" tab
+        await settle(pilot, app, lambda: app.current_mode == "jobs")
+        assert app.current_mode == "jobs"
 
 
 async def test_hook_register_tui_panels(box):
