@@ -17,7 +17,7 @@ import httpx
 import pytest
 from conftest import make_project
 from serving_models import linear_model
-from tui_fakes import NOW, FakeApi
+from tui_fakes import NOW, ROUTES, FakeApi
 
 from appliance.testing import DaemonProcess
 from tui.app import ApplianceApp
@@ -486,3 +486,21 @@ def test_bare_appliance_without_a_terminal_prints_help_that_names_tui(tmp_path):
     out = subprocess.run([sys.executable, "-m", "appliance", "--home", str(tmp_path)], capture_output=True,
                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 0 and "tui" in out.stdout
+
+
+async def test_overview_throughput_is_the_request_count_between_two_polls():
+    served = iter([1000, 1600])
+    now = [NOW]
+    dep = ROUTES["/deployments"]["deployments"][0]
+
+    def deployments():
+        return {"port": 1, "deployments": [{**dep, "requests": next(served)}]}
+
+    app = ApplianceApp(FakeApi({"/deployments": deployments}), live=False, clock=lambda: now[0])
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, app)
+        assert table(app, "deployments").rows_all[0]["rate"] is None  # one reading is no rate yet
+        now[0] = NOW + 2
+        app.screen.reload()
+        await settle(pilot, app)
+        assert table(app, "deployments").rows_all[0]["rate"] == 300.0

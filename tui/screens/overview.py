@@ -40,6 +40,8 @@ class OverviewScreen(AreaScreen):
         self._painted_events = -1
         self._seen_at_tick = 0
         self.repaints = 0
+        #: Each deployment's request count and when it was read: throughput is the difference between polls.
+        self._requests: dict[str, tuple[float, int]] = {}
 
     def body(self) -> ComposeResult:
         with Horizontal(id="overview-top"):
@@ -57,7 +59,7 @@ class OverviewScreen(AreaScreen):
                 yield Static(id="deployments-missing", classes="missing")
                 yield PagedTable([Column("name", "Deployment"), Column("version", "Ver"),
                                   Column("state", "State", lambda r: state(r.get("state"))),
-                                  Column("requests", "Reqs"), Column("p50_ms", "p50 ms"),
+                                  Column("rate", "req/s"), Column("p50_ms", "p50 ms"),
                                   Column("p99_ms", "p99 ms")], id="deployments")
             with Vertical(classes="half"):
                 yield Static("Open alerts", classes="heading")
@@ -105,9 +107,20 @@ class OverviewScreen(AreaScreen):
         self._health(status)
         self._gpu(gpus)
         self.query_one("#running", PagedTable).show(running)
-        self.query_one("#deployments", PagedTable).show((deployments or {}).get("deployments", []))
+        self.query_one("#deployments", PagedTable).show(self._throughput((deployments or {}).get("deployments", [])))
         self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
         self.paint_events()
+
+    def _throughput(self, deployments: list[dict]) -> list[dict]:
+        now = self.app.clock()
+        out = []
+        for d in deployments:
+            count = d.get("requests") or 0
+            then, before = self._requests.get(d["name"], (None, None))
+            rate = (count - before) / (now - then) if then is not None and now > then and count >= before else None
+            self._requests[d["name"]] = (now, count)
+            out.append({**d, "rate": None if rate is None else round(rate, 1)})
+        return out
 
     async def _gpus(self) -> list[dict]:
         """GPU figures from the monitoring plugin's Prometheus page (the daemon has no other GPU source)."""
