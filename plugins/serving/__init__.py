@@ -55,7 +55,7 @@ def startup(app):
     asgi = ServingApp(state.manager, state.metrics, state.predlog, max_body=cfg.max_body, version=__version__,
                       features=lambda: app.registry("services").get("online_features"),
                       collected_metrics=lambda: _collected_metrics(app))
-    state.server = ServingServer(asgi, cfg.host, cfg.port)
+    state.server = ServingServer(asgi, cfg.host, cfg.port, cfg.max_body)
     state.server.start()
     app.ports["serving"] = state.server.port
     state.manager.start()

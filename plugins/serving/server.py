@@ -8,12 +8,10 @@ protocol needs, because every microsecond here is paid on every prediction. Erro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import random
 import socket
-import threading
 import time
 import uuid
 
@@ -292,42 +290,29 @@ async def reply(send, status: int, body: bytes, headers: list | None = None) -> 
 
 
 class ServingServer:
-    """uvicorn (uvloop + httptools) on its own thread and loop, so serving never waits on the control API."""
+    """The serving port: a socket bound at start (so a taken port fails the start loudly) and the HTTP server."""
 
-    def __init__(self, asgi, host: str, port: int):
-        import uvicorn
+    def __init__(self, asgi, host: str, port: int, max_body: int):
+        from .http import HttpServer
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            self.sock.bind((host, port))
+            sock.bind((host, port))
         except OSError as exc:
-            self.sock.close()
+            sock.close()
             from appliance import ApplianceError
 
             raise ApplianceError(f"serving cannot listen on {host}:{port}: {exc.strerror}; set [serving] port",
                                  title="Port unavailable") from None
-        self.sock.listen(4096)
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(asgi, loop="uvloop", http="httptools", lifespan="off", access_log=False,
-                                log_level="warning", timeout_keep_alive=30, timeout_graceful_shutdown=3)
-
-        class _Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):
-                yield
-
-        self.server = _Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, name="serving",
-                                       daemon=True)
+        sock.listen(4096)
+        sock.setblocking(False)
+        self.http = HttpServer(asgi, sock, max_body)
+        self.port = self.http.port
 
     def start(self, timeout: float = 10.0) -> None:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started and time.monotonic() < deadline and self.thread.is_alive():
-            time.sleep(0.005)
+        self.http.start(timeout)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.http.stop()

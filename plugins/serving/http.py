@@ -1,0 +1,198 @@
+"""A small HTTP/1.1 server for the serving port: httptools parsing on uvloop, one socket write per response.
+
+Why not uvicorn here: an ASGI server writes the status line and headers as soon as the app starts its response,
+then the body in a second write; on loopback each write is a syscall that wakes the client, and that doubled
+per-request cost dominated our latency profile. This server runs the same ASGI app (``ServingApp``), buffers
+its response and sends it whole. It supports what inference clients use: keep-alive, pipelining, content-length
+and chunked request bodies, ``Expect: 100-continue``; it refuses anything larger than the body limit with 413.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import logging
+import socket
+import threading
+import time
+
+import httptools
+
+log = logging.getLogger("appliance.serving.http")
+
+_PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+
+
+class _Request:
+    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "version")
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.queue: collections.deque[_Request] = collections.deque()
+        self.worker: asyncio.Task | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._too_large = False
+
+    # ------------------------------------------------------------------------------------------- transport
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b'{"error":"protocol upgrades are not served here"}')
+        except httptools.HttpParserError as exc:
+            self._fail(400, b'{"error":"malformed HTTP request: ' + str(exc).encode(errors="replace")[:100]
+                       .replace(b'"', b"'") + b'"}')
+
+    def _fail(self, status: int, body: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_response(status, [(b"content-type", b"application/json")], body, False))
+            self.transport.close()
+
+    # ------------------------------------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._body, self._size, self._too_large = b"", [], [], 0, False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        for name, value in self._headers:
+            if name == b"content-length" and value.strip().isdigit() and int(value) > self.max_body:
+                self._too_large = True
+            elif name == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self.max_body:
+            self._too_large = True
+        elif not self._too_large:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._too_large:
+            # The body was not kept; say so and close, since the client may still be sending.
+            return self._fail(413, b'{"error":"request body exceeds the limit of ' + str(self.max_body).encode()
+                              + b' bytes"}')
+        url = httptools.parse_url(self._url)
+        req = _Request()
+        req.method = self.parser.get_method().decode()
+        req.path = url.path.decode("latin-1")
+        req.query = url.query or b""
+        req.headers = self._headers
+        req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        req.keep_alive = self.parser.should_keep_alive()
+        req.version = self.parser.get_http_version()
+        self.queue.append(req)
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.get_running_loop().create_task(self._serve())
+
+    # ------------------------------------------------------------------------------------------- requests
+
+    async def _serve(self) -> None:
+        """Answer queued requests in order (HTTP/1.1 pipelining keeps responses in request order)."""
+        while self.queue and self.transport is not None:
+            req = self.queue.popleft()
+            sent: dict = {}
+            body_parts: list[bytes] = []
+
+            async def receive(req=req):
+                return {"type": "http.request", "body": req.body, "more_body": False}
+
+            async def send(message, sent=sent, body_parts=body_parts):
+                if message["type"] == "http.response.start":
+                    sent["status"], sent["headers"] = message["status"], list(message.get("headers", []))
+                else:
+                    body_parts.append(message.get("body", b""))
+
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": req.version,
+                     "method": req.method, "path": req.path, "query_string": req.query, "headers": req.headers}
+            try:
+                await self.app(scope, receive, send)
+            except Exception:
+                log.exception("serving request failed")
+                sent = {"status": 500, "headers": [(b"content-type", b"application/json")]}
+                body_parts = [b'{"error":"internal error; see the daemon log"}']
+            if self.transport is None:
+                return
+            body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
+            headers = [(k, v) for k, v in sent.get("headers", []) if k.lower() != b"content-length"]
+            self.transport.write(_response(sent.get("status", 500), headers, body, req.keep_alive))
+            if not req.keep_alive:
+                self.transport.close()
+                return
+
+
+def _response(status: int, headers: list, body: bytes, keep_alive: bool) -> bytes:
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
+    lines += [k + b": " + v + b"\r\n" for k, v in headers]
+    lines.append(b"content-length: %d\r\n" % len(body))
+    if not keep_alive:
+        lines.append(b"connection: close\r\n")
+    lines.append(b"\r\n")
+    lines.append(body)
+    return b"".join(lines)
+
+
+class HttpServer:
+    """The server on its own thread and uvloop loop, so serving never waits on the control API."""
+
+    def __init__(self, app, sock: socket.socket, max_body: int):
+        self.app, self.sock, self.max_body = app, sock, max_body
+        self.port = sock.getsockname()[1]
+        self.loop = None
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="serving", daemon=True)
+
+    def _run(self) -> None:
+        import uvloop
+
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(self.loop.create_server(
+            lambda: _Connection(self.app, self.max_body), sock=self.sock, backlog=4096))
+        self.started.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+            self.loop.run_until_complete(server.wait_closed())
+            self.loop.close()
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        self.started.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        deadline = time.monotonic() + timeout
+        self.thread.join(max(0.0, deadline - time.monotonic()))
