@@ -351,3 +351,36 @@ def test_bad_deployment_config_names_the_key(tmp_path):
     with pytest.raises(RuntimeError) as err:
         d.start(timeout=20)
     assert "appliance.toml:5: deployments.x.model: expected MODEL@ALIAS or MODEL:VERSION, got 'fraud'" in str(err.value)
+
+
+def test_http_edges_pipelining_chunked_continue_and_garbage(served):
+    import socket
+
+    body_of = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [0.5, 0.1, -0.2, 0.3]}]}
+    body = json.dumps(body_of).encode()
+
+    def exchange(raw: bytes, expect_responses: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", served.serving_port), timeout=10) as s:
+            s.sendall(raw)
+            data = b""
+            while data.count(b"HTTP/1.1 ") < expect_responses or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+    req = (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
+    two = exchange(req + req, 2)  # pipelined: two answers, in order
+    assert two.count(b"HTTP/1.1 200 OK") == 2
+    chunked = (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+               + b"%x\r\n" % len(body[:10]) + body[:10] + b"\r\n" + b"%x\r\n" % len(body[10:]) + body[10:]
+               + b"\r\n0\r\n\r\n")
+    assert exchange(chunked, 1).startswith(b"HTTP/1.1 200 OK")
+    cont = (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n"
+            % len(body)) + body
+    answer = exchange(cont, 2)
+    assert answer.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200 OK" in answer
+    garbage = exchange(b"NOT HTTP AT ALL\r\n\r\n", 1)
+    assert garbage.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in garbage
+    assert httpx.post(url(served, "/v2/models/fraud/infer"), json=body_of).status_code == 200
