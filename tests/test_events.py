@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
+from conftest import make_project
 
 from appliance.testing import DaemonProcess
-from conftest import make_project
 
 
 @pytest.fixture(scope="module")

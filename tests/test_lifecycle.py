@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+from conftest import make_project
 
 from appliance.testing import DaemonProcess
-from conftest import make_project
 
 
 def run_cli(home, *args, timeout=60):

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import make_project, with_pythonpath
 
 from appliance import hookspecs
 from appliance.host import HOOK_NAMES
 from appliance.testing import DaemonProcess
-
-from conftest import make_project, with_pythonpath
 
 BAD = ["bad/raises_on_import", "bad/raising_sink", "bad/misspelled", "bad/future_contract",
        "bad/later_duplicate", "bad/raising_registration"]

@@ -9,9 +9,9 @@ import sys
 
 import httpx
 import pytest
+from conftest import make_project
 
 from appliance.testing import DaemonProcess
-from conftest import make_project
 
 
 @pytest.fixture(scope="module")
