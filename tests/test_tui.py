@@ -6,6 +6,7 @@ their confirmation and are checked in the daemon; ``--readonly`` refuses each of
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import sqlite3
 import subprocess
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import make_project
 from serving_models import linear_model
@@ -36,6 +39,16 @@ port = 0
 
 [deployments.fraud]
 model = "fraud@champion"
+
+[entities.customer]
+join_keys = ["customer_id"]
+
+[feature_views.spend]
+source = "data/tx.parquet"
+entities = ["customer"]
+event_time = "ts"
+features = ["amount"]
+description = "what a customer spends"
 
 [monitors.box]
 kind = "box"
@@ -80,6 +93,8 @@ def box(tmp_path_factory):
                                                      "good/fake_gpu", "bad/raises_on_import"],
                            TOML.format(markers=root / "markers"))
     (project / "data/events").mkdir(parents=True)
+    pq.write_table(pa.table({"customer_id": [1, 2], "ts": [dt.datetime(2100, 1, 1)] * 2, "amount": [12.5, 99.0]}),
+                   project / "data/tx.parquet")  # in the future: online values stay fresh whatever the date
     rng = random.Random(7)
     (project / "data/events/a.csv").write_text(events_csv(rng, 1000, 0))
     (project / "data/events/b.csv").write_text(events_csv(rng, 200, 1000, shift=40))
@@ -94,6 +109,7 @@ def box(tmp_path_factory):
         d.held = d.get("/batches", params={"state": "held"}).json()[0]["id"]
         assert d.wait_job(d.post("/monitors/box/run").json()["id"])["state"] == "succeeded"
         d.prediction = predict(d)
+        assert d.wait_job(d.post("/features/spend/materialize").json()["id"])["state"] == "succeeded"
         d.alert = next(a["id"] for a in d.get("/alerts").json() if a["rule"] == "box.disk")
         d.root = root
         yield d
@@ -168,7 +184,13 @@ async def test_every_area_shows_the_daemons_data(box):
         await settle(pilot, app, lambda: table(app, "quarantine") is not None)
         await pilot.press("4")
         await settle(pilot, app)
-        assert app.current_mode == "features" and table(app, "views").rows_all == []  # no views declared
+        views = table(app, "views")
+        assert [(v["name"], v["rows"]) for v in views.rows_all] == [("spend", 2)]
+        await settle(pilot, app, lambda: "spend" in str(app.screen.query_one("#view-detail").render()))
+        await pilot.press("l", *"customer_id=1", "enter")
+        await settle(pilot, app, lambda: "12.5" in str(app.screen.query_one("#lookup-result").render()))
+        assert "12.5" in str(app.screen.query_one("#lookup-result").render())
+        await pilot.press("escape")
         await pilot.press("5")
         await settle(pilot, app)
         assert app.current_mode == "experiments" and table(app, "runs").rows_all == []

@@ -119,6 +119,8 @@ class AreaScreen(Screen):
             box.value = ""
             box.remove_class("open")
             self.focus_table()
+        elif isinstance(self.focused, Input):  # leave a box (the online lookup) so keys switch areas again
+            self.focus_table()
 
     def on_data_table_row_selected(self) -> None:
         # The focused table takes enter for itself; its selection is the screen's "details".
