@@ -39,6 +39,9 @@ QUARANTINE_COLUMNS = ("_batch_id BIGINT, _file VARCHAR, _row BIGINT, _column VAR
 #: Files at least this big are hashed while DuckDB reads them, instead of before.
 HASH_ALONGSIDE_BYTES = 32 << 20
 VISIBLE = ("accepted", "approved")
+INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
+#: The widest key range counted with a bitmap: 2^27 bits, 16 MiB per DuckDB thread.
+BITMAP_MAX = 1 << 27
 
 
 class IngestError(ApplianceError):
@@ -101,7 +104,7 @@ def _checks(source, columns: list[tuple[str, str]], src: dict[str, str]) -> list
 
 def _case(checks: list, i: int) -> str:
     if not checks:
-        return "NULL"
+        return "NULL::VARCHAR"  # typed, so the unique check can still add rows to a table made without checks
     whens = " ".join(f"WHEN _v = {n} THEN {c[i] if i == 4 else literal(c[i])}" for n, c in enumerate(checks))
     return f"CASE {whens} END"
 
@@ -232,11 +235,13 @@ class Batch:
         accepted = n_read - bad
         if bad or rejected:
             self._quarantine(columns, bad, rejected)
+        self.say(0.85, "profiling")
+        label_rate, psi = self._judge(columns, rows_in, accepted)
+        # The hash is joined as late as possible, so it overlaps the checks and the profile; a duplicate found
+        # only now rolls all of that back.
         hasher.join()
         if dup := self._ledger(digest["sha"]):
             return dup
-        self.say(0.85, "profiling")
-        label_rate, psi = self._judge(columns, rows_in, accepted)
         state = "held" if self.reasons else "accepted"
         if state == "held":
             self.q(f"create table {staging_table(self.source.name, self.batch_id)} as select * from {self.table} "
@@ -307,16 +312,36 @@ class Batch:
             label = ", ".join(key)
             common = (f"select _pos, {literal(label)}, 'unique', 'a key no other row has', "
                       f"concat_ws(', ', {', '.join(f'{ident(c)}::VARCHAR' for c in key)}), {record}::VARCHAR")
-            same, distinct = self.q(f"select count(*), count(distinct {tup}) from {relation} where {notnull}")[0]
+            same, distinct, within = self._distinct_keys(relation, key, dict(columns), notnull)
             if same != distinct:
                 self.q(f"insert into {bad} {common} from (select *, row_number() over (partition by {k} order by "
                        f"_pos) as _n from {relation} where {notnull}) where _n > 1 and _pos not in "
                        f"(select _pos from {bad})")
             if had_rows:
                 self.q(f"insert into {bad} {common} from {relation} where {notnull} and {tup} in (select {tup} "
-                       f"from {self.table} where _batch_id <> {self.batch_id}) and _pos not in "
+                       f"from {self.table} where _batch_id <> {self.batch_id}{within}) and _pos not in "
                        f"(select _pos from {bad})")
         return self.q(f"select count(*) from {bad}")[0][0]
+
+    def _distinct_keys(self, relation: str, key, types: dict, notnull: str) -> tuple[int, int, str]:
+        """Non-null keys, distinct ones among them, and a filter narrowing older rows to the batch's key range.
+
+        A single integer key over a modest range is counted with a bitmap (one bit per possible value: 0.2 s
+        for 10M rows, where count(distinct) hashes every key in 3.5 s); other keys are counted by hashing."""
+        k = ident(key[0])
+        if len(key) > 1:
+            tup = f"row({', '.join(ident(c) for c in key)})"
+            return (*self.q(f"select count(*), count(distinct {tup}) from {relation} where {notnull}")[0], "")
+        n, lo, hi = self.q(f"select count({k}), min({k}), max({k}) from {relation}")[0]
+        if not n:
+            return 0, 0, ""
+        # Older rows outside [lo, hi] cannot clash; zone maps skip them unread. (Not floats: NaN sorts last.)
+        within = f" and {k} between {literal(lo)} and {literal(hi)}" if isinstance(lo, int | str) else ""
+        if guard._base(types[key[0]]) in INTEGER and hi - lo < BITMAP_MAX:
+            distinct = self.q(f"select bit_count(bitstring_agg({k}, {lo}, {hi})) from {relation}")[0][0]
+        else:
+            distinct = self.q(f"select count(distinct {k}) from {relation}")[0][0]
+        return n, distinct, within
 
     def _quarantine(self, columns, bad: int, rejected: int) -> None:
         """Write the failing rows, each numbered by its place in the file."""

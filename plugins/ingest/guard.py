@@ -27,6 +27,10 @@ EPSILON = 1e-4
 MAX_PROFILED = 100
 #: Aggregates per query: DuckDB plans a query's aggregates in quadratic time, so 2,000 in one take minutes.
 CHUNK = 50
+#: Bin edges come from the deciles of a reservoir sample this big: exact deciles of 10M rows cost seconds
+#: (4 s of a 10M-row first batch), and edges only need to split the data roughly evenly; a batch up to this
+#: size is sampled whole. Category counts (cheap HyperLogLog) still see every row.
+SAMPLE_ROWS = 100_000
 
 
 def _select(cur, exprs: list[str], relation: str) -> list:
@@ -49,7 +53,7 @@ def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str
         return {c: {"kind": k, "edges": json.loads(e) if e else None} for c, k, e in rows}
     skip = set(source.unique) | set(source.guard.exclude)
     out: dict[str, dict] = {}
-    aggs = []
+    aggs = []  # (name, kind, aggregate): kind "num" aggregates run on the sample, "cat" ones on every row
     for name, typ in columns:
         base = _base(typ)
         if name in skip or (base not in NUMERIC and base not in CATEGORICAL) or len(aggs) >= MAX_PROFILED:
@@ -60,8 +64,11 @@ def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str
         else:
             aggs.append((name, "cat", f"approx_count_distinct({ident(name)})"))
     if aggs:
-        values = _select(cur, [a for _, _, a in aggs], relation)
-        for (name, kind, _), value in zip(aggs, values, strict=True):
+        sample = f"(select * from {relation} using sample reservoir({SAMPLE_ROWS} rows) repeatable (1))"
+        nums, cats = [a for a in aggs if a[1] == "num"], [a for a in aggs if a[1] == "cat"]
+        values = (_select(cur, [a for _, _, a in nums], sample) if nums else []) + \
+                 (_select(cur, [a for _, _, a in cats], relation) if cats else [])
+        for (name, kind, _), value in zip(nums + cats, values, strict=True):
             if kind == "num":
                 edges = sorted({v for v in (value or []) if v is not None and math.isfinite(v)})
                 out[name] = {"kind": "num", "edges": edges}
@@ -73,21 +80,42 @@ def plan(cur, source, columns: list[tuple[str, str]], relation: str) -> dict[str
     return out
 
 
-def _bucket(name: str, p: dict) -> str:
+def _aggs(name: str, p: dict) -> list[str]:
+    """The aggregates counting ``name``'s buckets, with ``count(*)`` last (nulls are what it has beyond the rest).
+
+    A numeric column gets one count of values below each edge (bucket counts are their differences) and its
+    non-null count: a sum of comparisons per edge is plain vectorised arithmetic, 3x cheaper on 10M rows than
+    a CASE per row feeding histogram()'s map. A category is counted by value with histogram()."""
     col = ident(name)
     if p["kind"] == "cat":
-        return f"coalesce({col}::VARCHAR, '(null)')"
-    whens = " ".join(f"WHEN {col} < {literal(e)} THEN '{i}'" for i, e in enumerate(p["edges"]))
-    return f"CASE WHEN {col} IS NULL THEN '(null)' {whens} ELSE '{len(p['edges'])}' END"
+        return [f"histogram({col}::VARCHAR)", f"count({col})", "count(*)"]
+    return [f"sum(({col} < {literal(e)})::BIGINT)" for e in p["edges"]] + [f"count({col})", "count(*)"]
+
+
+def _counts(p: dict, values: list) -> dict[str, int]:
+    *below, nonnull, total = [int(v or 0) if not isinstance(v, dict) else v for v in values]
+    if p["kind"] == "cat":
+        counts = {str(k): int(v) for k, v in (below[0] or {}).items()}
+    else:
+        cuts = [0, *below, nonnull]
+        counts = {str(i): cuts[i + 1] - cuts[i] for i in range(len(cuts) - 1) if cuts[i + 1] > cuts[i]}
+    if total > nonnull:
+        counts["(null)"] = total - nonnull
+    return counts
 
 
 def profile(cur, plan_: dict[str, dict], relation: str) -> dict[str, dict[str, int]]:
-    """Bucket counts of ``relation`` for every profiled column, in one scan."""
+    """Bucket counts of ``relation`` for every profiled column, nulls as bucket ``(null)``, empty ones left out."""
     cols = [c for c, p in plan_.items() if p["kind"] != "skip"]
     if not cols:
         return {}
-    row = _select(cur, [f"histogram({_bucket(c, plan_[c])})" for c in cols], relation)
-    return {c: {str(k): int(v) for k, v in (h or {}).items()} for c, h in zip(cols, row, strict=True)}
+    aggs = [_aggs(c, plan_[c]) for c in cols]
+    row = _select(cur, [a for group in aggs for a in group], relation)
+    out, i = {}, 0
+    for c, group in zip(cols, aggs, strict=True):
+        out[c] = _counts(plan_[c], row[i:i + len(group)])
+        i += len(group)
+    return out
 
 
 def history(cur, source_name: str) -> tuple[int, dict[str, dict[str, int]], float | None]:
