@@ -100,7 +100,9 @@ def test_run_in_flight_resumes_after_restart(daemon):
     assert got["status"] == "succeeded"
     assert [r["label"] for r in records(daemon.root / "resume.log")] == ["first", "second"]
     assert len(daemon.get("/pipelines/resume/runs").json()) == 1
-    assert [e["data"]["run_id"] for e in daemon.events("pipeline.run_resumed")] == [run["id"]]
+    # The module's daemon restarts in other tests too: count only this run's resumption.
+    resumed = [e["data"]["run_id"] for e in daemon.events("pipeline.run_resumed")]
+    assert resumed.count(run["id"]) == 1
 
 
 def test_bad_pipeline_config_refuses_start(tmp_path):

@@ -354,6 +354,16 @@ async def test_readonly_refuses_every_action(box):
     before = {"champion": box.get("/models/fraud").json()["aliases"]["champion"],
               "batches": box.get("/batches").json(), "alerts": box.get("/alerts", params={"state": "all"}).json()}
     app = app_for(box, readonly=True)
+    # Notifications expire after a few seconds, and a loaded machine can take longer than that to press through
+    # every action: keep every one the app raises.
+    raised = []
+    notify = app.notify
+
+    def keep(message, *args, **kwargs):
+        raised.append((kwargs.get("title"), message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = keep
     async with app.run_test(size=(120, 36)) as pilot:
         jobs = await goto(pilot, app, "2", "jobs")
         jobs.move_cursor(row=next(i for i, r in enumerate(jobs.shown) if r["id"] == job["id"]))
@@ -370,7 +380,7 @@ async def test_readonly_refuses_every_action(box):
         await goto(pilot, app, "8", "alerts")
         await pilot.press("a", "y")
         await settle(pilot, app)
-        refused = [n.message for n in app._notifications if n.title == "Read-only"]
+        refused = [message for title, message in raised if title == "Read-only"]
         assert len(refused) == 8, refused
         assert "READ-ONLY" in str(app.screen.query_one("#nav").render())
     assert box.get(f"/jobs/{job['id']}").json()["state"] in ("queued", "running")
