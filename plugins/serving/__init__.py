@@ -8,6 +8,7 @@ never queues behind the control API, and finds models through the ``model_regist
 from __future__ import annotations
 
 import logging
+import sys
 
 from appliance import hookimpl
 
@@ -48,6 +49,9 @@ def startup(app):
     from .server import ServingApp, ServingServer
 
     cfg = state.settings or settings_mod.ServingSettings()
+    # Serving shares the daemon's GIL with background threads (prediction log, monitors, jobs). Python's default
+    # 5 ms switch interval lets one of them hold a request up for that long; 1 ms keeps the tail short.
+    sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     state.metrics = ServingMetrics()
     state.predlog = PredictionLog(app.store)
     state.predlog.start()
