@@ -31,6 +31,21 @@ class Store:
                 self._cursors.append(cur)
         return cur
 
+    def release(self) -> None:
+        """Close this thread's cursor, if it has one (the job runner calls it when a job's thread ends, so a
+        long-running daemon does not keep a cursor for every job it ever ran)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            return
+        self._local.cursor = None
+        with self._lock:
+            if cur in self._cursors:
+                self._cursors.remove(cur)
+        try:
+            cur.close()
+        except duckdb.Error:
+            pass
+
     def close(self) -> None:
         with self._lock:
             for cur in self._cursors:

@@ -303,6 +303,7 @@ class JobRunner:
             self._report(running, "log", {"line": traceback.format_exc()})
             owner = self.kinds.owner(kind.name) or "?"
             self.app.host.record_failure(owner, f"job:{kind.name}", error, traceback.format_exc())
+        self.app.store.release()
         if running.timer:
             running.timer.cancel()
         if running.timed_out:
