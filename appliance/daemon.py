@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from .events import EventBus
 from .home import Home
 from .host import PluginHost
 from .jobs import JobRunner
+from .net import listen
 from .store import Store
 
 log = logging.getLogger("appliance.daemon")
@@ -60,21 +60,6 @@ def _setup_logging(home: Home, level: str) -> None:
     fh.setFormatter(fmt)
     root.addHandler(fh)
     logging.getLogger("uvicorn.error").setLevel("WARNING")
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ApplianceError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port",
-                             title="Port unavailable") from None
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 def check_bind(host: str, allow_remote: bool) -> None:
@@ -180,7 +165,7 @@ class Daemon:
     def run(self) -> int:
         app = self.build()
         token = self.home.token(create=True)
-        sock = bind(self.host_addr, self.port)
+        sock = listen(self.host_addr, self.port, hint="choose another --port")
         actual_port = sock.getsockname()[1]
         app.ports["control"] = actual_port
         asgi = server.build(app, self.routes(app), token=token,

@@ -9,6 +9,7 @@ links the artifacts into ``backups/<UTC timestamp>/`` (or ``--to DIR``) with a m
 from __future__ import annotations
 
 from appliance import BadRequest, JobKind, hookimpl
+from appliance.periodic import Periodic
 
 from . import cli, schedule, snapshot
 
@@ -18,7 +19,7 @@ DEFAULTS = {"every_hours": 24.0, "keep": 7}
 
 #: The settings in effect: replaced as a whole by each ``configure`` that raised nothing.
 SETTINGS: dict = dict(DEFAULTS)
-_timer: list[schedule.Timer] = []
+_timer: list[Periodic] = []
 
 
 def _run(job) -> dict:
@@ -68,7 +69,7 @@ def configure(app, config):
 
 @hookimpl
 def startup(app):
-    timer = schedule.Timer(app, "backup", SETTINGS)
+    timer = schedule.timer(app, SETTINGS)
     timer.start()
     _timer.append(timer)
 

@@ -17,16 +17,17 @@ from appliance import ApplianceError
 from .project import generator, lay_out
 
 
-def demo_home() -> Path:
-    """The demo's own home, beside (never inside) the user's real one."""
+def default_demo_home() -> Path:
+    """The demo's own home, beside (never inside) the user's real one; ``APPLIANCE_DEMO_HOME`` moves it."""
     from appliance.home import default_home
 
+    if os.environ.get("APPLIANCE_DEMO_HOME"):
+        return Path(os.environ["APPLIANCE_DEMO_HOME"])
     return default_home().with_name(default_home().name + "-demo")
 
 
-def say(msg: str, quiet: bool) -> None:
-    if not quiet:
-        click.echo(msg, err=True)
+def say(msg: str) -> None:
+    click.echo(msg, err=True)  # progress on stderr: stdout carries only the summary (--json)
 
 
 def start_daemon(home: Path, project: Path):
@@ -57,7 +58,7 @@ def start_daemon(home: Path, project: Path):
     raise ApplianceError("the daemon did not become ready within 60 s", title="Demo failed")
 
 
-def run_pipeline(client, quiet: bool) -> dict:
+def run_pipeline(client) -> dict:
     run = client.post("/pipelines/nightly/run")
     run_id = run.get("id") or run.get("run", {}).get("id")
     last = None
@@ -65,7 +66,7 @@ def run_pipeline(client, quiet: bool) -> dict:
         detail = client.get(f"/pipelines/nightly/runs/{run_id}")
         steps = {s["step"]: s["status"] for s in detail.get("steps", [])}
         if steps != last:
-            say("  " + "  ".join(f"{k}:{v}" for k, v in steps.items()), quiet)
+            say("  " + "  ".join(f"{k}:{v}" for k, v in steps.items()))
             last = steps
         if detail["status"] not in ("queued", "running", "pending"):
             return detail
@@ -109,19 +110,18 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
     """Card-fraud detection end to end on a fresh home: data, features, a model, serving, monitoring, traffic."""
     from .traffic import Traffic
 
-    home = (demo_home or demo_home_default()).resolve()
+    home = (demo_home or default_demo_home()).resolve()
     project = home / "project"
-    quiet = False
-    say(f"demo home: {home}", quiet)
+    say(f"demo home: {home}")
     counts = lay_out(project)
     if not counts.get("reused"):
-        say(f"generated {counts['rows']} transactions in {counts['files']} files ({counts['bad_rows']} spoiled)", quiet)
+        say(f"generated {counts['rows']} transactions in {counts['files']} files ({counts['bad_rows']} spoiled)")
     client, proc = start_daemon(home, project)
     traffic = None
     failed = []
     try:
-        say("running the nightly pipeline: ingest -> materialize -> training set -> train -> promote", quiet)
-        run = run_pipeline(client, quiet)
+        say("running the nightly pipeline: ingest -> materialize -> training set -> train -> promote")
+        run = run_pipeline(client)
         if run["status"] != "succeeded":
             errors = "; ".join(f"{s['step']}: {s['error']}" for s in run.get("steps", []) if s.get("error"))
             raise ApplianceError(f"pipeline run {run.get('id')} {run['status']}: {errors}", title="Demo failed")
@@ -132,7 +132,7 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
                           drift_after=drift_after if drift_after is not None else min(30.0, seconds / 2))
         traffic.start()
         if headless:
-            say(f"sending traffic for {seconds:g} s (drift after {traffic.drift_after:g} s)", quiet)
+            say(f"sending traffic for {seconds:g} s (drift after {traffic.drift_after:g} s)")
             time.sleep(seconds)
         else:
             from tui import run as run_dashboard  # the dashboard is a client; the core never imports it
@@ -165,6 +165,3 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
         click.echo("demo failed: " + "; ".join(failed), err=True)
         sys.exit(1)
 
-
-def demo_home_default() -> Path:
-    return Path(os.environ["APPLIANCE_DEMO_HOME"]) if os.environ.get("APPLIANCE_DEMO_HOME") else demo_home()

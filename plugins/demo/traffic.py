@@ -21,6 +21,9 @@ class Traffic(threading.Thread):
         self.stop_event = threading.Event()
         self.sent = self.ok = self.bad_sent = self.errors = self.feedback = 0
         self.started_at = 0.0
+        from .project import generator
+
+        self.generator = generator()  # the same seeded world the training data came from
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -35,8 +38,6 @@ class Traffic(threading.Thread):
         if drifting:  # a new fraud ring: big online and electronics purchases
             amount = amount * 3
             category[:] = rng.choice(["online", "electronics", "jewelry"], size=n)
-        from importlib import import_module  # noqa: F401  (kept light: the generator is already loaded)
-
         p = self.probability(merchant, amount, category)
         body = {"inputs": [
             {"name": "card_id", "datatype": "INT64", "shape": [n], "data": (card + 1000).tolist()},
@@ -47,11 +48,7 @@ class Traffic(threading.Thread):
         return body, p
 
     def probability(self, merchant, amount, category):
-        from .project import generator
-
-        if not hasattr(self, "_gen"):
-            self._gen = generator()
-        return self._gen.fraud_probability(self.world, merchant, amount, np.zeros(len(merchant)), category)
+        return self.generator.fraud_probability(self.world, merchant, amount, np.zeros(len(merchant)), category)
 
     def run(self) -> None:
         self.started_at = time.monotonic()

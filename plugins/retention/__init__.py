@@ -8,6 +8,7 @@ deletes what is older than ``predictions_days``, ``events_days``, ``job_logs_day
 from __future__ import annotations
 
 from appliance import JobKind, Route, hookimpl
+from appliance.periodic import Periodic
 
 from . import cli, disk, prune, schedule
 
@@ -18,7 +19,7 @@ DEFAULTS = {"every_hours": 24.0, "predictions_days": 30.0, "events_days": 90.0, 
 
 #: The settings in effect: replaced as a whole by each ``configure`` that raised nothing.
 SETTINGS: dict = dict(DEFAULTS)
-_timer: list[schedule.Timer] = []
+_timer: list[Periodic] = []
 
 
 def _run(job) -> dict:
@@ -65,7 +66,7 @@ def configure(app, config):
 
 @hookimpl
 def startup(app):
-    timer = schedule.Timer(app, SETTINGS)
+    timer = schedule.timer(app, SETTINGS)
     timer.start()
     _timer.append(timer)
 

@@ -11,11 +11,12 @@ import asyncio
 import itertools
 import logging
 import random
-import socket
 import time
 import uuid
 
 import orjson
+
+from appliance.net import listen
 
 from .protocol import (
     ProtocolError,
@@ -295,19 +296,7 @@ class ServingServer:
     def __init__(self, asgi, host: str, port: int, max_body: int):
         from .http import HttpServer
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            from appliance import ApplianceError
-
-            raise ApplianceError(f"serving cannot listen on {host}:{port}: {exc.strerror}; set [serving] port",
-                                 title="Port unavailable") from None
-        sock.listen(4096)
-        sock.setblocking(False)
+        sock = listen(host, port, hint="set [serving] port", backlog=4096)
         self.http = HttpServer(asgi, sock, max_body)
         self.port = self.http.port
 
