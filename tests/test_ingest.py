@@ -173,7 +173,7 @@ def test_the_same_file_again_changes_nothing_and_a_changed_file_is_a_new_batch(d
     assert changed["status"] == "accepted" and changed["batch_id"] != first["batch_id"]
     assert counts(daemon, "ledger")["rows"] == 5
     ledger = daemon.get("/batches", params={"source": "ledger"}).json()
-    assert len(ledger) == 2 and len({b["sha256"] for b in ledger}) == 2
+    assert len(ledger) == 2 and len({b["content_hash"] for b in ledger}) == 2
     assert all(b["file"] == "data/ledger.csv" and b["time"] > 0 for b in ledger)
 
 

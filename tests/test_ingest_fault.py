@@ -3,6 +3,7 @@ lands every row exactly once, with one ledger entry."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import duckdb
@@ -47,5 +48,38 @@ def test_kill_9_while_ingesting_leaves_nothing_and_a_rerun_lands_every_row_once(
         assert d.wait_job(d.post("/sources/big/ingest").json()["id"])["result"]["batches"][0]["status"] == \
             "duplicate"
         assert len(d.get("/batches", params={"source": "big"}).json()) == 1
+    finally:
+        d.stop()
+
+
+def test_a_ledger_from_before_blake3_still_knows_its_files(tmp_path):
+    """Upgrading keeps exactly-once: batches ledgered with a sha256 (the old ``sha256`` column) are renamed in
+    place, and a file that one of them holds is still a duplicate, not a second copy of its rows."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "appliance.toml").write_text(
+        '[ingest]\ndata_dirs = ["data"]\n\n[sources.old]\nkind = "csv"\npath = "data/old.csv"\n'
+        'columns = { id = "BIGINT", x = "DOUBLE" }\n')
+    data = project / "data/old.csv"
+    data.write_text("id,x\n1,0.5\n2,1.5\n")
+    home = tmp_path / "home"
+    d = DaemonProcess(home, project=project).start()
+    try:
+        first = d.wait_job(d.post("/sources/old/ingest").json()["id"])["result"]["batches"][0]
+        assert first["status"] == "accepted" and first["content_hash"].startswith("blake3:")
+    finally:
+        d.stop()
+    # Rewrite the ledger as the previous release left it: a bare sha256 hex in a column named sha256.
+    con = duckdb.connect(str(home / "store.duckdb"))
+    con.execute("alter table ingest.batches rename column content_hash to sha256")
+    con.execute("update ingest.batches set sha256 = ?", [hashlib.sha256(data.read_bytes()).hexdigest()])
+    con.close()
+    d.start()
+    try:
+        again = d.wait_job(d.post("/sources/old/ingest").json()["id"])["result"]["batches"][0]
+        assert again["status"] == "duplicate" and again["duplicate_of"] == first["batch_id"]
+        assert d.get("/sources/old").json()["rows"] == 2
+        (ledger,) = d.get("/batches", params={"source": "old"}).json()
+        assert ledger["content_hash"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     finally:
         d.stop()

@@ -1,7 +1,7 @@
 """Ingestion and data validation: files into DuckDB under a data contract, exactly once per file.
 
 Valid rows land in ``raw.NAME``, failing rows in ``quarantine.NAME`` with the reason, poisoned batches wait in
-``staging`` for review, and the ledger (``ingest.batches``) holds every batch's file, sha256 and time. See
+``staging`` for review, and the ledger (``ingest.batches``) holds every batch's file, content hash (BLAKE3) and time. See
 ``settings.py`` for the ``appliance.toml`` tables and ``engine.py`` for what one batch does.
 """
 

@@ -115,7 +115,7 @@ ROUTES = [
     Route("GET", "/sources/{name}/quarantine", quarantine, "Quarantined rows with the rule each failed"),
     Route("GET", "/sources/{name}/rows", rows, "A page of the source's raw table (query: limit, offset)"),
     Route("GET", "/batches", list_batches, "Batches, newest first (query: source, state, limit)"),
-    Route("GET", "/batches/{id}", get_batch, "One batch: file, sha256, counts, reasons"),
+    Route("GET", "/batches/{id}", get_batch, "One batch: file, content hash, counts, reasons"),
     Route("POST", "/batches/{id}/approve", approve, "Merge a held batch into its raw table"),
     Route("POST", "/batches/{id}/reject", reject, "Drop a held batch"),
 ]

@@ -35,7 +35,7 @@ def decide(app, batch_id: int, approve: bool) -> dict:
     return batch_record(cur, batch_id)
 
 
-BATCH_FIELDS = ("id", "source", "file", "sha256", "size", "mtime", "time", "state", "rows_in", "accepted",
+BATCH_FIELDS = ("id", "source", "file", "content_hash", "size", "mtime", "time", "state", "rows_in", "accepted",
                 "quarantined", "reasons", "psi", "label_rate", "job_id", "decided")
 
 
