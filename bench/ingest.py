@@ -4,7 +4,9 @@ Ours is what a user gets: a daemon with a project whose sources declare types, a
 values and a label; the clock runs from the ingest request to the job's success (read, check, quarantine,
 profile, ledger, commit). The baseline is ``create table t as select * from read_csv(...)`` (and
 ``read_parquet``) into a fresh DuckDB file, committed, with the same column types. Goal: ours at >= 0.8x the
-baseline's rows per second.
+baseline's rows per second. The box is shared and noisy, so each side runs three times, alternating, into a
+fresh table (ours: a source of its own per round, so the ledger does not call the file a duplicate), and the
+best time of each side counts.
 
     python bench/ingest.py            # 10M rows
     python bench/ingest.py --quick    # 200k rows (tests/test_bench_ingest.py runs this)
@@ -27,6 +29,7 @@ from appliance.testing import DaemonProcess  # noqa: E402
 
 SEED = 0.42
 GOAL = 0.8
+ROUNDS = 3
 COLUMNS = {"id": "BIGINT", "ts": "TIMESTAMP", "user_id": "VARCHAR", "amount": "DOUBLE", "qty": "INTEGER",
            "country": "VARCHAR", "label": "INTEGER"}
 CONTRACT = """
@@ -69,9 +72,9 @@ def baseline(work: Path, fmt: str) -> float:
     return seconds
 
 
-def ours(d: DaemonProcess, fmt: str, rows: int) -> float:
+def ours(d: DaemonProcess, source: str, fmt: str, rows: int) -> float:
     start = time.perf_counter()
-    job = d.post(f"/sources/events_{fmt}/ingest").json()
+    job = d.post(f"/sources/{source}/ingest").json()
     job = d.wait_job(job["id"], timeout=1800)
     seconds = time.perf_counter() - start
     if job["state"] != "succeeded":
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200k rows instead of 10M")
     args = parser.parse_args()
     rows = 200_000 if args.quick else 10_000_000
+    rounds = 1 if args.quick else ROUNDS
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         data = work / "project/data"
@@ -94,15 +98,20 @@ def main() -> None:
         generate(data, rows)
         toml = '[ingest]\ndata_dirs = ["data"]\n'
         for fmt in ("csv", "parquet"):
-            toml += f'\n[sources.events_{fmt}]\nkind = "{fmt}"\npath = "data/events.{fmt}"\n'
-            toml += CONTRACT.format(name=f"events_{fmt}")
+            for i in range(rounds):
+                toml += f'\n[sources.events_{fmt}_{i}]\nkind = "{fmt}"\npath = "data/events.{fmt}"\n'
+                toml += CONTRACT.format(name=f"events_{fmt}_{i}")
         (work / "project/appliance.toml").write_text(toml)
         results = []
         with DaemonProcess(work / "home", project=work / "project") as d:
             for fmt in ("csv", "parquet"):
-                base = baseline(work, fmt)
-                mine = ours(d, fmt, rows)
-                results.append((fmt, base, mine))
+                bases, mine = [], []
+                for i in range(rounds):
+                    bases.append(baseline(work, fmt))
+                    mine.append(ours(d, f"events_{fmt}_{i}", fmt, rows))
+                print(f"{fmt}: duckdb {' '.join(f'{b:.2f}' for b in bases)} s; ours "
+                      f"{' '.join(f'{m:.2f}' for m in mine)} s", file=sys.stderr)
+                results.append((fmt, min(bases), min(mine)))
     print(f"{'format':<8} {'rows':>11} {'duckdb s':>9} {'ours s':>8} {'duckdb rows/s':>14} {'ours rows/s':>12} "
           f"{'ratio':>6}")
     for fmt, base, mine in results:

@@ -145,6 +145,20 @@ def test_mixed_good_and_bad_rows_land_with_exact_counts_and_reasons(daemon, proj
                                    "state": "accepted", "rows_in": 9, "accepted": 2, "quarantined": 7, "held": 0}
 
 
+def test_a_row_breaking_several_rules_is_reported_once_by_the_first_and_nul_bytes_are_shown_escaped(daemon,
+                                                                                                       project):
+    (project / "data/orders/multi.csv").write_bytes(
+        b"id,amount,country,email\n"
+        b"100,500,US,no-email\n"          # row 1: max, allowed and pattern broken: amount comes first
+        b"101,5,D\x00E,ann@mail.com\n"     # row 2: a NUL byte in a column with an allowed list
+        b"102,5,FR,bob@mail.com\n")       # row 3: good
+    batch = ingest(daemon, "orders", "data/orders/multi.csv")["result"]["batches"][0]
+    assert (batch["rows_in"], batch["accepted"], batch["quarantined"]) == (3, 1, 2)
+    q = [r for r in daemon.get("/sources/orders/quarantine").json() if r["file"] == "data/orders/multi.csv"]
+    assert sorted((r["row"], r["column"], r["rule"], r["got"]) for r in q) == [
+        (1, "amount", "max", "500.0"), (2, "country", "allowed", "D\\0E")]
+
+
 def test_a_key_already_accepted_is_quarantined_in_a_later_batch(daemon, project):
     (project / "data/orders/b.csv").write_text("id,amount,country,email\n8,1,DE,hal@mail.com\n9,2,FR,ida@mail.com\n")
     job = ingest(daemon, "orders", "data/orders/b.csv")
