@@ -62,8 +62,9 @@ class ApiClient:
             if not self.url:
                 raise DaemonLost("no daemon address", title="No daemon")
             plain = self.url.startswith("http://")
-            # No keep-alive: on a reused connection the daemon's answers wait ~40 ms on delayed ACKs, while a
-            # fresh loopback connection costs well under 1 ms. A plain-http URL needs no TLS context (~0.1 s).
+            # No keep-alive: a fresh loopback connection costs well under 1 ms, and a daemon restarted (perhaps
+            # on a new port) then never leaves a dead pooled connection behind. A plain-http URL needs no TLS
+            # context (~0.1 s).
             self._http = httpx.AsyncClient(base_url=self.url.rstrip("/") + "/api/v1", timeout=self.timeout,
                                            headers={"Authorization": f"Bearer {self.token}"},
                                            limits=httpx.Limits(max_keepalive_connections=0),
