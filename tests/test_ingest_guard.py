@@ -10,7 +10,7 @@ import pytest
 
 from plugins.ingest import guard
 
-ROWS = 5_000_000  # 2.5 times PROFILE_ROWS: the sampled path
+ROWS = 3_000_000  # three times PROFILE_ROWS: the sampled path
 
 
 def source(name: str):
@@ -44,9 +44,9 @@ def test_a_big_batch_is_profiled_from_a_sample_that_agrees_with_every_row(cur):
     for col in sampled:
         assert sum(sampled[col].values()) == pytest.approx(ROWS, rel=0.002), col
         assert set(sampled[col]) == set(full[col]), col
-        # A column the file is sorted by is sampled as ~980 blocks of 2,048 rows, not 2M independent rows: its
-        # PSI noise is larger (~0.01 here), yet far under the 0.25 that holds a batch.
-        noise = 0.03 if col == "amount" else 0.001
+        # A column the file is sorted by is sampled as ~490 blocks of 2,048 rows, not 1M independent rows: its
+        # PSI noise is larger (~0.01-0.03 here), yet far under the 0.25 that holds a batch.
+        noise = 0.06 if col == "amount" else 0.001
         assert guard.psi(full[col], sampled[col]) < noise, (col, sampled[col], full[col])
     assert sampled["level"]["(null)"] == pytest.approx(ROWS / 50, rel=0.05)
 
@@ -56,6 +56,6 @@ def test_a_shifted_big_batch_still_shows_a_large_psi(cur):
     history = guard.profile(cur, plan, "t where half = 0", ROWS // 2)
     same = guard.profile(cur, plan, "t where half = 1", ROWS // 2)
     shifted = guard.profile(cur, plan, "(select amount + 40 as amount from t where half = 1) where true", ROWS // 2)
-    # Sorted in the file, so both sides carry block-sampling noise (~0.01 together): well apart from a shift.
+    # Sorted in the file, so both sides carry block-sampling noise (~0.03 together): well apart from a shift.
     assert guard.psi(history["amount"], same["amount"]) < 0.1
     assert guard.psi(history["amount"], shifted["amount"]) > 0.25

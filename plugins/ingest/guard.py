@@ -9,9 +9,9 @@ Population Stability Index on a column, or whose label rate, moves beyond the so
 
 A batch of more than ``PROFILE_ROWS`` rows is counted from a sample of about that many rows, taken as whole
 DuckDB vectors (2,048 rows) spread at random over the batch, and its counts are scaled to the batch's size: PSI
-compares proportions, and two million rows pin every bucket's proportion to under +-0.001 (PSI noise under
+compares proportions, and a million rows pin every bucket's proportion to about +-0.001 (PSI noise under
 0.001), while counting all of a 10M-row batch cost more than a second of the ingest. A column the file is sorted
-by is sampled as ~980 blocks rather than two million free rows: its PSI noise is ~0.01, still far under the 0.25
+by is sampled as ~490 blocks rather than a million free rows: its PSI noise is ~0.02, still far under the 0.25
 that holds a batch (tests/test_ingest_guard.py). The label rate and the contract's checks see every row.
 DuckDB's block choice is seeded but not repeatable across threads, so a re-profiled batch may differ slightly.
 """
@@ -40,7 +40,7 @@ CHUNK = 50
 #: size is taken whole.
 SAMPLE_ROWS = 100_000
 #: Batches up to this many rows are profiled whole; bigger ones from a sample of about this many (see above).
-PROFILE_ROWS = 2_000_000
+PROFILE_ROWS = 1_000_000
 
 
 def sample(batch: str, rows: int, target: int) -> str:
