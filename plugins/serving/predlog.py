@@ -110,16 +110,23 @@ class PredictionLog:
         counts = np.array([next(iter(it[7].values())).shape[0] for it in group])
         total = int(counts.sum())
         starts = np.repeat(np.cumsum(counts) - counts, counts)
+
+        def per_row(field: int, dtype, scale: float = 1.0):
+            """One request-level field, repeated for each of the request's rows."""
+            values = np.array([it[field] for it in group], dtype=dtype)
+            if scale != 1.0:
+                values = (values * scale).astype(np.int64)
+            return np.repeat(values, counts)
+
         cols: dict[str, pa.Array] = {
-            "deployment": pa.array(np.repeat(np.array([it[0] for it in group], dtype=object), counts), pa.string()),
-            "model": pa.array(np.repeat(np.array([it[1] for it in group], dtype=object), counts), pa.string()),
-            "version": pa.array(np.repeat(np.array([it[2] for it in group], dtype=np.int64), counts)),
-            "request_id": pa.array(np.repeat(np.array([it[3] for it in group], dtype=object), counts), pa.string()),
+            "deployment": pa.array(per_row(0, object), pa.string()),
+            "model": pa.array(per_row(1, object), pa.string()),
+            "version": pa.array(per_row(2, np.int64)),
+            "request_id": pa.array(per_row(3, object), pa.string()),
             "row_index": pa.array(np.arange(total) - starts),
-            "ts": pa.array((np.repeat(np.array([it[4] for it in group]), counts) * 1e6).astype(np.int64))
-            .cast(pa.timestamp("us")),
-            "latency_us": pa.array(np.repeat(np.array([int(it[5] * 1e6) for it in group]), counts)),
-            "shadow": pa.array(np.repeat(np.array([it[6] for it in group], dtype=bool), counts)),
+            "ts": pa.array(per_row(4, np.float64, 1e6)).cast(pa.timestamp("us")),
+            "latency_us": pa.array(per_row(5, np.float64, 1e6)),
+            "shadow": pa.array(per_row(6, bool)),
         }
         names = group[0][9] or {}
         json_parts: dict[str, list[str]] = {"in": [], "out": []}
