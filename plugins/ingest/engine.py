@@ -61,9 +61,13 @@ def setup(cur) -> None:
                          "table_name = 'batches' and column_name = 'sha256'").fetchall()
     if legacy:  # a ledger written before the hash was named with its algorithm: same rows, prefixed values
         cur.execute("begin").fetchall()
-        cur.execute("alter table ingest.batches rename column sha256 to content_hash").fetchall()
-        cur.execute("update ingest.batches set content_hash = 'sha256:' || content_hash "
-                    "where content_hash not like '%:%'").fetchall()
+        try:
+            cur.execute("alter table ingest.batches rename column sha256 to content_hash").fetchall()
+            cur.execute("update ingest.batches set content_hash = 'sha256:' || content_hash "
+                        "where content_hash not like '%:%'").fetchall()
+        except BaseException:
+            cur.execute("rollback").fetchall()
+            raise
         cur.execute("commit").fetchall()
 
 
