@@ -1,6 +1,6 @@
 """A job kind run on a fixed period, for plugins whose work is on by default (backups, retention).
 
-The clock starts at ``since()`` (when the plugin first ran on this home, kept by the plugin), so a daemon
+The clock starts at ``since()`` (when the plugin first ran on this home: ``first_run_clock``), so a daemon
 restarted more often than the period still runs the job on time and a fresh home does not run it the moment it
 starts. The period is read on every look, so ``appliance apply`` changes it without a restart.
 """
@@ -58,3 +58,12 @@ class Periodic:
                 wait = MAX_SLEEP_S
             if self.app.stopping.wait(wait):
                 return
+
+
+def first_run_clock(app: Any, table: str) -> Callable[[], float]:
+    """A ``since`` for ``Periodic``: when the plugin first ran on this home, kept in its one-row ``table``
+    (``since REAL``, made by the plugin's own migration). Recorded now if this is the first run."""
+    app.catalog.db.execute(f"insert into {table} (since) select ? where not exists (select 1 from {table})",
+                           [time.time()])
+    # Read through app.catalog.db on every look: the timer's own thread asks, not this one.
+    return lambda: app.catalog.db.execute(f"select since from {table}").fetchone()[0]

@@ -6,10 +6,8 @@ than the period still backs up on time, and a fresh home does not back up an emp
 
 from __future__ import annotations
 
-import time
-
 from appliance import Migrations
-from appliance.periodic import Periodic
+from appliance.periodic import Periodic, first_run_clock
 
 migrations = Migrations("backup")
 
@@ -21,8 +19,4 @@ def m001_schedule(db) -> None:
 
 def timer(app, settings: dict) -> Periodic:
     """The backup timer; its clock starts the first time the plugin runs on this home."""
-    db = app.catalog.db
-    db.execute("insert into backup_schedule (since) select ? where not exists (select 1 from backup_schedule)",
-               [time.time()])
-    return Periodic(app, "backup", lambda: settings["every_hours"] * 3600,
-                    lambda: app.catalog.db.execute("select since from backup_schedule").fetchone()[0])
+    return Periodic(app, "backup", lambda: settings["every_hours"] * 3600, first_run_clock(app, "backup_schedule"))

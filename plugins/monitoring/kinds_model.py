@@ -43,13 +43,23 @@ def _drift_columns(ref: data.Frame, cur: data.Frame) -> dict[str, tuple[np.ndarr
     return {c: (ref.columns[c], cur.columns[c], ref.numeric[c] and cur.numeric[c]) for c in shared}
 
 
-def run_drift(ctx) -> None:
+def _window_and_reference(ctx) -> tuple[data.Frame, data.Frame] | None:
+    """The deployment's current window of inputs and the reference to compare it with (None: no data)."""
     o = ctx.options
     cur = _current(ctx, features=o.get("features"))
     if cur is None:
-        return
+        return None
     ref = data.reference(ctx.app, o, o["deployment"], list(cur.columns))
     ctx.details["reference"] = {"source": ref.source, "rows": ref.rows}
+    return cur, ref
+
+
+def run_drift(ctx) -> None:
+    o = ctx.options
+    window = _window_and_reference(ctx)
+    if window is None:
+        return
+    cur, ref = window
     columns = _drift_columns(ref, cur)
     if not columns:
         ctx.no_data(f"the window and the reference share no column ({', '.join(cur.columns)})")
@@ -95,11 +105,10 @@ def run_prediction_drift(ctx) -> None:
 
 def run_data_quality(ctx) -> None:
     o = ctx.options
-    cur = _current(ctx, features=o.get("features"))
-    if cur is None:
+    window = _window_and_reference(ctx)
+    if window is None:
         return
-    ref = data.reference(ctx.app, o, o["deployment"], list(cur.columns))
-    ctx.details["reference"] = {"source": ref.source, "rows": ref.rows}
+    cur, ref = window
     dep = o["deployment"]
     report: dict[str, dict] = {}
     for name, values in cur.columns.items():

@@ -6,10 +6,8 @@ than the period still prunes on time, and starting a daemon never queues work by
 
 from __future__ import annotations
 
-import time
-
 from appliance import Migrations
-from appliance.periodic import Periodic
+from appliance.periodic import Periodic, first_run_clock
 
 migrations = Migrations("retention")
 
@@ -21,8 +19,4 @@ def m001_schedule(db) -> None:
 
 def timer(app, settings: dict) -> Periodic:
     """The retention timer; its clock starts the first time the plugin runs on this home."""
-    db = app.catalog.db
-    db.execute("insert into retention_schedule (since) select ? where not exists (select 1 from retention_schedule)",
-               [time.time()])
-    return Periodic(app, "retention", lambda: settings["every_hours"] * 3600,
-                    lambda: app.catalog.db.execute("select since from retention_schedule").fetchone()[0])
+    return Periodic(app, "retention", lambda: settings["every_hours"] * 3600, first_run_clock(app, "retention_schedule"))
