@@ -92,6 +92,14 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     d2 = store.put_file(src)
     assert store.verify(d2).read_bytes() == src.read_bytes()
     assert not list(store.root.rglob(".tmp-*"))
+    moved = tmp_path / "snapshot.parquet"
+    moved.write_bytes(b"y" * 2_000_000)
+    d3 = store.move_file(moved)
+    assert d3 == hashlib.sha256(b"y" * 2_000_000).hexdigest() and not moved.exists()
+    assert store.verify(d3).read_bytes() == b"y" * 2_000_000
+    again = tmp_path / "again.parquet"
+    again.write_bytes(b"y" * 2_000_000)
+    assert store.move_file(again) == d3 and not again.exists()  # the same bytes: kept once
     path = store.path_for(digest)
     path.write_bytes(b"tampered")
     with pytest.raises(CorruptArtifact):

@@ -47,6 +47,12 @@ source = "data/transactions.parquet"
 entities = ["customer", "merchant"]
 event_time = "ts"
 features = ["amount"]
+
+[feature_views.late]
+source = "data/late.parquet"
+entities = ["customer"]
+event_time = "ts"
+features = ["score"]
 """
 
 TRANSACTIONS = [
@@ -258,6 +264,35 @@ def test_a_changed_view_is_a_new_version_and_old_versions_stay_readable(daemon, 
     finally:
         (project / "appliance.toml").write_text(good)
         assert daemon.post("/apply").status_code == 200
+
+
+def test_training_sets_follow_new_rows_and_outlive_a_lost_or_damaged_index(daemon, project):
+    """Builds read a sorted index made at materialization; it must never serve stale or broken data."""
+    source = project / "data" / "late.parquet"
+    rows = [(1, T(2024, 1, 1, 9), 1.0)]
+    write_parquet(source, ["customer_id", "ts", "score"], rows)
+
+    def score() -> float | None:
+        assert cli_json(daemon, "features", "materialize", "late", "--wait")["state"] == "succeeded"
+        return build_score(daemon)
+
+    assert score() == 1.0
+    index_dir = daemon.home / "features" / "index"
+    assert any(index_dir.glob("late__v1.*.rows.arrow"))
+    rows.append((1, T(2024, 1, 1, 10), 2.0))  # newer, still before the spine's 10:30
+    write_parquet(source, ["customer_id", "ts", "score"], rows)
+    assert score() == 2.0
+    for f in index_dir.glob("late__v1.*.rows.arrow"):
+        f.write_bytes(b"not arrow")
+    assert build_score(daemon) == 2.0
+    for f in index_dir.glob("late__v1.*"):
+        f.unlink()
+    assert build_score(daemon) == 2.0
+
+
+def build_score(d: DaemonProcess) -> float | None:
+    result = build(d, f"late-{time.monotonic_ns()}", ["late:score"])
+    return d.get(f"/probe/training-sets/{result['id']}").json()["table"][0]["late__score"]
 
 
 def test_online_values_come_back_after_a_restart(daemon):

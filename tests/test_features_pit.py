@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from appliance import BadRequest
 from appliance.config import Config
-from plugins.features import definitions, offline, pit
+from plugins.features import definitions, index, offline, pit
 
 T0 = dt.datetime(2024, 1, 1)
 
@@ -51,7 +51,8 @@ run = offline.fetch
 
 
 def setup(con, a_rows, b_rows, spine_rows, *, ttl_a=None, ttl_b=None):
-    """Load raw rows, materialize both views, and return the training set's rows as tuples."""
+    """Load raw rows, materialize both views, and return the training set's rows as tuples: the same from the
+    ASOF query and from the sorted indexes (each checked against the other here, and so in every test)."""
     run(con, "create schema if not exists raw")
     run(con, "create or replace table raw.a (k bigint, ts timestamp, x integer)")
     run(con, "create or replace table raw.b (k bigint, g varchar, ts timestamp, y double)")
@@ -66,7 +67,12 @@ def setup(con, a_rows, b_rows, spine_rows, *, ttl_a=None, ttl_b=None):
         sels.append(pit.Selection(view, 1, schema, schema.features))
     cols = pit.describe_spine(con, "spine", "ts")
     pit.check_keys(cols, sels)
-    return con.execute(pit.training_query("spine", cols, "ts", sels)).fetchall()
+    rows = con.execute(pit.training_query("spine", cols, "ts", sels)).fetchall()
+    for per_group in (None, 2):  # the second splits the entities into several search groups
+        indexes = [index.build(con, s.view, s.version, s.schema, per_group) for s in sels]
+        table = pit.training_table(con, "spine", cols, "ts", sels, indexes)
+        assert [tuple(r.values()) for r in table.to_pylist()] == rows
+    return rows
 
 
 @pytest.fixture
@@ -110,6 +116,29 @@ def test_several_views_and_composite_keys(con):
     spine = [(1, "x", minutes(3), 0), (1, "y", minutes(3), 0), (2, "y", minutes(3), 0), (2, "x", minutes(3), 0)]
     rows = setup(con, [(1, minutes(0), 10), (2, minutes(0), 20)], b, spine, ttl_b=3600)
     assert [(r[4], r[5]) for r in rows] == [(10, 1.5), (10, 2.5), (20, None), (20, 3.5)]
+
+
+def test_spine_rows_with_a_null_key_or_time_match_nothing(con):
+    spine = [(None, "x", minutes(5), 0), (1, "x", None, 1), (1, None, minutes(5), 2), (1, "x", minutes(5), 3)]
+    rows = setup(con, [(1, minutes(0), 10), (None, minutes(0), 99)], [(1, "x", minutes(0), 1.5)], spine)
+    assert [(r[3], r[4], r[5]) for r in rows] == [(0, None, None), (1, None, None), (2, 10, None), (3, 10, 1.5)]
+
+
+def test_a_daily_view_joins_a_timestamped_spine_by_day(con):
+    run(con, "create schema raw; create table raw.a (k bigint, ts date, x integer)")
+    con.executemany("insert into raw.a values (?, ?, ?)", [(1, dt.date(2024, 1, 1), 1), (1, dt.date(2024, 1, 2), 2)])
+    run(con, "create table spine (k bigint, ts timestamp)")
+    con.executemany("insert into spine values (?, ?)", [(1, dt.datetime(2024, 1, 1, 23, 59)),
+                                                        (1, dt.datetime(2024, 1, 2, 0, 0)), (1, dt.datetime(2023, 12, 31))])
+    view = views(ttl_a=86400)["a"]
+    schema = offline.describe(con, view)
+    offline.materialize(con, view, 1, schema, full=True)
+    sels = [pit.Selection(view, 1, schema, ["x"])]
+    cols = pit.describe_spine(con, "spine", "ts")
+    rows = con.execute(pit.training_query("spine", cols, "ts", sels)).fetchall()
+    table = pit.training_table(con, "spine", cols, "ts", sels, [index.build(con, view, 1, schema)])
+    assert [tuple(r.values()) for r in table.to_pylist()] == rows
+    assert [r[2] for r in rows] == [1, 2, None]
 
 
 def test_spine_keys_must_match_the_entity(con):

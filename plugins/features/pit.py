@@ -1,24 +1,33 @@
-"""Point-in-time correct training sets: one DuckDB ASOF join per feature view on a spine.
+"""Point-in-time correct training sets: for each spine row and view, the view's row with the same entity keys
+and the newest event time <= the spine's time, never a later one.
 
-For each spine row and view, the ASOF join picks the view's row with the same entity keys and the newest event
-time <= the spine's time, never a later one. The offline table holds one row per (keys, event time), so that
-match is unique: the same inputs always give the same rows. The TTL is applied to the matched row afterwards,
-in the projection: putting it in the ASOF ON clause turns the join into a nested loop. Spine rows without a
-match (or with an expired one) keep NULLs. Rows come out in spine order.
+Two ways to the same rows. ``training_table`` reads each view's sorted index (see ``index``): a sort of the
+spine and binary searches, no sort of the feature table. ``training_query`` is one DuckDB ASOF join per view;
+it serves a view whose times cannot be indexed, and tests hold the two to each other. The offline table holds
+one row per (keys, event time), so the match is unique: the same inputs always give the same rows. The TTL is
+applied to the matched row afterwards: in the ASOF ON clause it turns the join into a nested loop. Spine rows
+without a match (or with an expired one) keep NULLs. Rows come out in spine order.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from appliance import BadRequest
 
 from .definitions import FeatureView
+from .index import KID, SortedIndex
 from .offline import TEMPORAL, Schema, fetch, q, table_name
 
 REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(@(?P<version>\d+))?:(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$")
+SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 
 
@@ -129,6 +138,73 @@ def training_query(relation: str, spine_cols: dict[str, str], event_time: str,
             cols.append(f"{value} as {q(f'{sel.view.name}__{f}')}")
     return (f"with {', '.join(ctes)} select {', '.join(cols)} from _spine s {' '.join(joins)} "
             f"order by s._spine_row")
+
+
+def training_table(con, relation: str, spine_cols: dict[str, str], event_time: str, selections: list[Selection],
+                   indexes: list[SortedIndex]) -> pa.Table:
+    """The same rows as ``training_query``, from each view's sorted index instead of an ASOF join.
+
+    DuckDB reads the spine in its order; each row's entity number comes from a binary search of the index's
+    keys (one integer key) or a hash join on them (any other key). The match, the TTL and the gather of feature
+    values are then array work on the memory-mapped index.
+    """
+    ts = q(event_time)
+    tag = uuid.uuid4().hex[:8]
+    kid_col, at_col, key_col, now_col = (f"_{tag}_{name}" for name in ("kid", "at", "key", "now"))
+    extra, joins, registered = [f"epoch_us(s.{ts}) as {now_col}"], [], []
+    for i, (sel, ix) in enumerate(zip(selections, indexes, strict=True)):
+        keys = sel.view.join_keys
+        if _searchable(sel):
+            extra.append(f"{_cast(f's.{q(keys[0])}', spine_cols[keys[0]], sel.schema.columns[keys[0]])} "
+                         f"as {key_col}{i}")
+        else:
+            name = f"_{tag}_keys{i}"
+            con.register(name, ix.keys)
+            registered.append(name)
+            on = [f"{_cast(f's.{q(k)}', spine_cols[k], sel.schema.columns[k])} = {name}.{q(k)}" for k in keys]
+            joins.append(f"left join {name} on {' and '.join(on)}")
+            extra.append(f"{name}.{KID} as {kid_col}{i}")
+        ev_type = sel.schema.columns[sel.view.event_time]
+        extra.append(f"epoch_us({_cast(f's.{ts}', spine_cols[event_time], ev_type)}) as {at_col}{i}")
+    spine_cols_sql = ", ".join(f"s.{q(c)}" for c in spine_cols)
+    # A plain scan keeps the spine's order; a join does not, so then the rows are numbered and put back.
+    source = (f"(select row_number() over () as _spine_row, * from {relation} _s) s {' '.join(joins)} "
+              f"order by s._spine_row") if joins else f"{relation} s"
+    try:
+        spine = con.sql(f"select {spine_cols_sql}, {', '.join(extra)} from {source}").to_arrow_table()
+    finally:
+        for name in registered:
+            con.unregister(name)
+    now = _int64(spine.column(now_col))
+    out = spine.select(list(spine_cols))
+    for i, (sel, ix) in enumerate(zip(selections, indexes, strict=True)):
+        if _searchable(sel):
+            key = spine.column(f"{key_col}{i}")
+            kid = ix.number(_int64(key), key.is_null().to_numpy())
+        else:
+            kid = _int64(spine.column(f"{kid_col}{i}"))
+        at = spine.column(f"{at_col}{i}")
+        kid = np.where(at.is_null().to_numpy(), -1, kid)
+        pos = ix.lookup(kid, _int64(at))
+        if sel.view.ttl_s is not None:
+            hit = pos >= 0
+            fresh = np.zeros(len(pos), dtype=bool)
+            fresh[hit] = ix.times(kid[hit], pos[hit]) >= now[hit] - sel.view.ttl_s * 1_000_000
+            pos = np.where(fresh, pos, -1)
+        for f in sel.features:
+            out = out.append_column(f"{sel.view.name}__{f}", ix.gather(f, pos))
+    return out
+
+
+def _searchable(sel: Selection) -> bool:
+    """One join key that is a signed integer: its entity numbers come from a binary search, no join."""
+    keys = sel.view.join_keys
+    return len(keys) == 1 and sel.schema.columns[keys[0]] in SIGNED
+
+
+def _int64(col) -> np.ndarray:
+    """An Arrow column as int64, NULL as -1 (callers mask NULLs separately where -1 could be a value)."""
+    return pc.fill_null(col, -1).to_numpy().astype(np.int64, copy=False)
 
 
 def _cast(expr: str, have: str, want: str) -> str:

@@ -10,12 +10,13 @@ import logging
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from appliance import BadRequest, NotFound
 
-from . import definitions, offline, pit, records, stats
+from . import definitions, index, offline, pit, records, stats
 from .definitions import FeatureView
 from .offline import Schema, SourceMissing, ViewError
 from .online import OnlineStore
@@ -39,6 +40,7 @@ class FeatureStore:
         self.app: Any = None
         self.views: dict[str, Active] = {}
         self.online = OnlineStore()
+        self.indexes: index.IndexFiles | None = None
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -71,6 +73,7 @@ class FeatureStore:
             raise
         db.execute("commit")
         self.app, self.views = app, active
+        self.indexes = index.IndexFiles(app.home.root / "features" / "index")
         self.online.retain(set(active))
 
     def active(self, name: Any) -> Active:
@@ -123,6 +126,8 @@ class FeatureStore:
             table = offline.table_name(name, version)
             summary = stats.compute(con, table, schema)
             records.record_materialized(app.catalog.db, name, version, done["rows"], done["watermark"], summary)
+            job.progress(0.7, "indexing for training sets")
+            self._index(con, view, version, schema)
             job.progress(0.8, "refreshing online values")
             since = None if full or self.online.version(name) != version else done["watermark_before"]
             entities = self.refresh_online(con, act, since)
@@ -131,6 +136,16 @@ class FeatureStore:
                   "online_entities": entities, "seconds": round(time.perf_counter() - started, 3)}
         app.events.emit("features.materialized", subject=f"feature_view:{name}", data=result)
         return result
+
+    def _index(self, con, view: FeatureView, version: int, schema: Schema) -> index.SortedIndex | None:
+        """The view version's sorted index, rebuilt if its table changed; None if times span too far for one
+        (training sets then use the ASOF join). Callers hold the view's lock."""
+        try:
+            return index.current(con, self.indexes, view, version, schema)
+        except index.Unindexable as exc:
+            log.info("%s; training sets from it use an ASOF join", exc)
+            self.indexes.drop(view.name, version)
+            return None
 
     def refresh_online(self, con, act: Active, since: Any = None) -> int:
         view, schema = act.view, act.schema
@@ -199,20 +214,24 @@ class FeatureStore:
         if existing is not None:  # a retry after the snapshot was recorded: the work is done
             return _summary(existing)
         plan = self.plan(job.params)
-        job.progress(0.05, "joining")
-        query = pit.training_query(plan["relation"], plan["spine_columns"], plan["event_time"], plan["selections"])
-        tmp = app.home.root / "tmp" / f"training-set-job-{job.id}.parquet"
-        tmp.parent.mkdir(exist_ok=True)
         started = time.perf_counter()
         con = app.store.cursor()
+        job.progress(0.05, "reading indexes")
+        indexes = []
+        for sel in plan["selections"]:
+            with self._lock(sel.view.name):
+                indexes.append(self._index(con, sel.view, sel.version, sel.schema))
+        job.progress(0.2, "joining")
+        tmp = app.home.root / "tmp" / f"training-set-job-{job.id}.parquet"
+        tmp.parent.mkdir(exist_ok=True)
         try:
             try:
-                rows = offline.fetch(con, f"copy ({query}) to '{tmp}' (format parquet, compression zstd)")[0][0]
+                rows = self._write_training_set(con, plan, indexes, tmp)
             except Exception as exc:
                 raise BadRequest(f"building training set {plan['name']!r} failed: {offline.first_line(exc)}") \
                     from None
             job.progress(0.8, "storing the snapshot")
-            sha = app.artifacts.put_file(tmp)
+            sha = app.artifacts.move_file(tmp)
         finally:
             tmp.unlink(missing_ok=True)
         # "hash" is the snapshot's sha256, its artifact name: a model that records it names its exact data.
@@ -229,6 +248,24 @@ class FeatureStore:
         result = _summary(rec)
         app.events.emit("training_set.built", subject=f"training_set:{rec['id']}", data=result)
         return result
+
+
+    @staticmethod
+    def _write_training_set(con, plan: dict, indexes: list, path) -> int:
+        """The point-in-time rows as Parquet at ``path``: from the sorted indexes, or one ASOF query if a view
+        has none."""
+        args = (plan["relation"], plan["spine_columns"], plan["event_time"], plan["selections"])
+        if any(ix is None for ix in indexes):
+            return offline.fetch(con, f"copy ({pit.training_query(*args)}) to '{path}' "
+                                      "(format parquet, compression zstd)")[0][0]
+        table = pit.training_table(con, *args, indexes)
+        name = f"_training_set_{uuid.uuid4().hex[:8]}"
+        con.register(name, table)
+        try:
+            offline.fetch(con, f"copy (select * from {name}) to '{path}' (format parquet, compression zstd)")
+        finally:
+            con.unregister(name)
+        return table.num_rows
 
 
 def _summary(rec: dict) -> dict[str, Any]:
