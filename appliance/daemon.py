@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvicorn
 
-from . import __version__, project
+from . import __version__, memory, project
 from . import config as config_mod
 from .api import core_routes, server
 from .api.security import is_loopback_name
@@ -190,6 +190,7 @@ class Daemon:
                 self.home.write_daemon_info(info)
                 app.events.emit("daemon.started", subject="daemon", data={"pid": os.getpid(), "port": actual_port})
                 log.info("appliance %s ready on %s (home %s)", __version__, info["url"], self.home.root)
+                memory.settle()
             stopper = asyncio.create_task(self._watch_stop(app))
             await serve
             stopper.cancel()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from appliance import ApplianceError, NotFound
+from appliance.memory import settle
 
 from .batcher import Batcher
 from .models import LoadedModel
@@ -208,6 +209,7 @@ class DeploymentManager:
         if old is not None:
             self.metrics.set_ready(spec.name, str(old.version), False)
         self.metrics.set_ready(spec.name, str(version), True)
+        settle()  # the new session's objects will live as long as it serves
         events.emit("deployment.loaded", subject=f"deployment:{spec.name}",
                     data={"deployment": spec.name, "target": spec.target, "version": version,
                           "previous_version": old.version if old else None, "provider": model.provider,
