@@ -373,6 +373,16 @@ def test_http_edges_pipelining_chunked_continue_and_garbage(served):
     req = (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\ncontent-length: %d\r\n\r\n" % len(body)) + body
     two = exchange(req + req, 2)  # pipelined: two answers, in order
     assert two.count(b"HTTP/1.1 200 OK") == 2
+
+    def infer(model: str, rid: str) -> bytes:
+        b = json.dumps({**body_of, "id": rid}).encode()
+        return b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\ncontent-length: %d\r\n\r\n%s" % (
+            model.encode(), len(b), b)
+
+    # The batched answers come later (their batch waits up to 5 ms), the plain one at once: still sent in order.
+    mixed = exchange(infer("batched", "first") + infer("fraud", "second") + infer("batched", "third"), 3)
+    assert mixed.count(b"HTTP/1.1 200 OK") == 3
+    assert mixed.index(b'"first"') < mixed.index(b'"second"') < mixed.index(b'"third"')
     chunked = (b"POST /v2/models/fraud/infer HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n"
                + b"%x\r\n" % len(body[:10]) + body[:10] + b"\r\n" + b"%x\r\n" % len(body[10:]) + body[10:]
                + b"\r\n0\r\n\r\n")

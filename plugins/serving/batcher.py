@@ -3,16 +3,21 @@ run them as one batch, and hand each request back its own rows.
 
 Runs on the serving event loop, so it needs no locks: requests that arrive while a batch waits are read by
 the loop in the same turn and join it. A batch only ever holds requests for one model version, so a hot swap
-never mixes versions inside a batch.
+never mixes versions inside a batch. Each request gets its rows back through a callback (no future, no task:
+at tens of thousands of requests a second those were a fifth of the serving thread's time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("appliance.serving")
 
 
 class Batcher:
@@ -21,25 +26,23 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.on_batch = on_batch
-        self._pending: list[tuple[dict, asyncio.Future, float]] = []
+        self._pending: list[tuple[dict, Callable[[Any], None], float]] = []
         self._rows = 0
         self._model = None
         self._timer: asyncio.TimerHandle | None = None
 
-    async def infer(self, model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def submit(self, model, arrays: dict[str, np.ndarray], done: Callable[[Any], None]) -> None:
+        """Queue one request's rows; ``done`` gets its outputs, or the exception the batch raised."""
         rows = next(iter(arrays.values())).shape[0]
         if self._pending and (self._model is not model or self._rows + rows > self.max_batch_size):
             self._flush()
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
         self._model = model
-        self._pending.append((arrays, fut, time.perf_counter()))
+        self._pending.append((arrays, done, time.perf_counter()))
         self._rows += rows
         if self._rows >= self.max_batch_size:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.max_queue_delay_s, self._flush)
-        return await fut
+            self._timer = asyncio.get_running_loop().call_later(self.max_queue_delay_s, self._flush)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -63,13 +66,13 @@ class Batcher:
                     outs.append({k: v[start:start + n] for k, v in result.items()})
                     start += n
         except Exception as exc:
-            for _, fut, _ in pending:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        if self.on_batch:
-            self.on_batch(sum(next(iter(p[0].values())).shape[0] for p in pending),
-                          started - min(p[2] for p in pending))
-        for (_, fut, _), out in zip(pending, outs, strict=True):
-            if not fut.done():
-                fut.set_result(out)
+            outs = [exc] * len(pending)
+        else:
+            if self.on_batch:
+                self.on_batch(sum(next(iter(p[0].values())).shape[0] for p in pending),
+                              started - min(p[2] for p in pending))
+        for (_, done, _), out in zip(pending, outs, strict=True):
+            try:
+                done(out)
+            except Exception:  # one request's bad answer must not cost the others theirs
+                log.exception("answering a batched request failed")

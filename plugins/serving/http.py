@@ -1,10 +1,12 @@
 """A small HTTP/1.1 server for the serving port: httptools parsing on uvloop, one socket write per response.
 
-Why not uvicorn here: an ASGI server writes the status line and headers as soon as the app starts its response,
-then the body in a second write; on loopback each write is a syscall that wakes the client, and that doubled
-per-request cost dominated our latency profile. This server runs the same ASGI app (``ServingApp``), buffers
-its response and sends it whole. It supports what inference clients use: keep-alive, pipelining, content-length
-and chunked request bodies, ``Expect: 100-continue``; it refuses anything larger than the body limit with 413.
+Why not uvicorn and ASGI here: an ASGI server writes the status line and headers as soon as the app starts its
+response, then the body in a second write (each a syscall that wakes the client), and it runs every request as
+a task with its receive/send coroutines. Here a parsed request goes straight to ``ServingApp.handle`` from the
+parser's callback; most answers come back at once and leave in one write, with no task at all. A batched
+inference answers later, through a callback. It supports what inference clients use: keep-alive, pipelining
+(answers leave in request order), content-length and chunked request bodies, ``Expect: 100-continue``; it
+refuses anything larger than the body limit with 413.
 """
 
 from __future__ import annotations
@@ -22,10 +24,29 @@ import httptools
 log = logging.getLogger("appliance.serving.http")
 
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
+_INTERNAL = (500, [(b"content-type", b"application/json")], b'{"error":"internal error; see the daemon log"}')
 
 
-class _Request:
+class Request:
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "version")
+
+    method: str
+    path: str
+    query: bytes
+    headers: list[tuple[bytes, bytes]]  # names lower-cased
+    body: bytes
+    keep_alive: bool
+    version: str
+
+
+class _Slot:
+    """A request's place in its connection's answer order."""
+
+    __slots__ = ("data", "keep_alive")
+
+    def __init__(self, keep_alive: bool):
+        self.data: bytes | None = None
+        self.keep_alive = keep_alive
 
 
 class _Connection(asyncio.Protocol):
@@ -34,8 +55,7 @@ class _Connection(asyncio.Protocol):
         self.max_body = max_body
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.queue: collections.deque[_Request] = collections.deque()
-        self.worker: asyncio.Task | None = None
+        self.slots: collections.deque[_Slot] = collections.deque()
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -55,8 +75,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
-        if self.worker is not None:
-            self.worker.cancel()
+        self.slots.clear()  # answers still coming go nowhere
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -103,7 +122,7 @@ class _Connection(asyncio.Protocol):
             return self._fail(413, b'{"error":"request body exceeds the limit of ' + str(self.max_body).encode()
                               + b' bytes"}')
         url = httptools.parse_url(self._url)
-        req = _Request()
+        req = Request()
         req.method = self.parser.get_method().decode()
         req.path = url.path.decode("latin-1")
         req.query = url.query or b""
@@ -111,44 +130,32 @@ class _Connection(asyncio.Protocol):
         req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         req.keep_alive = self.parser.should_keep_alive()
         req.version = self.parser.get_http_version()
-        self.queue.append(req)
-        if self.worker is None or self.worker.done():
-            self.worker = asyncio.get_running_loop().create_task(self._serve())
+        slot = _Slot(req.keep_alive)
+        self.slots.append(slot)
+        try:
+            reply = self.app.handle(req, lambda *later: self._answer(slot, later))
+        except Exception:
+            log.exception("serving request failed")
+            reply = _INTERNAL
+        if reply is not None:
+            self._answer(slot, reply)
 
-    # ------------------------------------------------------------------------------------------- requests
-
-    async def _serve(self) -> None:
-        """Answer queued requests in order (HTTP/1.1 pipelining keeps responses in request order)."""
-        while self.queue and self.transport is not None:
-            req = self.queue.popleft()
-            sent: dict = {}
-            body_parts: list[bytes] = []
-
-            async def receive(req=req):
-                return {"type": "http.request", "body": req.body, "more_body": False}
-
-            async def send(message, sent=sent, body_parts=body_parts):
-                if message["type"] == "http.response.start":
-                    sent["status"], sent["headers"] = message["status"], list(message.get("headers", []))
-                else:
-                    body_parts.append(message.get("body", b""))
-
-            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": req.version,
-                     "method": req.method, "path": req.path, "query_string": req.query, "headers": req.headers}
-            try:
-                await self.app(scope, receive, send)
-            except Exception:
-                log.exception("serving request failed")
-                sent = {"status": 500, "headers": [(b"content-type", b"application/json")]}
-                body_parts = [b'{"error":"internal error; see the daemon log"}']
-            if self.transport is None:
-                return
-            body = body_parts[0] if len(body_parts) == 1 else b"".join(body_parts)
-            headers = [(k, v) for k, v in sent.get("headers", []) if k.lower() != b"content-length"]
-            self.transport.write(_response(sent.get("status", 500), headers, body, req.keep_alive))
-            if not req.keep_alive:
+    def _answer(self, slot: _Slot, reply: tuple) -> None:
+        """Fill the request's slot, then send every answer that is next in order (pipelining keeps order)."""
+        status, headers, body = reply
+        slot.data = _response(status, headers, body, slot.keep_alive)
+        if self.transport is None or not self.slots or self.slots[0].data is None:
+            return
+        out = []
+        while self.slots and self.slots[0].data is not None:
+            done = self.slots.popleft()
+            out.append(done.data)
+            if not done.keep_alive:
+                self.slots.clear()
+                self.transport.write(b"".join(out))
                 self.transport.close()
                 return
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 def _response(status: int, headers: list, body: bytes, keep_alive: bool) -> bytes:

@@ -1,8 +1,10 @@
-"""The serving port: a bare ASGI app for the Open Inference Protocol, on its own uvicorn loop and thread.
+"""The serving port's requests: the Open Inference Protocol, answered on the serving thread's loop.
 
-No framework and no per-request middleware: the path is split by hand and each request does only what the
-protocol needs, because every microsecond here is paid on every prediction. Errors follow Triton's shape,
-``{"error": "..."}``, with 4xx for anything the client sent wrong; a bug becomes a 500 without a traceback.
+No framework, no ASGI and no per-request middleware: the path is split by hand and each request does only what
+the protocol needs, because every microsecond here is paid on every prediction. A handler returns its answer
+as ``(status, headers, body)``; a batched inference answers later through the ``later`` callback. Errors follow
+Triton's shape, ``{"error": "..."}``, with 4xx for anything the client sent wrong; a bug becomes a 500 without
+a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 
 import orjson
 
@@ -36,6 +39,10 @@ _ids = itertools.count(1)
 
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
 JSON = [(b"content-type", b"application/json")]
+INTERNAL = (500, JSON, b'{"error":"internal error; see the daemon log"}')
+PROMETHEUS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+
+Reply = tuple[int, list, bytes]  # status, headers (without content-length), body
 
 
 class ServingApp:
@@ -46,30 +53,20 @@ class ServingApp:
         self.max_body = max_body
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
-        self._shadow_tasks: set = set()
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                while True:
-                    msg = await receive()
-                    await send({"type": msg["type"] + ".complete"})
-                    if msg["type"] == "lifespan.shutdown":
-                        return
-            return
+    def handle(self, req, later: Callable[[int, list, bytes], None]) -> Reply | None:
+        """The answer to ``req`` now, or None when it comes later through ``later`` (a batched inference)."""
         t0 = time.perf_counter()
         try:
-            await self.route(scope, receive, send, t0)
+            return self.route(req, later, t0)
         except ProtocolError as exc:
-            await reply(send, exc.status, orjson.dumps({"error": exc.message}))
-        except _Disconnected:
-            return
+            return exc.status, JSON, orjson.dumps({"error": exc.message})
         except Exception:
             log.exception("serving request failed")
-            await reply(send, 500, b'{"error":"internal error; see the daemon log"}')
+            return INTERNAL
 
-    async def route(self, scope, receive, send, t0):
-        path, method = scope["path"], scope["method"]
+    def route(self, req, later, t0) -> Reply | None:
+        path, method = req.path, req.method
         if path.startswith("/v2/models/"):
             parts = path[11:].split("/")
             name, version, action = parts[0], None, ""
@@ -82,34 +79,33 @@ class ServingApp:
                 raise ProtocolError(404, f"no route {path}")
             if action == "infer":
                 _method(method, "POST", path)
-                return await self.infer(scope, receive, send, name, version, t0)
+                return self.infer(req, later, name, version, t0)
             _method(method, "GET", path)
             dep, model = self._model(name, version, need_ready=False)
             if action == "ready":
                 ok = model is not None
-                return await reply(send, 200 if ok else 503, b"{}" if ok else orjson.dumps(
+                return (200, JSON, b"{}") if ok else (503, JSON, orjson.dumps(
                     {"error": f"model '{name}' is not ready ({dep.state}{': ' + dep.error if dep.error else ''})"}))
             if action == "":
                 if model is None:
                     raise ProtocolError(503, f"model '{name}' is not ready ({dep.state})")
-                return await reply(send, 200, orjson.dumps(model.metadata()))
+                return 200, JSON, orjson.dumps(model.metadata())
             raise ProtocolError(404, f"no route {path}")
         if path == "/v2/health/live":
-            return await reply(send, 200, b"{}")
+            return 200, JSON, b"{}"
         if path == "/v2/health/ready":
             deps = list(self.manager.deployments.values())
             ready = bool(deps) and all(d.current is not None for d in deps)
-            return await reply(send, 200 if ready else 503, b"{}" if ready else b'{"error":"not all models ready"}')
+            return (200, JSON, b"{}") if ready else (503, JSON, b'{"error":"not all models ready"}')
         if path == "/v2":
-            return await reply(send, 200, orjson.dumps({"name": "appliance", "version": self.version,
-                                                        "extensions": ["binary_tensor_data", "statistics"]}))
+            return 200, JSON, orjson.dumps({"name": "appliance", "version": self.version,
+                                            "extensions": ["binary_tensor_data", "statistics"]})
         if path == "/metrics":
             body = (self.metrics.render() + (self.collected_metrics() if self.collected_metrics else "")).encode()
-            return await reply(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")])
+            return 200, PROMETHEUS, body
         if path == "/v2/feedback":
             _method(method, "POST", path)
-            body = await read_body(receive, self.max_body)
-            return await reply(send, 200, orjson.dumps(self.feedback(parse_json(body))))
+            return 200, JSON, orjson.dumps(self.feedback(parse_json(req.body)))
         raise ProtocolError(404, f"no route {path}")
 
     def _model(self, name: str, version: str | None, need_ready: bool = True):
@@ -125,62 +121,87 @@ class ServingApp:
                                      f"{': ' + dep.error if dep.error else ''})")
         return dep, model
 
-    async def infer(self, scope, receive, send, name, version, t0):
+    def infer(self, req, later, name, version, t0) -> Reply | None:
         dep, model = self._model(name, version)
         spec = dep.spec
-        headers = dict(scope["headers"])
+        headers = dict(req.headers)
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if ctype not in ACCEPTED_TYPES:
             self.metrics.failed(name, str(model.version), "content_type")
             raise ProtocolError(415, f"content type {ctype.decode(errors='replace')!r} is not read here; send "
                                      "application/json or Triton's binary tensors")
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        if len(req.body) > self.max_body:
             self.metrics.failed(name, str(model.version), "too_large")
-            raise ProtocolError(413, f"request body of {int(declared)} bytes exceeds the limit of {self.max_body}")
-        body = await read_body(receive, self.max_body)
+            raise ProtocolError(413, f"request body of {len(req.body)} bytes exceeds the limit of {self.max_body}")
         hl = headers.get(b"inference-header-content-length")
         try:
-            head, binary = split_body(body, hl.decode() if hl is not None else None)
-            req = parse_json(head)
+            head, binary = split_body(req.body, hl.decode() if hl is not None else None)
+            parsed = parse_json(head)
             if spec.entity_keys and self.features is not None:
-                req = self._online_features(spec, model, req)
-            ir = parse_inputs(req, binary, model.inputs, spec.max_request_rows)
+                parsed = self._online_features(spec, model, parsed)
+            ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows)
             check_outputs(ir, model.output_names)
         except ProtocolError:
             self.metrics.failed(name, str(model.version), "bad_request")
             raise
-        outputs = await dep.batcher.infer(model, ir.arrays) if dep.batcher else model.infer(ir.arrays)
         if dep.batcher is None:
+            outputs = model.infer(ir.arrays)
             self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
+            return self._answer(dep, model, name, ir, outputs, t0)
+
+        def batched(outputs) -> None:
+            if isinstance(outputs, BaseException):
+                log.error("batched inference on %s failed: %s", name, outputs)
+                return later(*INTERNAL)
+            try:
+                later(*self._answer(dep, model, name, ir, outputs, t0))
+            except Exception:
+                log.exception("serving request failed")
+                later(*INTERNAL)
+
+        dep.batcher.submit(model, ir.arrays, batched)
+        return None
+
+    def _answer(self, dep, model, name, ir, outputs, t0) -> Reply:
+        """Encode the response, then count, log and shadow it (after the answer is built, before it is sent)."""
+        spec, version = dep.spec, str(model.version)
         rid = ir.id or f"{_ID_PREFIX}-{next(_ids)}"
-        payload, hdrs = encode_response(name, str(model.version), rid, outputs, ir)
-        await reply(send, 200, payload, [(k.encode(), v.encode()) for k, v in hdrs.items()])
+        payload, hdrs = encode_response(name, version, rid, outputs, ir)
         elapsed = time.perf_counter() - t0
-        self.metrics.ok(name, str(model.version), _rows(ir.arrays), elapsed)
+        self.metrics.ok(name, version, _rows(ir.arrays), elapsed)
         if spec.log_sample >= 1.0 or random.random() < spec.log_sample:
             self.predlog.append(name, model.name, model.version, rid, elapsed, False, ir.arrays, outputs,
                                 model.input_features)
         if spec.shadow:
-            task = asyncio.ensure_future(self._shadow(spec.shadow, rid, ir.arrays))
-            self._shadow_tasks.add(task)
-            task.add_done_callback(self._shadow_tasks.discard)
+            # After this callback, so the challenger never delays the answer.
+            asyncio.get_running_loop().call_soon(self._shadow, spec.shadow, rid, ir.arrays)
+        return 200, [(k.encode(), v.encode()) for k, v in hdrs.items()], payload
 
-    async def _shadow(self, name: str, rid: str, arrays: dict) -> None:
+    def _shadow(self, name: str, rid: str, arrays: dict) -> None:
         """The challenger answers the same request; its answer is logged and never returned."""
         dep = self.manager.deployments.get(name)
         model = dep.current if dep else None
         if model is None:
             return
         t0 = time.perf_counter()
-        try:
-            outputs = await dep.batcher.infer(model, arrays) if dep.batcher else model.infer(arrays)
-        except Exception as exc:
-            self.metrics.failed(name, str(model.version), "shadow_error")
-            log.warning("shadow deployment %s failed: %s", name, exc)
+
+        def done(outputs) -> None:
+            if isinstance(outputs, BaseException):
+                self.metrics.failed(name, str(model.version), "shadow_error")
+                log.warning("shadow deployment %s failed: %s", name, outputs)
+                return
+            self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays,
+                                outputs, model.input_features)
+
+        if dep.batcher is not None:
+            dep.batcher.submit(model, arrays, done)
             return
-        self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays, outputs,
-                            model.input_features)
+        try:
+            outputs = model.infer(arrays)
+        except Exception as exc:
+            done(exc)
+            return
+        done(outputs)
 
     def _online_features(self, spec, model, req: dict) -> dict:
         """Entity keys in, feature values out: build the model's features input from the online store.
@@ -246,10 +267,6 @@ class ServingApp:
         return {"request_id": rid, "labels": len(labels)}
 
 
-class _Disconnected(Exception):
-    pass
-
-
 def _signature_features(model, input_name: str) -> list[str]:
     for entry in model.signature.get("inputs", []):
         if entry.get("name") == input_name and entry.get("features"):
@@ -269,35 +286,14 @@ def _rows(arrays: dict) -> int:
     return 0
 
 
-async def read_body(receive, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise _Disconnected()
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ProtocolError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not msg.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def reply(send, status: int, body: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": (headers or JSON) + [(b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
 class ServingServer:
     """The serving port: a socket bound at start (so a taken port fails the start loudly) and the HTTP server."""
 
-    def __init__(self, asgi, host: str, port: int, max_body: int):
+    def __init__(self, handler, host: str, port: int, max_body: int):
         from .http import HttpServer
 
         sock = listen(host, port, hint="set [serving] port", backlog=4096)
-        self.http = HttpServer(asgi, sock, max_body)
+        self.http = HttpServer(handler, sock, max_body)
         self.port = self.http.port
 
     def start(self, timeout: float = 10.0) -> None:
