@@ -335,24 +335,6 @@ def test_hot_swap_under_load_drops_nothing_and_a_corrupt_version_leaves_the_old_
     assert d.post("/models/fraud/aliases/champion", {"version": 2}).status_code == 200
 
 
-def test_unload_frees_the_deployment_and_the_cli_lists(served):
-    out = served.cli("deployments", "--json")
-    assert out.returncode == 0, out.stderr
-    names = {x["name"]: x for x in json.loads(out.stdout)["deployments"]}
-    assert names["fraud"]["provider"] == "CPUExecutionProvider"
-    assert served.post("/deployments/batched/unload").status_code == 200
-    assert httpx.post(url(served, "/v2/models/batched/infer"), json=body(X)).status_code == 404
-    assert "batched" not in {x["name"] for x in served.get("/deployments").json()["deployments"]}
-
-
-def test_bad_deployment_config_names_the_key(tmp_path):
-    project = make_project(tmp_path / "p", [], '[serving]\nport = 0\n\n[deployments.x]\nmodel = "fraud"\n')
-    d = DaemonProcess(tmp_path / "home", project)
-    with pytest.raises(RuntimeError) as err:
-        d.start(timeout=20)
-    assert "appliance.toml:5: deployments.x.model: expected MODEL@ALIAS or MODEL:VERSION, got 'fraud'" in str(err.value)
-
-
 def test_http_edges_pipelining_chunked_continue_and_garbage(served):
     import socket
 
@@ -394,3 +376,21 @@ def test_http_edges_pipelining_chunked_continue_and_garbage(served):
     garbage = exchange(b"NOT HTTP AT ALL\r\n\r\n", 1)
     assert garbage.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in garbage
     assert httpx.post(url(served, "/v2/models/fraud/infer"), json=body_of).status_code == 200
+
+
+def test_unload_frees_the_deployment_and_the_cli_lists(served):
+    out = served.cli("deployments", "--json")
+    assert out.returncode == 0, out.stderr
+    names = {x["name"]: x for x in json.loads(out.stdout)["deployments"]}
+    assert names["fraud"]["provider"] == "CPUExecutionProvider"
+    assert served.post("/deployments/batched/unload").status_code == 200
+    assert httpx.post(url(served, "/v2/models/batched/infer"), json=body(X)).status_code == 404
+    assert "batched" not in {x["name"] for x in served.get("/deployments").json()["deployments"]}
+
+
+def test_bad_deployment_config_names_the_key(tmp_path):
+    project = make_project(tmp_path / "p", [], '[serving]\nport = 0\n\n[deployments.x]\nmodel = "fraud"\n')
+    d = DaemonProcess(tmp_path / "home", project)
+    with pytest.raises(RuntimeError) as err:
+        d.start(timeout=20)
+    assert "appliance.toml:5: deployments.x.model: expected MODEL@ALIAS or MODEL:VERSION, got 'fraud'" in str(err.value)
