@@ -68,9 +68,14 @@ def setup(con, a_rows, b_rows, spine_rows, *, ttl_a=None, ttl_b=None):
     cols = pit.describe_spine(con, "spine", "ts")
     pit.check_keys(cols, sels)
     rows = con.execute(pit.training_query("spine", cols, "ts", sels)).fetchall()
-    for per_group in (None, 2):  # the second splits the entities into several search groups
+    for per_group, run_rows in ((None, pit._RUN_ROWS), (2, 1)):
+        # The second splits the entities into several search groups and the spine into runs on threads.
         indexes = [index.build(con, s.view, s.version, s.schema, per_group) for s in sels]
-        table = pit.training_table(con, "spine", cols, "ts", sels, indexes)
+        saved, pit._RUN_ROWS = pit._RUN_ROWS, run_rows
+        try:
+            table = pit.training_table(con, "spine", cols, "ts", sels, indexes)
+        finally:
+            pit._RUN_ROWS = saved
         assert [tuple(r.values()) for r in table.to_pylist()] == rows
     return rows
 
@@ -116,6 +121,14 @@ def test_several_views_and_composite_keys(con):
     spine = [(1, "x", minutes(3), 0), (1, "y", minutes(3), 0), (2, "y", minutes(3), 0), (2, "x", minutes(3), 0)]
     rows = setup(con, [(1, minutes(0), 10), (2, minutes(0), 20)], b, spine, ttl_b=3600)
     assert [(r[4], r[5]) for r in rows] == [(10, 1.5), (10, 2.5), (20, None), (20, 3.5)]
+
+
+def test_sparse_and_negative_ids(con):
+    a = [(-5, minutes(0), 1), (10**12, minutes(0), 2), (3 * 10**15, minutes(0), 3)]
+    spine = [(3 * 10**15, "g", minutes(1), 0), (-5, "g", minutes(1), 0), (10**12 + 1, "g", minutes(1), 0),
+             (-(2**62), "g", minutes(1), 0), (10**12, "g", minutes(1), 0)]
+    rows = setup(con, a, [], spine)
+    assert [r[4] for r in rows] == [3, 1, None, None, 2]
 
 
 def test_spine_rows_with_a_null_key_or_time_match_nothing(con):

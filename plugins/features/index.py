@@ -16,8 +16,9 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,7 @@ TIME = "_t"  # event time as microseconds since the epoch; in the saved rows fil
 
 # Composite search keys must stay below 2**63; one group of entities spans at most this many of them.
 _KEY_ROOM = 1 << 62
+_DENSE_MAX = 1 << 25  # entries in an id -> entity number table (128 MB of int32 at most)
 
 
 class Unindexable(Exception):
@@ -47,6 +49,7 @@ class SortedIndex:
     span: int  # latest - earliest + 1
     per_group: int  # entities per group
     stamp: dict  # the offline table's row count and watermark when this was built
+    _dense: Any = field(default=None, repr=False)  # see _dense_table: None until first asked, False for sparse
 
     def lookup(self, kid: np.ndarray, at_us: np.ndarray) -> np.ndarray:
         """For each (entity number, time): the row with the newest time <= it in that entity, or -1.
@@ -110,13 +113,12 @@ class SortedIndex:
         known = self.keys.column(0).to_numpy()
         if not len(known):
             return np.full(len(key), -1, dtype=np.int64)
-        lo, hi = int(known[0]), int(known[-1])
-        if hi - lo < 8 * len(known) + 4096:
-            table = np.full(hi - lo + 1, -1, dtype=np.int64)
-            table[known - lo] = np.arange(len(known))
-            inside = (key >= lo) & (key <= hi) & ~null
+        dense = self._dense_table(known)
+        if dense is not None:
+            lo = int(known[0])
+            inside = (key >= lo) & (key < lo + len(dense)) & ~null
             kid = np.full(len(key), -1, dtype=np.int64)
-            kid[inside] = table[key[inside] - lo]
+            kid[inside] = dense[key[inside] - lo]
             return kid
         order = np.argsort(key)
         kid = np.empty(len(key), dtype=np.int64)
@@ -125,6 +127,18 @@ class SortedIndex:
         found = inside & ~null
         found[inside] &= known[kid[inside]] == key[inside]
         return np.where(found, kid, -1)
+
+    def _dense_table(self, known: np.ndarray) -> np.ndarray | None:
+        """Entity number by (key - smallest key), when the keys are dense enough for that to stay small."""
+        if self._dense is None:
+            width = int(known[-1]) - int(known[0]) + 1
+            if width > min(8 * len(known) + 4096, _DENSE_MAX):
+                self._dense = False
+            else:
+                table = np.full(width, -1, dtype=np.int32 if len(known) < 2**31 else np.int64)
+                table[known - known[0]] = np.arange(len(known))
+                self._dense = table
+        return self._dense if self._dense is not False else None
 
     def times(self, kid: np.ndarray, pos: np.ndarray) -> np.ndarray:
         """Event times (microseconds) of matched rows ``pos`` of entities ``kid``."""
