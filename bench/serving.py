@@ -141,8 +141,11 @@ def start_fastapi(model: Path) -> tuple[subprocess.Popen, int]:
 
 
 def mlflow_python() -> Path | None:
-    py = CACHE / "mlflow-venv" / "bin" / "python"
-    return py if py.exists() else None
+    """MLflow's own virtualenv, shared with bench/train.py (which knows its packages); made on first use."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from train import ensure_mlflow
+
+    return ensure_mlflow(install=True)
 
 
 def start_mlflow(model: Path, tmp: Path) -> tuple[subprocess.Popen, int] | None:
