@@ -252,6 +252,9 @@ def test_a_changed_view_is_a_new_version_and_old_versions_stay_readable(daemon, 
         assert daemon.post("/apply").status_code == 200
         spend = next(v for v in cli_json(daemon, "features", "list") if v["name"] == "spend")
         assert spend["version"] == 2 and spend["rows"] == 0
+        index_dir = daemon.home / "features" / "index"
+        assert not list(index_dir.glob("spend__v1.*"))  # a replaced version's index goes; it is rebuilt on demand
+        assert list(index_dir.glob("pair__v1.*"))
         job = cli_json(daemon, "features", "materialize", "spend", "--wait")
         assert job["result"]["version"] == 2
         old = build(daemon, "v1", ["spend@1:amount"])

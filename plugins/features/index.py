@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ TIME = "_t"  # event time as microseconds since the epoch; in the saved rows fil
 
 # Composite search keys must stay below 2**63; one group of entities spans at most this many of them.
 _KEY_ROOM = 1 << 62
+_FILE = re.compile(r"^(?P<view>.+)__v(?P<version>\d+)\.")  # <view>__v<N>.json, <view>__v<N>.<token>.rows.arrow...
 _DENSE_MAX = 1 << 25  # entries in an id -> entity number table (128 MB of int32 at most)
 
 
@@ -242,8 +243,19 @@ class IndexFiles:
         except (OSError, ValueError):
             return None
 
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+    def retain(self, current: dict[str, int]) -> None:
+        """Delete the indexes of views and versions the project no longer declares (view -> its version).
+
+        An older version stays readable: a training set that asks for it builds its index again.
+        """
+        if not self.root.is_dir():
+            return
+        for path in self.root.iterdir():
+            if path.name.startswith("."):
+                continue  # a save in progress
+            m = _FILE.match(path.name)
+            if m is None or current.get(m["view"]) != int(m["version"]):
+                path.unlink(missing_ok=True)
 
 
 def _write_arrow(path: Path, table: pa.Table) -> None:

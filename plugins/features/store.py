@@ -74,6 +74,7 @@ class FeatureStore:
         db.execute("commit")
         self.app, self.views = app, active
         self.indexes = index.IndexFiles(app.home.root / "features" / "index")
+        self.indexes.retain({name: act.version for name, act in active.items()})
         self.online.retain(set(active))
 
     def active(self, name: Any) -> Active:
