@@ -253,6 +253,8 @@ def test_registration_lineage_alias_and_audit(daemon, fraud_run):
 
 
 def test_promotion_gate_refuses_a_worse_version_and_rollback(daemon, fraud_run):
+    # The gate guards an alias that holds a version: production holds 1 (also when this test runs alone).
+    assert daemon.post("/models/fraud/aliases/production", {"version": 1}).status_code == 200
     out = daemon.cli("train", "fraud", "--set", "lr=1e-6", "--set", "epochs=1", "--wait", "--json", timeout=180)
     assert out.returncode == 0, out.stderr
     worse = json.loads(out.stdout)
