@@ -68,12 +68,13 @@ def setup(con, a_rows, b_rows, spine_rows, *, ttl_a=None, ttl_b=None):
     cols = pit.describe_spine(con, "spine", "ts")
     pit.check_keys(cols, sels)
     rows = con.execute(pit.training_query("spine", cols, "ts", sels)).fetchall()
-    for per_group, run_rows in ((None, pit._RUN_ROWS), (2, 1)):
-        # The second splits the entities into several search groups and the spine into runs on threads.
+    for per_group, run_rows, chunk_rows in ((None, pit._RUN_ROWS, None), (2, 1, 3)):
+        # The second splits the entities into several search groups, the spine into chunks of three rows and
+        # each chunk into runs on threads.
         indexes = [index.build(con, s.view, s.version, s.schema, per_group) for s in sels]
         saved, pit._RUN_ROWS = pit._RUN_ROWS, run_rows
         try:
-            table = pit.training_table(con, "spine", cols, "ts", sels, indexes)
+            table = pit.training_table(con, "spine", cols, "ts", sels, indexes, chunk_rows)
         finally:
             pit._RUN_ROWS = saved
         assert [tuple(r.values()) for r in table.to_pylist()] == rows
@@ -152,6 +153,24 @@ def test_a_daily_view_joins_a_timestamped_spine_by_day(con):
     table = pit.training_table(con, "spine", cols, "ts", sels, [index.build(con, view, 1, schema)])
     assert [tuple(r.values()) for r in table.to_pylist()] == rows
     assert [r[2] for r in rows] == [1, 2, None]
+
+
+def test_a_spine_of_several_chunks_is_written_as_one_file_in_order(con, tmp_path):
+    a = [(k, minutes(m), k * 100 + m) for k in range(4) for m in range(0, 10, 2)]
+    spine = [(k % 4, "g", minutes(9 - k % 10), k) for k in range(23)]
+    rows = setup(con, a, [], spine)
+    view = views()["a"]
+    schema = offline.describe(con, view)
+    sel = [pit.Selection(view, 1, schema, schema.features)]
+    cols = pit.describe_spine(con, "spine", "ts")
+    written = {}
+    for chunk_rows in (None, 5):
+        path = tmp_path / f"set-{chunk_rows}.parquet"
+        n = pit.write_training_set(con, "spine", cols, "ts", sel, [index.build(con, view, 1, schema)], path,
+                                   chunk_rows)
+        written[chunk_rows] = con.execute(f"select * from read_parquet('{path}')").fetchall()
+        assert n == 23 and not list(tmp_path.glob("*.part*"))
+    assert written[5] == written[None] == [r[:5] for r in rows]
 
 
 def test_spine_keys_must_match_the_entity(con):

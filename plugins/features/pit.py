@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from .index import KID, SortedIndex
 from .offline import TEMPORAL, Schema, fetch, q, table_name
 
 REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(@(?P<version>\d+))?:(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$")
+CHUNK_ROWS = 1 << 22  # spine rows matched at once (~0.4 GB of working arrays): bounds memory for any spine
 _RUN_ROWS = 65_536  # below four of these, threads cost more than they save
 SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
@@ -145,12 +147,18 @@ def training_query(relation: str, spine_cols: dict[str, str], event_time: str,
 
 
 def training_table(con, relation: str, spine_cols: dict[str, str], event_time: str, selections: list[Selection],
-                   indexes: list[SortedIndex]) -> pa.Table:
-    """The same rows as ``training_query``, from each view's sorted index instead of an ASOF join.
+                   indexes: list[SortedIndex], chunk_rows: int | None = None) -> pa.Table:
+    """The same rows as ``training_query``, from each view's sorted index instead of an ASOF join."""
+    return pa.concat_tables(training_tables(con, relation, spine_cols, event_time, selections, indexes, chunk_rows))
 
-    DuckDB reads the spine in its order; each row's entity number comes from a binary search of the index's
-    keys (one integer key) or a hash join on them (any other key). The match, the TTL and the gather of feature
-    values are then array work on the memory-mapped index.
+
+def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: str, selections: list[Selection],
+                    indexes: list[SortedIndex], chunk_rows: int | None = None) -> Iterator[pa.Table]:
+    """The training set as consecutive tables of up to ``chunk_rows`` spine rows, so any spine fits in memory.
+
+    DuckDB streams the spine in its order on ``con`` (keep it for this until the last table); each row's entity
+    number comes from a binary search of the index's keys (one integer key) or a hash join on them (any other
+    key). The match, the TTL and the gather of feature values are then array work on the memory-mapped index.
     """
     ts = q(event_time)
     tag = uuid.uuid4().hex[:8]
@@ -174,11 +182,6 @@ def training_table(con, relation: str, spine_cols: dict[str, str], event_time: s
     # A plain scan keeps the spine's order; a join does not, so then the rows are numbered and put back.
     source = (f"(select row_number() over () as _spine_row, * from {relation} _s) s {' '.join(joins)} "
               f"order by s._spine_row") if joins else f"{relation} s"
-    try:
-        spine = con.sql(f"select {spine_cols_sql}, {', '.join(extra)} from {source}").to_arrow_table()
-    finally:
-        for name in registered:
-            con.unregister(name)
     def match(part: pa.Table) -> list[pa.Array]:
         """The feature columns for a run of spine rows."""
         now = _int64(part.column(now_col))
@@ -200,21 +203,71 @@ def training_table(con, relation: str, spine_cols: dict[str, str], event_time: s
             columns += [ix.gather(f, pos) for f in sel.features]
         return columns
 
-    # numpy lets go of the GIL in its sorts, searches and gathers: runs of rows on threads use every core.
-    n = spine.num_rows
-    runs = min(os.cpu_count() or 1, 4) if n >= 4 * _RUN_ROWS else 1
-    cuts = [n * r // runs for r in range(runs + 1)]
-    parts = [spine.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
-    if runs == 1:
-        results = [match(parts[0])]
-    else:
-        with ThreadPoolExecutor(runs, thread_name_prefix="training-set") as pool:
-            results = list(pool.map(match, parts))
-    out = spine.select(list(spine_cols))
+    def matched(spine: pa.Table) -> pa.Table:
+        # numpy lets go of the GIL in its sorts, searches and gathers: runs of rows on threads use every core.
+        n = spine.num_rows
+        runs = min(os.cpu_count() or 1, 4) if n >= 4 * _RUN_ROWS else 1
+        cuts = [n * r // runs for r in range(runs + 1)]
+        parts = [spine.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+        if runs == 1:
+            results = [match(parts[0])]
+        else:
+            with ThreadPoolExecutor(runs, thread_name_prefix="training-set") as pool:
+                results = list(pool.map(match, parts))
+        out = spine.select(list(spine_cols))
+        for j, name in enumerate(names):
+            out = out.append_column(name, pa.chunked_array([r[j] for r in results], type=results[0][j].type))
+        return out
+
     names = [f"{sel.view.name}__{f}" for sel in selections for f in sel.features]
-    for j, name in enumerate(names):
-        out = out.append_column(name, pa.chunked_array([r[j] for r in results], type=results[0][j].type))
-    return out
+    reader = None
+    try:
+        reader = con.sql(f"select {spine_cols_sql}, {', '.join(extra)} from {source}").to_arrow_reader(
+            chunk_rows or CHUNK_ROWS)
+        empty = True
+        for batch in reader:
+            empty = False
+            yield matched(pa.Table.from_batches([batch]))
+        if empty:
+            yield matched(reader.schema.empty_table())
+    finally:
+        if reader is not None:
+            reader.close()  # the connection takes no other statement while its result is open
+        for name in registered:
+            con.unregister(name)
+
+
+def write_training_set(con, relation: str, spine_cols: dict[str, str], event_time: str,
+                       selections: list[Selection], indexes: list[SortedIndex | None], path: Path,
+                       chunk_rows: int | None = None) -> int:
+    """The training set as Parquet at ``path``; returns its row count. From the sorted indexes, a chunk of spine
+    rows at a time (a second cursor streams the spine meanwhile), or one ASOF query if a view has no index."""
+    if any(ix is None for ix in indexes):
+        query = training_query(relation, spine_cols, event_time, selections)
+        return fetch(con, f"copy ({query}) to '{path}' (format parquet, compression zstd)")[0][0]
+    parts: list[Path] = []
+    rows = 0
+    spine_con = con.cursor()
+    try:
+        for table in training_tables(spine_con, relation, spine_cols, event_time, selections, indexes, chunk_rows):
+            parts.append(path.with_name(f"{path.name}.part{len(parts)}"))
+            name = f"_training_set_{uuid.uuid4().hex[:8]}"
+            con.register(name, table)
+            try:
+                fetch(con, f"copy (select * from {name}) to '{parts[-1]}' (format parquet, compression zstd)")
+            finally:
+                con.unregister(name)
+            rows += table.num_rows
+        if len(parts) == 1:
+            os.replace(parts[0], path)
+        else:  # a spine of several chunks: one file, in order
+            files = ", ".join(f"'{p}'" for p in parts)
+            fetch(con, f"copy (select * from read_parquet([{files}])) to '{path}' (format parquet, compression zstd)")
+    finally:
+        spine_con.close()
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return rows
 
 
 def _searchable(sel: Selection) -> bool:

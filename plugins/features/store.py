@@ -10,7 +10,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,7 +226,8 @@ class FeatureStore:
         tmp.parent.mkdir(exist_ok=True)
         try:
             try:
-                rows = self._write_training_set(con, plan, indexes, tmp)
+                rows = pit.write_training_set(con, plan["relation"], plan["spine_columns"], plan["event_time"],
+                                              plan["selections"], indexes, tmp)
             except Exception as exc:
                 raise BadRequest(f"building training set {plan['name']!r} failed: {offline.first_line(exc)}") \
                     from None
@@ -249,24 +249,6 @@ class FeatureStore:
         result = _summary(rec)
         app.events.emit("training_set.built", subject=f"training_set:{rec['id']}", data=result)
         return result
-
-
-    @staticmethod
-    def _write_training_set(con, plan: dict, indexes: list, path) -> int:
-        """The point-in-time rows as Parquet at ``path``: from the sorted indexes, or one ASOF query if a view
-        has none."""
-        args = (plan["relation"], plan["spine_columns"], plan["event_time"], plan["selections"])
-        if any(ix is None for ix in indexes):
-            return offline.fetch(con, f"copy ({pit.training_query(*args)}) to '{path}' "
-                                      "(format parquet, compression zstd)")[0][0]
-        table = pit.training_table(con, *args, indexes)
-        name = f"_training_set_{uuid.uuid4().hex[:8]}"
-        con.register(name, table)
-        try:
-            offline.fetch(con, f"copy (select * from {name}) to '{path}' (format parquet, compression zstd)")
-        finally:
-            con.unregister(name)
-        return table.num_rows
 
 
 def _summary(rec: dict) -> dict[str, Any]:
