@@ -173,6 +173,22 @@ def test_a_spine_of_several_chunks_is_written_as_one_file_in_order(con, tmp_path
     assert written[5] == written[None] == [r[:5] for r in rows]
 
 
+def test_times_too_far_apart_to_index_fall_back_to_the_asof_join(con, tmp_path):
+    run(con, "create schema raw; create table raw.a (k bigint, ts timestamp, x integer)")
+    run(con, "insert into raw.a values (1, timestamp '0001-01-01', 1), (1, cast('200000-01-01' as timestamp), 2)")
+    run(con, "create table spine (k bigint, ts timestamp)")
+    run(con, "insert into spine values (1, timestamp '2024-01-01'), (1, cast('250000-01-01' as timestamp))")
+    view = views()["a"]
+    schema = offline.describe(con, view)
+    offline.materialize(con, view, 1, schema, full=True)
+    with pytest.raises(index.Unindexable, match="'a'"):
+        index.build(con, view, 1, schema)
+    path = tmp_path / "set.parquet"
+    sel = [pit.Selection(view, 1, schema, ["x"])]
+    assert pit.write_training_set(con, "spine", pit.describe_spine(con, "spine", "ts"), "ts", sel, [None], path) == 2
+    assert [r[-1] for r in con.execute(f"select * from read_parquet('{path}')").fetchall()] == [1, 2]
+
+
 def test_spine_keys_must_match_the_entity(con):
     setup(con, [(1, minutes(0), 10)], [], [])
     run(con, "create or replace table spine2 as select 1::integer as k, timestamp '2024-01-01' as ts")
