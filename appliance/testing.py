@@ -136,13 +136,15 @@ class DaemonProcess:
         assert r.status_code == 202, r.text
         return r.json()
 
-    def wait_job(self, job_id: int, states=("succeeded", "failed", "cancelled"), timeout: float = 60.0) -> dict:
+    def wait_job(self, job_id: int, states=("succeeded", "failed", "cancelled"), timeout: float = 60.0,
+                 poll: float = 0.05) -> dict:
+        """Poll the job until it is in one of ``states``; benches that time a job pass a finer ``poll``."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get(f"/jobs/{job_id}").json()
             if job["state"] in states or time.monotonic() > deadline:
                 return job
-            time.sleep(0.05)
+            time.sleep(poll)
 
     def events(self, type: str | None = None, after: int = 0, limit: int = 10_000) -> list[dict]:
         params = {"after": after, "limit": limit}

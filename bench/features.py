@@ -100,7 +100,7 @@ def run_ours(data: Path, home: Path) -> dict:
         r = d.post("/training-sets", {"name": "bench", "spine": str(data / "spine.parquet"),
                                       "event_time": "event_time", "features": [f"v:{f}" for f in FEATURES]})
         assert r.status_code == 202, r.text
-        job = d.wait_job(r.json()["id"], timeout=3600)
+        job = d.wait_job(r.json()["id"], timeout=3600, poll=0.005)  # a 50 ms poll would blur the figure
         wall = time.perf_counter() - start
         peak.done.set()
         peak.join()

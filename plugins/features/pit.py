@@ -163,7 +163,7 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
     ts = q(event_time)
     tag = uuid.uuid4().hex[:8]
     kid_col, at_col, key_col, now_col = (f"_{tag}_{name}" for name in ("kid", "at", "key", "now"))
-    extra, joins, registered = [f"epoch_us(s.{ts}) as {now_col}"], [], []
+    extra, joins, registered, at_names = [f"epoch_us(s.{ts}) as {now_col}"], [], [], []
     for i, (sel, ix) in enumerate(zip(selections, indexes, strict=True)):
         keys = sel.view.join_keys
         if _searchable(sel):
@@ -177,7 +177,11 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
             joins.append(f"left join {name} on {' and '.join(on)}")
             extra.append(f"{name}.{KID} as {kid_col}{i}")
         ev_type = sel.schema.columns[sel.view.event_time]
-        extra.append(f"epoch_us({_cast(f's.{ts}', spine_cols[event_time], ev_type)}) as {at_col}{i}")
+        if ev_type == spine_cols[event_time]:
+            at_names.append(now_col)  # the spine's own time, no cast: one column serves both
+        else:
+            at_names.append(f"{at_col}{i}")
+            extra.append(f"epoch_us({_cast(f's.{ts}', spine_cols[event_time], ev_type)}) as {at_col}{i}")
     spine_cols_sql = ", ".join(f"s.{q(c)}" for c in spine_cols)
     # A plain scan keeps the spine's order; a join does not, so then the rows are numbered and put back.
     source = (f"(select row_number() over () as _spine_row, * from {relation} _s) s {' '.join(joins)} "
@@ -192,7 +196,7 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
                 kid = ix.number(_int64(key), key.is_null().to_numpy())
             else:
                 kid = _int64(part.column(f"{kid_col}{i}"))
-            at = part.column(f"{at_col}{i}")
+            at = part.column(at_names[i])
             kid = np.where(at.is_null().to_numpy(), -1, kid)
             pos = ix.lookup(kid, _int64(at))
             if sel.view.ttl_s is not None:
