@@ -6,8 +6,11 @@ the rows in (entity, time) order with each entity's first row, written as Arrow 
 memory-mapped when a build reads them. A build then sorts only its spine and finds each spine row's match with
 a binary search inside its entity's rows.
 
-Entities are numbered by their position in the sorted list of distinct keys; a spine finds its numbers with one
-hash join against that list, so composite and string keys work like integers.
+Entities are numbered by their position in the sorted list of distinct keys. A spine finds its numbers by a
+lookup in that list (one integer key) or one hash join against it (composite and string keys), after which
+every key works like an integer.
+
+The files are a cache of the offline table: a missing, stale or damaged index is rebuilt, never trusted.
 """
 
 from __future__ import annotations
@@ -209,6 +212,8 @@ class IndexFiles:
         _write_arrow(self.root / names["rows"], rows)
         _write_arrow(self.root / names["keys"], index.keys)
         np.save(self.root / names["starts"], index.starts)
+        for name in names.values():  # on disk before the JSON names them: a crash never leaves a torn index live
+            _fsync(self.root / name)
         old = self._read_meta(view, version)
         tmp = self.root / f".{token}.json"
         tmp.write_text(json.dumps({"files": names, "stamp": index.stamp, "t0": index.t0, "span": index.span,
@@ -226,7 +231,7 @@ class IndexFiles:
             rows = _read_arrow(self.root / meta["files"]["rows"])
             keys = _read_arrow(self.root / meta["files"]["keys"])
             starts = np.load(self.root / meta["files"]["starts"], mmap_mode="r")
-        except (OSError, pa.ArrowInvalid, ValueError):
+        except (OSError, pa.ArrowInvalid, ValueError, KeyError, TypeError):
             return None  # half-deleted or damaged: the caller rebuilds it
         return SortedIndex(keys, np.asarray(starts), rows.column(TIME).to_numpy(), rows.drop_columns([TIME]),
                            meta["t0"], meta["span"], meta["per_group"], meta["stamp"])
@@ -262,6 +267,14 @@ def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         # One record batch: a mapped column is then one contiguous buffer, read without copying.
         writer.write_table(table.combine_chunks())
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_arrow(path: Path) -> pa.Table:

@@ -186,6 +186,8 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
     # A plain scan keeps the spine's order; a join does not, so then the rows are numbered and put back.
     source = (f"(select row_number() over () as _spine_row, * from {relation} _s) s {' '.join(joins)} "
               f"order by s._spine_row") if joins else f"{relation} s"
+    names = [f"{sel.view.name}__{f}" for sel in selections for f in sel.features]
+
     def match(part: pa.Table) -> list[pa.Array]:
         """The feature columns for a run of spine rows."""
         now = _int64(part.column(now_col))
@@ -223,7 +225,6 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
             out = out.append_column(name, pa.chunked_array([r[j] for r in results], type=results[0][j].type))
         return out
 
-    names = [f"{sel.view.name}__{f}" for sel in selections for f in sel.features]
     reader = None
     try:
         reader = con.sql(f"select {spine_cols_sql}, {', '.join(extra)} from {source}").to_arrow_reader(
