@@ -56,7 +56,7 @@ class ServingMetrics:
         self.success[key] += 1
         self.rows[key] += rows
         self.duration_us[key] += seconds * 1e6
-        self.latency.setdefault(key, Histogram(LATENCY_BUCKETS)).observe(seconds)
+        (self.latency.get(key) or self.latency.setdefault(key, Histogram(LATENCY_BUCKETS))).observe(seconds)
 
     def failed(self, model: str, version: str, reason: str) -> None:
         self.failure[(model, version, reason)] += 1
@@ -65,7 +65,7 @@ class ServingMetrics:
         key = (model, version)
         self.execs[key] += 1
         self.queue_us[key] += queue_s * 1e6
-        self.batch.setdefault(key, Histogram(BATCH_BUCKETS)).observe(rows)
+        (self.batch.get(key) or self.batch.setdefault(key, Histogram(BATCH_BUCKETS))).observe(rows)
 
     def set_ready(self, model: str, version: str, ready: bool) -> None:
         self.ready[(model, version)] = int(ready)

@@ -253,7 +253,7 @@ def _bytes_output(arr: np.ndarray) -> bytes:
 
 
 def encode_response(model: str, version: str, request_id: str | None, outputs: dict[str, np.ndarray],
-                    req: InferRequest) -> tuple[bytes, dict[str, str]]:
+                    req: InferRequest) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """The response body and headers; binary outputs go after the JSON header, as Triton does."""
     names = req.requested_outputs or list(outputs)
     parts: list[bytes] = []
@@ -274,9 +274,12 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: d
         resp["id"] = request_id
     head = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
     if not parts:
-        return head, {"content-type": "application/json"}
-    return head + b"".join(parts), {"content-type": "application/octet-stream",
-                                    "inference-header-content-length": str(len(head))}
+        return head, _JSON_HEADERS
+    return head + b"".join(parts), [(b"content-type", b"application/octet-stream"),
+                                    (b"inference-header-content-length", b"%d" % len(head))]
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def check_outputs(req: InferRequest, available: list[str]) -> None:

@@ -175,7 +175,7 @@ class ServingApp:
         if spec.shadow:
             # After this callback, so the challenger never delays the answer.
             asyncio.get_running_loop().call_soon(self._shadow, spec.shadow, rid, ir.arrays)
-        return 200, [(k.encode(), v.encode()) for k, v in hdrs.items()], payload
+        return 200, hdrs, payload
 
     def _shadow(self, name: str, rid: str, arrays: dict) -> None:
         """The challenger answers the same request; its answer is logged and never returned."""
