@@ -3,7 +3,8 @@ offline table (the floor) and Feast 0.67 with its DuckDB offline store, all on t
 
 Full run: a 1M-row spine against 10M feature rows (100k entities, a year of events, 7 day TTL). Results are
 compared row by row on a 10k sample and by whole-table checksums. Goals: within 1.3x of raw DuckDB, at least
-15x faster than Feast, peak memory <= 1.5 GB. ``--quick`` runs small data and skips Feast if its venv is absent.
+15x faster than Feast, peak memory <= 1.5 GB. Each side runs three times and its best counts: the box is shared.
+``--quick`` runs small data, once a side, and skips Feast if its venv is absent.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class PeakRSS(threading.Thread):
             time.sleep(0.01)
 
 
-def run_ours(data: Path, home: Path) -> dict:
+def run_ours(data: Path, home: Path, repeat: int) -> dict:
+    """Materialize, then build the training set ``repeat`` times: the best wall time, the highest peak."""
     from appliance.testing import DaemonProcess
 
     (data / "appliance.toml").write_text(PROJECT)
@@ -96,17 +98,19 @@ def run_ours(data: Path, home: Path) -> dict:
         materialize_s = job["finished"] - job["started"]
         peak = PeakRSS(d.proc.pid)
         peak.start()
-        start = time.perf_counter()
-        r = d.post("/training-sets", {"name": "bench", "spine": str(data / "spine.parquet"),
-                                      "event_time": "event_time", "features": [f"v:{f}" for f in FEATURES]})
-        assert r.status_code == 202, r.text
-        job = d.wait_job(r.json()["id"], timeout=3600, poll=0.005)  # a 50 ms poll would blur the figure
-        wall = time.perf_counter() - start
+        walls = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            r = d.post("/training-sets", {"name": "bench", "spine": str(data / "spine.parquet"),
+                                          "event_time": "event_time", "features": [f"v:{f}" for f in FEATURES]})
+            assert r.status_code == 202, r.text
+            job = d.wait_job(r.json()["id"], timeout=3600, poll=0.005)  # a 50 ms poll would blur the figure
+            walls.append(time.perf_counter() - start)
+            assert job["state"] == "succeeded", job
         peak.done.set()
         peak.join()
-        assert job["state"] == "succeeded", job
         sha = job["result"]["sha256"]
-    return {"seconds": wall, "job_s": job["finished"] - job["started"], "peak_mb": peak.peak / 2**20,
+    return {"seconds": min(walls), "runs": walls, "peak_mb": peak.peak / 2**20,
             "path": home / "artifacts" / sha[:2] / sha, "materialize_s": materialize_s, "rows": job["result"]["rows"]}
 
 
@@ -159,6 +163,17 @@ def run_feast(python: Path, data: Path, work: Path, timeout: float) -> dict:
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "path": out}
 
 
+def best(repeat: int, run) -> dict:
+    """The fastest of ``repeat`` runs, with every run's seconds; a failed run is returned as it is."""
+    results = []
+    for _ in range(repeat):
+        result = run()
+        if result.get("seconds") is None:
+            return result
+        results.append(result)
+    return {**min(results, key=lambda r: r["seconds"]), "runs": [r["seconds"] for r in results]}
+
+
 def normalised(path: Path, prefix: str = "v__") -> str:
     """One relation shape for every side: spine id and features as doubles, NaN (pandas' missing) as NULL."""
     feats = ", ".join(f"case when isnan({prefix}{c}::double) then null else round({prefix}{c}::double, 9) end "
@@ -185,18 +200,22 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small data; Feast only if its venv already exists")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--feast-timeout", type=float, default=3600)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per side; the best counts (the box is shared)")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 1
     rows, spine_rows, entities = (100_000, 10_000, 1_000) if args.quick else (10_000_000, 1_000_000, 100_000)
     data = CACHE / f"features-{rows}-{spine_rows}-{args.seed}"
     generate(data, rows, spine_rows, entities, args.seed)
     feature_rows = pq.ParquetFile(data / "features.parquet").metadata.num_rows
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         work = Path(tmp)
-        ours = run_ours(data, work / "home")
-        raw = run_raw(work / "home" / "store.duckdb", data / "spine.parquet", work / "raw.parquet")
+        ours = run_ours(data, work / "home", args.repeat)
+        raw = best(args.repeat, lambda: run_raw(work / "home" / "store.duckdb", data / "spine.parquet",
+                                                work / "raw.parquet"))
         python = ensure_feast(install=not args.quick)
-        feast = run_feast(python, data, work, args.feast_timeout) if python else {"seconds": None,
-                                                                                  "error": "venv absent (--quick)"}
+        feast = best(args.repeat, lambda: run_feast(python, data, work, args.feast_timeout)) if python else {
+            "seconds": None, "error": "venv absent (--quick)"}
         con = duckdb.connect()
         sample = np.random.default_rng(args.seed).choice(spine_rows, min(10_000, spine_rows), replace=False)
         vs_raw = compare(con, ours["path"], raw["path"], sample)
@@ -206,6 +225,8 @@ def main() -> int:
           f"duckdb {duckdb.__version__}; spine {spine_rows:,} rows, features {feature_rows:,} rows, "
           f"{entities:,} entities; materialization {ours['materialize_s']:.2f} s")
     print(f"{'side':<34}{'seconds':>10}{'peak MB':>10}{'  matches ours'}")
+    print(f"best of {args.repeat} runs a side; every run (s): ours {_runs(ours)}, raw {_runs(raw)}, "
+          f"Feast {_runs(feast)}")
     print(f"{'ours (daemon job, wall)':<34}{ours['seconds']:>10.2f}{ours['peak_mb']:>10.0f}  -")
     print(f"{'raw DuckDB ASOF (floor)':<34}{raw['seconds']:>10.2f}{raw['peak_mb']:>10.0f}  {vs_raw}")
     if feast["seconds"] is not None:
@@ -224,6 +245,10 @@ def main() -> int:
                       "feast_speedup": speedup and round(speedup, 1), "feast_goal": GOAL_FEAST,
                       "peak_mb": round(ours["peak_mb"]), "peak_goal_mb": GOAL_MB, "results_equal": bool(same)}))
     return 0
+
+
+def _runs(result: dict) -> str:
+    return ", ".join(f"{x:.2f}" for x in result.get("runs", [])) or "-"
 
 
 if __name__ == "__main__":
