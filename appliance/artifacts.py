@@ -63,7 +63,7 @@ class ArtifactStore:
             dest = self.path_for(digest)
             dest.parent.mkdir(exist_ok=True)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_path(dest.parent)
             return digest
         except BaseException:
             if os.path.exists(tmp):
@@ -90,7 +90,7 @@ class ArtifactStore:
             os.replace(src, dest)
         except OSError:
             return self.put_file(src)
-        _fsync_dir(dest.parent)
+        fsync_path(dest.parent)
         return digest
 
     def _write(self, digest: str, chunks: list[bytes]) -> None:
@@ -104,7 +104,7 @@ class ArtifactStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_path(dest.parent)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -133,7 +133,8 @@ class ArtifactStore:
         return data
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a directory's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from appliance.artifacts import fsync_path
+
 from .definitions import FeatureView
 from .offline import Schema, fetch, q, table_name
 
@@ -213,7 +215,7 @@ class IndexFiles:
         _write_arrow(self.root / names["keys"], index.keys)
         np.save(self.root / names["starts"], index.starts)
         for name in names.values():  # on disk before the JSON names them: a crash never leaves a torn index live
-            _fsync(self.root / name)
+            fsync_path(self.root / name)
         old = self._read_meta(view, version)
         tmp = self.root / f".{token}.json"
         tmp.write_text(json.dumps({"files": names, "stamp": index.stamp, "t0": index.t0, "span": index.span,
@@ -267,14 +269,6 @@ def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         # One record batch: a mapped column is then one contiguous buffer, read without copying.
         writer.write_table(table.combine_chunks())
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_arrow(path: Path) -> pa.Table:
