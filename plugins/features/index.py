@@ -276,14 +276,11 @@ def _read_arrow(path: Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
 
 
-def current(con, files: IndexFiles | None, view: FeatureView, version: int, schema: Schema) -> SortedIndex:
-    """The view version's index, rebuilt (and saved, with ``files``) when the offline table has changed since."""
-    if files is not None:
-        index = files.load(view.name, version)
-        if index is not None and index.stamp == _stamp(con, view, version):
-            return index
+def current(con, files: IndexFiles, view: FeatureView, version: int, schema: Schema) -> SortedIndex:
+    """The view version's index from ``files``, rebuilt and saved when the offline table has changed since."""
+    index = files.load(view.name, version)
+    if index is not None and index.stamp == _stamp(con, view, version):
+        return index
     index = build(con, view, version, schema)
-    if files is not None:
-        files.save(view.name, version, index)
-        return files.load(view.name, version) or index  # the mapped copy: the built arrays can be freed
-    return index
+    files.save(view.name, version, index)
+    return files.load(view.name, version) or index  # the mapped copy: the built arrays can be freed

@@ -39,7 +39,7 @@ class FeatureStore:
         self.app: Any = None
         self.views: dict[str, Active] = {}
         self.online = OnlineStore()
-        self.indexes: index.IndexFiles | None = None
+        self.indexes: index.IndexFiles | None = None  # set by configure, with the home
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 

@@ -56,9 +56,9 @@ def startup(app):
     state.predlog = PredictionLog(app.store)
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
-    handler = ServingApp(state.manager, state.metrics, state.predlog, max_body=cfg.max_body, version=__version__,
-                      features=lambda: app.registry("services").get("online_features"),
-                      collected_metrics=lambda: _collected_metrics(app))
+    handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
+                         features=lambda: app.registry("services").get("online_features"),
+                         collected_metrics=lambda: _collected_metrics(app))
     state.server = ServingServer(handler, cfg.host, cfg.port, cfg.max_body)
     state.server.start()
     app.ports["serving"] = state.server.port

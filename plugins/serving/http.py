@@ -144,7 +144,7 @@ class _Connection(asyncio.Protocol):
         """Fill the request's slot, then send every answer that is next in order (pipelining keeps order)."""
         status, headers, body = reply
         slot.data = _response(status, headers, body, slot.keep_alive)
-        if self.transport is None or not self.slots or self.slots[0].data is None:
+        if self.transport is None:
             return
         out = []
         while self.slots and self.slots[0].data is not None:
@@ -155,7 +155,8 @@ class _Connection(asyncio.Protocol):
                 self.transport.write(b"".join(out))
                 self.transport.close()
                 return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
 def _response(status: int, headers: list, body: bytes, keep_alive: bool) -> bytes:

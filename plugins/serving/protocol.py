@@ -61,6 +61,9 @@ class InferRequest:
     raw_inputs: list[dict]
 
 
+JSON_HEADERS = [(b"content-type", b"application/json")]  # shared by every JSON answer; never mutated
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
@@ -274,12 +277,10 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: d
         resp["id"] = request_id
     head = orjson.dumps(resp, option=orjson.OPT_SERIALIZE_NUMPY)
     if not parts:
-        return head, _JSON_HEADERS
+        return head, JSON_HEADERS
     return head + b"".join(parts), [(b"content-type", b"application/octet-stream"),
                                     (b"inference-header-content-length", b"%d" % len(head))]
 
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def check_outputs(req: InferRequest, available: list[str]) -> None:

@@ -22,6 +22,9 @@ import orjson
 from appliance.net import listen
 
 from .protocol import (
+    JSON_HEADERS as JSON,
+)
+from .protocol import (
     ProtocolError,
     _flatten,
     check_outputs,
@@ -38,7 +41,6 @@ _ID_PREFIX = uuid.uuid4().hex[:12]
 _ids = itertools.count(1)
 
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
-JSON = [(b"content-type", b"application/json")]
 INTERNAL = (500, JSON, b'{"error":"internal error; see the daemon log"}')
 PROMETHEUS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
 
@@ -46,11 +48,10 @@ Reply = tuple[int, list, bytes]  # status, headers (without content-length), bod
 
 
 class ServingApp:
-    def __init__(self, manager, metrics, predlog, *, max_body: int, version: str, features=None,
+    def __init__(self, manager, metrics, predlog, *, version: str, features=None,
                  collected_metrics=None):
         self.manager, self.metrics, self.predlog = manager, metrics, predlog
         self.collected_metrics = collected_metrics  # a callable: other plugins' collectors' Prometheus text
-        self.max_body = max_body
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
 
@@ -130,9 +131,6 @@ class ServingApp:
             self.metrics.failed(name, str(model.version), "content_type")
             raise ProtocolError(415, f"content type {ctype.decode(errors='replace')!r} is not read here; send "
                                      "application/json or Triton's binary tensors")
-        if len(req.body) > self.max_body:
-            self.metrics.failed(name, str(model.version), "too_large")
-            raise ProtocolError(413, f"request body of {len(req.body)} bytes exceeds the limit of {self.max_body}")
         hl = headers.get(b"inference-header-content-length")
         try:
             head, binary = split_body(req.body, hl.decode() if hl is not None else None)
