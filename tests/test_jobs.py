@@ -19,6 +19,21 @@ def test_job_reports_progress_and_result(jobs_daemon):
     assert progress[0]["data"]["message"] == "sleeping"
 
 
+def test_a_long_poll_answers_when_the_job_ends(jobs_daemon):
+    d = jobs_daemon
+    job = d.submit("sleep", {"seconds": 1.5})
+    assert d.get(f"/jobs/{job['id']}").json()["state"] in ("queued", "running")  # no wait: as it is now
+    ended = d.get(f"/jobs/{job['id']}", params={"wait": 30}, timeout=60).json()
+    assert ended["state"] == "succeeded" and ended["result"] == {"slept": 1.5}  # one call, no polling
+    waiting = d.submit("sleep", {"seconds": 30})
+    still = d.get(f"/jobs/{waiting['id']}", params={"wait": 1}).json()
+    assert still["state"] in ("queued", "running")  # the wait ran out first: the job as it is then
+    d.post(f"/jobs/{waiting['id']}/cancel")
+    too_long = d.get(f"/jobs/{job['id']}", params={"wait": 61})
+    assert too_long.status_code == 400 and "'wait' must be >= 0 and <= 60" in too_long.json()["error"]["message"]
+    assert d.get("/jobs/999999", params={"wait": 5}).status_code == 404
+
+
 def test_cancel_a_running_and_a_queued_job(jobs_daemon):
     d = jobs_daemon
     running = d.submit("sleep", {"seconds": 30})

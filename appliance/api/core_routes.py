@@ -12,6 +12,8 @@ from ..events import Subscriber
 from .request import ApiRequest
 from .server import sse_chunks
 
+MAX_JOB_WAIT_S = 60
+
 
 def health(req: ApiRequest) -> dict:
     return {"status": "stopping" if req.app.stopping.is_set() else "ok", "version": req.app.version}
@@ -71,7 +73,10 @@ def submit_job(req: ApiRequest) -> Reply:
 
 
 def get_job(req: ApiRequest) -> dict:
-    return req.app.jobs.get(req.int_param("id"))
+    # ?wait=N: answer when the job ends, or after N seconds with it as it is then (a long poll, so a client
+    # waiting on a job neither polls the daemon nor learns of the end up to a poll interval late).
+    job_id, wait = req.int_param("id"), req.int_query("wait", 0, maximum=MAX_JOB_WAIT_S)
+    return req.app.jobs.wait(job_id, timeout=wait) if wait else req.app.jobs.get(job_id)
 
 
 def job_logs(req: ApiRequest) -> list:
@@ -138,7 +143,7 @@ ROUTES = [
     Route("GET", "/job-kinds", job_kinds, "registered job kinds"),
     Route("GET", "/jobs", list_jobs, "jobs, newest first"),
     Route("POST", "/jobs", submit_job, "queue a job"),
-    Route("GET", "/jobs/{id}", get_job, "one job"),
+    Route("GET", "/jobs/{id}", get_job, "one job; ?wait=SECONDS answers when it ends (at most 60)"),
     Route("GET", "/jobs/{id}/logs", job_logs, "a job's log lines"),
     Route("POST", "/jobs/{id}/cancel", cancel_job, "cancel a queued or running job"),
     Route("GET", "/events", list_events, "persisted events"),

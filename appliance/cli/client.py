@@ -66,6 +66,12 @@ class Client:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body if body is not None else {})
 
+    def wait_job(self, job: dict) -> dict:
+        """The job once it has ended (succeeded, failed or cancelled): long polls, told of the end at once."""
+        while job["state"] not in ("succeeded", "failed", "cancelled"):
+            job = self.get(f"/jobs/{job['id']}", wait=min(20, max(1, int(self.timeout) - 5)))
+        return job
+
     def stream_events(self, after: int | None = None, types: str | None = None) -> Iterator[dict]:
         """Follow the SSE stream; yields each event as a dict until the daemon ends the stream."""
         query = {k: v for k, v in {"after": after, "type": types}.items() if v is not None}

@@ -311,9 +311,8 @@ def jobs_submit(ctx, kind, param, retries, timeout_s, wait, as_json):
             params[key] = value
     c = client(ctx)
     j = c.post("/jobs", {"kind": kind, "params": params, "retries": retries, "timeout_s": timeout_s})
-    while wait and j["state"] in ("queued", "running"):
-        time.sleep(0.2)
-        j = c.get(f"/jobs/{j['id']}")
+    if wait:
+        j = c.wait_job(j)
     if as_json:
         emit_json(j)
     else:

@@ -6,7 +6,6 @@ need no daemon, because they are what you run when the box is gone.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
@@ -27,9 +26,7 @@ def backup(ctx, to, as_json):
         return
     c = connect(ctx)
     job = c.post("/jobs", {"kind": "backup", "params": {"to": str(to.resolve())} if to else {}})
-    while job["state"] in ("queued", "running"):
-        time.sleep(0.2)
-        job = c.get(f"/jobs/{job['id']}")
+    job = c.wait_job(job)
     if job["state"] != "succeeded":
         raise ApplianceError(f"backup job {job['id']} {job['state']}: {job.get('error') or 'no result'}",
                              title="Backup failed")

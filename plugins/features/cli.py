@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from appliance.cli import connect
@@ -11,9 +9,8 @@ from appliance.cli.output import emit_json, json_option, table, when
 
 
 def _wait(client, job: dict, wait: bool) -> dict:
-    while wait and job["state"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(0.2)
-        job = client.get(f"/jobs/{job['id']}")
+    if wait:
+        job = client.wait_job(job)
     if wait and job["state"] != "succeeded":
         raise click.ClickException(f"job {job['id']} {job['state']}: {job.get('error') or ''}")
     return job

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -37,9 +36,8 @@ def ingest(ctx, source, files, no_wait, as_json):
     # Paths are the user's, relative to where they run the command; the daemon confines them to the data dirs.
     body = {"files": [str(f.resolve()) for f in files]} if files else {}
     job = c.post(f"/sources/{source}/ingest", body)
-    while not no_wait and job["state"] in ("queued", "running"):
-        time.sleep(0.2)
-        job = c.get(f"/jobs/{job['id']}")
+    if not no_wait:
+        job = c.wait_job(job)
     if as_json:
         emit_json(job)
     elif job["state"] in ("queued", "running"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import click
 
@@ -47,9 +46,8 @@ def run(ctx, name, no_wait, as_json):
     """Run monitor NAME now; exits 1 if the run failed, 2 if an alert is firing."""
     client = connect(ctx)
     job = client.post(f"/monitors/{name}/run")
-    while not no_wait and job["state"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(0.2)
-        job = client.get(f"/jobs/{job['id']}")
+    if not no_wait:
+        job = client.wait_job(job)
     if as_json:
         emit_json(job)
     elif no_wait:
