@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import ApplianceError, BadRequest, NotFound
@@ -70,28 +72,9 @@ class ArtifactStore:
                 os.unlink(tmp)
             raise
 
-    def move_file(self, src: Path | str) -> str:
-        """Take in a file its maker is done with: hashed where it lies and renamed into place, not copied (a
-        training-set snapshot is tens of MB). Falls back to a copy when ``src`` is on another filesystem."""
-        src = Path(src)
-        h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-            os.fsync(f.fileno())
-        digest = h.hexdigest()
-        dest = self.path_for(digest)
-        if dest.is_file():  # the same bytes are already in: a fresh write for retention's clock, as put_bytes
-            os.utime(dest)
-            src.unlink()
-            return digest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(src, dest)
-        except OSError:
-            return self.put_file(src)
-        fsync_path(dest.parent)
-        return digest
+    def create(self) -> NewArtifact:
+        """A new artifact written as a stream (``with store.create() as out: ...; digest = out.commit()``)."""
+        return NewArtifact(self)
 
     def _write(self, digest: str, chunks: list[bytes]) -> None:
         dest = self.path_for(digest)
@@ -131,6 +114,104 @@ class ArtifactStore:
         if hashlib.sha256(data).hexdigest() != digest:
             raise CorruptArtifact(f"artifact {digest} does not match its hash; restore it from a backup")
         return data
+
+
+class NewArtifact:
+    """A file being written into the store, named by its sha256 when committed.
+
+    Bytes are hashed and written on a helper thread as they arrive (hashlib and file writes let go of the GIL),
+    so hashing a large artifact overlaps the work of making it instead of re-reading the file afterwards.
+    Without ``commit`` (an error, a cancelled job) the temporary file is removed.
+    """
+
+    _BUFFER = 1 << 20  # small writes (a Parquet page header) are gathered before they cross threads
+
+    def __init__(self, store: ArtifactStore):
+        self._store = store
+        fd, self._tmp = tempfile.mkstemp(dir=store.root, prefix=".tmp-")
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self._buf = bytearray()
+        self._chunks: queue.Queue = queue.Queue(maxsize=16)  # bounds memory when the disk is slower
+        self._error: BaseException | None = None
+        self._done = False
+        self._worker = threading.Thread(target=self._drain, name="artifact-writer", daemon=True)
+        self._worker.start()
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        if not self._buf and len(data) >= self._BUFFER:
+            self._chunks.put(bytes(data))  # a big write goes as it is (bytes of bytes is no copy)
+            return len(data)
+        self._buf += data
+        if len(self._buf) >= self._BUFFER:
+            self._chunks.put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    # The file-object surface a Parquet writer checks for.
+    closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def _drain(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._hash.update(chunk)
+                    self._file.write(chunk)
+                except BaseException as exc:  # raised to the writer at its next write or at commit
+                    self._error = exc
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            if self._buf and self._error is None:
+                self._chunks.put(bytes(self._buf))
+                self._buf.clear()
+            self._chunks.put(None)
+            self._worker.join()
+
+    def commit(self) -> str:
+        """Flush, fsync and rename into place; returns the sha256 that names the artifact."""
+        self._finish()
+        try:
+            if self._error is not None:
+                raise self._error
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            digest = self._hash.hexdigest()
+            dest = self._store.path_for(digest)
+            if dest.is_file():  # the same bytes are already in: a fresh write for retention's clock
+                os.utime(dest)
+                os.unlink(self._tmp)
+                return digest
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._tmp, dest)
+            fsync_path(dest.parent)
+            return digest
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        self._finish()
+        self._file.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> NewArtifact:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if os.path.exists(self._tmp):  # not committed
+            self.abort()
 
 
 def fsync_path(path: Path) -> None:

@@ -92,14 +92,22 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     d2 = store.put_file(src)
     assert store.verify(d2).read_bytes() == src.read_bytes()
     assert not list(store.root.rglob(".tmp-*"))
-    moved = tmp_path / "snapshot.parquet"
-    moved.write_bytes(b"y" * 2_000_000)
-    d3 = store.move_file(moved)
-    assert d3 == hashlib.sha256(b"y" * 2_000_000).hexdigest() and not moved.exists()
-    assert store.verify(d3).read_bytes() == b"y" * 2_000_000
-    again = tmp_path / "again.parquet"
-    again.write_bytes(b"y" * 2_000_000)
-    assert store.move_file(again) == d3 and not again.exists()  # the same bytes: kept once
+    big = bytes(range(256)) * 20_000  # several of the writer's 1 MB chunks
+    with store.create() as out:
+        for i in range(0, len(big), 3000):  # small writes, as a Parquet writer makes them
+            out.write(big[i:i + 3000])
+        out.write(big)  # and one big one
+        d3 = out.commit()
+    assert d3 == hashlib.sha256(big + big).hexdigest() and store.verify(d3).read_bytes() == big + big
+    with store.create() as out:
+        out.write(big + big)
+        assert out.commit() == d3  # the same bytes: kept once
+    with pytest.raises(RuntimeError), store.create() as out:
+        out.write(b"half a snapshot")
+        raise RuntimeError("the build failed")
+    with store.create() as out:
+        out.write(b"never committed")
+    assert not list(store.root.rglob(".tmp-*")) and len(list(store.root.rglob("*/*"))) == 3
     path = store.path_for(digest)
     path.write_bytes(b"tampered")
     with pytest.raises(CorruptArtifact):

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance import BadRequest
+from appliance.artifacts import ArtifactStore
 from appliance.config import Config
 from plugins.features import definitions, index, offline, pit
 
@@ -165,12 +166,36 @@ def test_a_spine_of_several_chunks_is_written_as_one_file_in_order(con, tmp_path
     cols = pit.describe_spine(con, "spine", "ts")
     written = {}
     for chunk_rows in (None, 5):
-        path = tmp_path / f"set-{chunk_rows}.parquet"
-        n = pit.write_training_set(con, "spine", cols, "ts", sel, [index.build(con, view, 1, schema)], path,
-                                   chunk_rows)
+        n, path = write(con, tmp_path, cols, sel, [index.build(con, view, 1, schema)], chunk_rows)
         written[chunk_rows] = con.execute(f"select * from read_parquet('{path}')").fetchall()
-        assert n == 23 and not list(tmp_path.glob("*.part*"))
+        assert n == 23
     assert written[5] == written[None] == [r[:5] for r in rows]
+
+
+def write(con, tmp_path, cols, sel, indexes, chunk_rows=None, spine="spine"):
+    """A training set written as the build job writes it: streamed into the artifact store."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    with store.create() as out:
+        n = pit.write_training_set(con, spine, cols, "ts", sel, indexes, out, tmp_path / "scratch.parquet",
+                                   chunk_rows)
+        path = store.verify(out.commit())
+    assert not (tmp_path / "scratch.parquet").exists()
+    return n, path
+
+
+def test_a_spine_column_parquet_cannot_take_from_arrow_goes_through_duckdb(con, tmp_path):
+    a = [(k, minutes(m), k * 100 + m) for k in range(3) for m in range(0, 10, 2)]
+    rows = setup(con, a, [], [(k % 3, "g", minutes(9 - k), k) for k in range(6)])
+    run(con, "create table spine_iv as select *, to_minutes(label::bigint) as wait from spine")
+    view = views()["a"]
+    schema = offline.describe(con, view)
+    sel = [pit.Selection(view, 1, schema, schema.features)]
+    cols = pit.describe_spine(con, "spine_iv", "ts")
+    assert cols["wait"] == "INTERVAL"
+    n, path = write(con, tmp_path, cols, sel, [index.build(con, view, 1, schema)], spine="spine_iv")
+    got = con.execute(f"select * exclude (wait) from read_parquet('{path}')").fetchall()
+    assert n == 6 and got == [r[:5] for r in rows]
+    assert con.execute(f"select typeof(wait) from read_parquet('{path}') limit 1").fetchone()[0] == "INTERVAL"
 
 
 def test_times_too_far_apart_to_index_fall_back_to_the_asof_join(con, tmp_path):
@@ -183,9 +208,9 @@ def test_times_too_far_apart_to_index_fall_back_to_the_asof_join(con, tmp_path):
     offline.materialize(con, view, 1, schema, full=True)
     with pytest.raises(index.Unindexable, match="'a'"):
         index.build(con, view, 1, schema)
-    path = tmp_path / "set.parquet"
     sel = [pit.Selection(view, 1, schema, ["x"])]
-    assert pit.write_training_set(con, "spine", pit.describe_spine(con, "spine", "ts"), "ts", sel, [None], path) == 2
+    n, path = write(con, tmp_path, pit.describe_spine(con, "spine", "ts"), sel, [None])
+    assert n == 2
     assert [r[-1] for r in con.execute(f"select * from read_parquet('{path}')").fetchall()] == [1, 2]
 
 

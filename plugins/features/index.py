@@ -15,6 +15,7 @@ The files are a cache of the offline table: a missing, stale or damaged index is
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -57,38 +58,40 @@ class SortedIndex:
     stamp: dict  # the offline table's row count and watermark when this was built
     _dense: Any = field(default=None, repr=False)  # see _dense_table: None until first asked, False for sparse
 
-    def lookup(self, kid: np.ndarray, at_us: np.ndarray) -> np.ndarray:
-        """For each (entity number, time): the row with the newest time <= it in that entity, or -1.
+    def lookup(self, kid: np.ndarray, at_us: np.ndarray, not_before_us: np.ndarray | None = None) -> np.ndarray:
+        """For each (entity number, time): the row with the newest time <= it in that entity, or -1; with
+        ``not_before_us`` (the TTL's cut-off per query), also -1 where that row is older than the cut-off.
 
-        Each query becomes a search key like the rows' (entity offset in its group, time since t0); queries
-        are sorted first so that one pass of binary searches walks the rows in order instead of jumping about
-        (on ten million rows, unsorted searches cost ten times more in cache misses).
+        Each query becomes a search key like the rows' (entity offset in its group, time since t0). The
+        queries are searched in entity order, so one pass of binary searches walks the rows in order instead
+        of jumping about (on ten million rows, unordered searches cost ten times more in cache misses).
         """
         out = np.full(len(kid), -1, dtype=np.int64)
         ask = np.flatnonzero((kid >= 0) & (at_us >= self.t0))
         if not len(ask):
             return out
+        since = np.minimum(at_us[ask], self.t0 + self.span - 1) - self.t0
+        order = _locality_order(kid[ask], since)
+        ask = ask[order]
         k = kid[ask]
-        want = self._base(k) + (np.minimum(at_us[ask], self.t0 + self.span - 1) - self.t0)
-        pos = np.empty(len(ask), dtype=np.int64)
+        want = self._base(k) + since[order]
         n = len(self.starts) - 1
         if n <= self.per_group:  # one group, the usual case
-            order = np.argsort(want)
-            pos[order] = np.searchsorted(self.search, want[order], side="right") - 1
-        else:
-            group = k // self.per_group
-            by_group = np.argsort(group, kind="stable")
-            cuts = np.searchsorted(group[by_group], np.arange(group.max() + 2))
-            for g in range(len(cuts) - 1):
-                members = by_group[cuts[g]:cuts[g + 1]]
-                if not len(members):
-                    continue
-                lo = self.starts[g * self.per_group]
-                hi = self.starts[min((g + 1) * self.per_group, n)]
-                order = members[np.argsort(want[members])]
-                pos[order] = np.searchsorted(self.search[lo:hi], want[order], side="right") - 1 + lo
+            pos = np.searchsorted(self.search, want, side="right") - 1
+        else:  # queries are in entity order, so each group's are one slice
+            pos = np.empty(len(ask), dtype=np.int64)
+            cuts = np.searchsorted(k, np.arange(0, n + self.per_group, self.per_group))
+            for g, (a, b) in enumerate(itertools.pairwise(cuts)):
+                if a < b:
+                    lo = self.starts[g * self.per_group]
+                    hi = self.starts[min((g + 1) * self.per_group, n)]
+                    pos[a:b] = np.searchsorted(self.search[lo:hi], want[a:b], side="right") - 1 + lo
         # A search that lands before the entity's first row found only an earlier entity's rows: no match.
-        out[ask] = np.where(pos >= self.starts[k], pos, -1)
+        hit = pos >= self.starts[k]
+        if not_before_us is not None:
+            # The matched row's time is its search key less the query's base: the same offset as ``want``.
+            hit &= self.search[np.where(hit, pos, 0)] - want >= not_before_us[ask] - self.t0 - since[order]
+        out[ask] = np.where(hit, pos, -1)
         return out
 
     def _base(self, kid: np.ndarray) -> np.ndarray:
@@ -146,10 +149,6 @@ class SortedIndex:
                 self._dense = table
         return self._dense if self._dense is not False else None
 
-    def times(self, kid: np.ndarray, pos: np.ndarray) -> np.ndarray:
-        """Event times (microseconds) of matched rows ``pos`` of entities ``kid``."""
-        return self.search[pos] - self._base(kid) + self.t0
-
 
 def build(con, view: FeatureView, version: int, schema: Schema, per_group: int | None = None) -> SortedIndex:
     """Read the offline table in (keys, time) order. Rows with a NULL key or time can never match: left out.
@@ -190,6 +189,22 @@ def _stamp(con, view: FeatureView, version: int) -> dict:
     rows, newest = fetch(con, f"select count(*), max({q(view.event_time)})::varchar "
                               f"from {table_name(view.name, version)}")[0]
     return {"rows": int(rows), "watermark": newest}
+
+
+def _locality_order(kid: np.ndarray, since: np.ndarray) -> np.ndarray:
+    """An order of queries by entity, then roughly by time: one sort of packed int64 (entity, time bucket,
+    position), several times faster than an argsort. Any order gives the same answers; this one keeps each
+    search near the last."""
+    n = len(kid)
+    row_bits = max(1, (n - 1).bit_length())
+    kid_bits = max(1, int(kid.max()).bit_length())
+    time_bits = 63 - row_bits - kid_bits
+    if time_bits < 1:
+        return np.argsort(kid, kind="stable")
+    shift = max(0, int(since.max()).bit_length() - time_bits)
+    packed = (kid << (63 - kid_bits)) | ((since >> shift) << row_bits) | np.arange(n, dtype=np.int64)
+    packed.sort()
+    return packed & ((1 << row_bits) - 1)
 
 
 class IndexFiles:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from appliance import BadRequest
 
@@ -32,6 +35,7 @@ from .offline import TEMPORAL, Schema, fetch, q, table_name
 
 REF = re.compile(r"^(?P<view>[A-Za-z_][A-Za-z0-9_]*)(@(?P<version>\d+))?:(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$")
 CHUNK_ROWS = 1 << 22  # spine rows matched at once (~0.4 GB of working arrays): bounds memory for any spine
+ROW_GROUP = 131_072  # rows per Parquet row group: DuckDB's size, so readers can split a snapshot
 _RUN_ROWS = 65_536  # below four of these, threads cost more than they save
 SIGNED = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT")
 INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
@@ -200,12 +204,8 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
                 kid = _int64(part.column(f"{kid_col}{i}"))
             at = part.column(at_names[i])
             kid = np.where(at.is_null().to_numpy(), -1, kid)
-            pos = ix.lookup(kid, _int64(at))
-            if sel.view.ttl_s is not None:
-                hit = pos >= 0
-                fresh = np.zeros(len(pos), dtype=bool)
-                fresh[hit] = ix.times(kid[hit], pos[hit]) >= now[hit] - sel.view.ttl_s * 1_000_000
-                pos = np.where(fresh, pos, -1)
+            ttl = sel.view.ttl_s
+            pos = ix.lookup(kid, _int64(at), None if ttl is None else now - ttl * 1_000_000)
             columns += [ix.gather(f, pos) for f in sel.features]
         return columns
 
@@ -243,36 +243,56 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
 
 
 def write_training_set(con, relation: str, spine_cols: dict[str, str], event_time: str,
-                       selections: list[Selection], indexes: list[SortedIndex | None], path: Path,
-                       chunk_rows: int | None = None) -> int:
-    """The training set as Parquet at ``path``; returns its row count. From the sorted indexes, a chunk of spine
-    rows at a time (a second cursor streams the spine meanwhile), or one ASOF query if a view has no index."""
-    if any(ix is None for ix in indexes):
-        query = training_query(relation, spine_cols, event_time, selections)
-        return fetch(con, f"copy ({query}) to '{path}' (format parquet, compression zstd)")[0][0]
-    parts: list[Path] = []
-    rows = 0
-    spine_con = con.cursor()
+                       selections: list[Selection], indexes: list[SortedIndex | None], out: BinaryIO,
+                       scratch: Path, chunk_rows: int | None = None) -> int:
+    """The training set as Parquet written to ``out``; returns its row count.
+
+    From the sorted indexes: a chunk of spine rows at a time (a second cursor streams the spine meanwhile),
+    each chunk written as the next row groups of one file. One ASOF query instead when a view has no index, or
+    when a spine column has a type Parquet cannot take from Arrow (an interval, a union): DuckDB writes that
+    file at ``scratch`` and it is copied to ``out``.
+    """
+    if all(ix is not None for ix in indexes):
+        spine_con = con.cursor()
+        tables = training_tables(spine_con, relation, spine_cols, event_time, selections, indexes, chunk_rows)
+        try:
+            first = next(tables)
+            if _parquet_can_take(first.schema):
+                return _write_parquet(itertools.chain([first], tables), first.schema, out)
+        finally:
+            tables.close()
+            spine_con.close()
+    query = training_query(relation, spine_cols, event_time, selections)
     try:
-        for table in training_tables(spine_con, relation, spine_cols, event_time, selections, indexes, chunk_rows):
-            parts.append(path.with_name(f"{path.name}.part{len(parts)}"))
-            name = f"_training_set_{uuid.uuid4().hex[:8]}"
-            con.register(name, table)
-            try:
-                fetch(con, f"copy (select * from {name}) to '{parts[-1]}' (format parquet, compression zstd)")
-            finally:
-                con.unregister(name)
-            rows += table.num_rows
-        if len(parts) == 1:
-            os.replace(parts[0], path)
-        else:  # a spine of several chunks: one file, in order
-            files = ", ".join(f"'{p}'" for p in parts)
-            fetch(con, f"copy (select * from read_parquet([{files}])) to '{path}' (format parquet, compression zstd)")
+        rows = fetch(con, f"copy ({query}) to '{scratch}' (format parquet, compression zstd)")[0][0]
+        with open(scratch, "rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
     finally:
-        spine_con.close()
-        for part in parts:
-            part.unlink(missing_ok=True)
+        scratch.unlink(missing_ok=True)
     return rows
+
+
+def _write_parquet(tables: Iterator[pa.Table], schema: pa.Schema, out: BinaryIO) -> int:
+    # LZ4: the file is hashed as it is written, so the write takes the longer of encoding and hashing; zstd's
+    # smaller file (about three quarters the size) costs more to encode than it saves hashing. Dictionaries only
+    # for text: on float features they are tried, fail and cost a third of the write.
+    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_binary(f.type) or pa.types.is_string_view(f.type)]
+    rows = 0
+    with pq.ParquetWriter(pa.PythonFile(out, mode="w"), schema, compression="lz4",
+                          use_dictionary=text or False) as writer:
+        for table in tables:
+            writer.write_table(table, row_group_size=ROW_GROUP)
+            rows += table.num_rows
+    return rows
+
+
+def _parquet_can_take(schema: pa.Schema) -> bool:
+    try:
+        pq.ParquetWriter(pa.BufferOutputStream(), schema).close()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError):
+        return False
+    return True
 
 
 def _searchable(sel: Selection) -> bool:

@@ -222,19 +222,18 @@ class FeatureStore:
             with self._lock(sel.view.name):
                 indexes.append(self._index(con, sel.view, sel.version, sel.schema))
         job.progress(0.2, "joining")
-        tmp = app.home.root / "tmp" / f"training-set-job-{job.id}.parquet"
-        tmp.parent.mkdir(exist_ok=True)
-        try:
+        scratch = app.home.root / "tmp" / f"training-set-job-{job.id}.parquet"
+        scratch.parent.mkdir(exist_ok=True)
+        # Written straight into the artifact store and hashed as it is written: no second pass over the file.
+        with app.artifacts.create() as out:
             try:
                 rows = pit.write_training_set(con, plan["relation"], plan["spine_columns"], plan["event_time"],
-                                              plan["selections"], indexes, tmp)
+                                              plan["selections"], indexes, out, scratch)
             except Exception as exc:
                 raise BadRequest(f"building training set {plan['name']!r} failed: {offline.first_line(exc)}") \
                     from None
-            job.progress(0.8, "storing the snapshot")
-            sha = app.artifacts.move_file(tmp)
-        finally:
-            tmp.unlink(missing_ok=True)
+            job.progress(0.9, "storing the snapshot")
+            sha = out.commit()
         # "hash" is the snapshot's sha256, its artifact name: a model that records it names its exact data.
         manifest = {
             "name": plan["name"], "row_count": int(rows), "hash": sha, "format": "parquet",
