@@ -273,14 +273,20 @@ def write_training_set(con, relation: str, spine_cols: dict[str, str], event_tim
 
 
 def _write_parquet(tables: Iterator[pa.Table], schema: pa.Schema, out: BinaryIO) -> int:
-    # LZ4: the file is hashed as it is written, so the write takes the longer of encoding and hashing; zstd's
-    # smaller file (about three quarters the size) costs more to encode than it saves hashing. Dictionaries only
-    # for text: on float features they are tried, fail and cost a third of the write.
-    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-            or pa.types.is_binary(f.type) or pa.types.is_string_view(f.type)]
+    # The file is hashed as it is written, so the write takes the longer of encoding and hashing: what makes
+    # the file smaller cheaply wins. Integers and times are delta-encoded (a third smaller than plain, no
+    # slower), then LZ4; zstd saves a little more size at twice the encoding time. Dictionaries only for text:
+    # on float features they are tried, fail and cost a third of the write.
+    text, delta = [], {}
+    for f in schema:
+        t = f.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_string_view(t):
+            text.append(f.name)
+        elif pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date32(t) or pa.types.is_time(t):
+            delta[f.name] = "DELTA_BINARY_PACKED"
     rows = 0
-    with pq.ParquetWriter(pa.PythonFile(out, mode="w"), schema, compression="lz4",
-                          use_dictionary=text or False) as writer:
+    with pq.ParquetWriter(pa.PythonFile(out, mode="w"), schema, compression="lz4", use_dictionary=text or False,
+                          column_encoding=delta or None) as writer:
         for table in tables:
             writer.write_table(table, row_group_size=ROW_GROUP)
             rows += table.num_rows
