@@ -167,12 +167,19 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
     ts = q(event_time)
     tag = uuid.uuid4().hex[:8]
     kid_col, at_col, key_col, now_col = (f"_{tag}_{name}" for name in ("kid", "at", "key", "now"))
-    extra, joins, registered, at_names = [f"epoch_us(s.{ts}) as {now_col}"], [], [], []
+    extra, joins, registered, at_names, key_names = [], [], [], [], {}
+    if spine_cols[event_time] == "TIMESTAMP":
+        now_col = event_time  # already microseconds since the epoch: read as it is, not copied
+    else:
+        extra.append(f"epoch_us(s.{ts}) as {now_col}")
     for i, (sel, ix) in enumerate(zip(selections, indexes, strict=True)):
         keys = sel.view.join_keys
         if _searchable(sel):
-            extra.append(f"{_cast(f's.{q(keys[0])}', spine_cols[keys[0]], sel.schema.columns[keys[0]])} "
-                         f"as {key_col}{i}")
+            if spine_cols[keys[0]] == sel.schema.columns[keys[0]]:
+                key_names[i] = keys[0]  # the spine's own key column
+            else:
+                key_names[i] = f"{key_col}{i}"
+                extra.append(f"cast(s.{q(keys[0])} as {sel.schema.columns[keys[0]]}) as {key_names[i]}")
         else:
             name = f"_{tag}_keys{i}"
             con.register(name, ix.keys)
@@ -198,7 +205,7 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
         columns = []
         for i, (sel, ix) in enumerate(zip(selections, indexes, strict=True)):
             if _searchable(sel):
-                key = part.column(f"{key_col}{i}")
+                key = part.column(key_names[i])
                 kid = ix.number(_int64(key), key.is_null().to_numpy())
             else:
                 kid = _int64(part.column(f"{kid_col}{i}"))
@@ -227,7 +234,7 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
 
     reader = None
     try:
-        reader = con.sql(f"select {spine_cols_sql}, {', '.join(extra)} from {source}").to_arrow_reader(
+        reader = con.sql(f"select {', '.join([spine_cols_sql, *extra])} from {source}").to_arrow_reader(
             chunk_rows or CHUNK_ROWS)
         empty = True
         for batch in reader:
@@ -308,7 +315,10 @@ def _searchable(sel: Selection) -> bool:
 
 
 def _int64(col) -> np.ndarray:
-    """An Arrow column as int64, NULL as -1 (callers mask NULLs separately where -1 could be a value)."""
+    """An Arrow column (integers, or timestamps in microseconds) as int64, NULL as -1 (callers mask NULLs
+    separately where -1 could be a value)."""
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
     return pc.fill_null(col, -1).to_numpy().astype(np.int64, copy=False)
 
 
