@@ -3,7 +3,7 @@ offline table (the floor) and Feast 0.67 with its DuckDB offline store, all on t
 
 Full run: a 1M-row spine against 10M feature rows (100k entities, a year of events, 7 day TTL). Results are
 compared row by row on a 10k sample and by whole-table checksums. Goals: within 1.3x of raw DuckDB, at least
-15x faster than Feast, peak memory <= 1.5 GB. Each side runs three times and its best counts: the box is shared.
+15x faster than Feast, peak memory <= 1.5 GB. Each side runs five times and its best counts: the box is shared.
 ``--quick`` runs small data, once a side, and skips Feast if its venv is absent.
 """
 
@@ -200,7 +200,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small data; Feast only if its venv already exists")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--feast-timeout", type=float, default=3600)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per side; the best counts (the box is shared)")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per side; the best counts (the box is shared)")
     args = ap.parse_args()
     if args.quick:
         args.repeat = 1
