@@ -8,6 +8,8 @@ import random
 import tomllib
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -212,6 +214,34 @@ def test_times_too_far_apart_to_index_fall_back_to_the_asof_join(con, tmp_path):
     n, path = write(con, tmp_path, pit.describe_spine(con, "spine", "ts"), sel, [None])
     assert n == 2
     assert [r[-1] for r in con.execute(f"select * from read_parquet('{path}')").fetchall()] == [1, 2]
+
+
+def test_a_parquet_spine_read_by_pyarrow_gives_the_same_rows_and_types(con, tmp_path):
+    a = [(k, minutes(m), k * 100 + m) for k in range(3) for m in range(0, 10, 2)]
+    spine = [(k % 4, "g", minutes(9.5 - k), k) for k in range(8)] + [(None, "g", minutes(3), 9), (1, "g", None, 9)]
+    setup(con, a, [], spine, ttl_a=180)
+    view = views(ttl_a=180)["a"]
+    schema = offline.describe(con, view)
+    sel = [pit.Selection(view, 1, schema, schema.features)]
+    ix = [index.build(con, view, 1, schema)]
+    from_table = pit.training_table(con, "spine", pit.describe_spine(con, "spine", "ts"), "ts", sel, ix)
+    expected = con.execute(pit.training_query("spine", pit.describe_spine(con, "spine", "ts"), "ts", sel)).fetchall()
+    run(con, f"copy spine to '{tmp_path / 'spine.parquet'}' (format parquet)")
+    rel = f"read_parquet('{tmp_path / 'spine.parquet'}')"
+    cols = pit.describe_spine(con, rel, "ts")
+    assert pit._parquet_spine(con, rel, cols, 4) is not None  # this spine takes pyarrow's path
+    for chunk_rows in (None, 4):
+        got = pit.training_table(con, rel, cols, "ts", sel, ix, chunk_rows)
+        assert got.schema.types == from_table.schema.types
+        assert [tuple(r.values()) for r in got.to_pylist()] == expected
+    # pyarrow would read this file's text column as large_string where DuckDB gives string: DuckDB reads it.
+    table = con.sql("select * from spine").to_arrow_table()
+    pq.write_table(table.set_column(1, "g", table.column("g").cast(pa.large_string())), tmp_path / "large.parquet")
+    rel = f"read_parquet('{tmp_path / 'large.parquet'}')"
+    assert pit._parquet_spine(con, rel, cols, 4) is None
+    got = pit.training_table(con, rel, pit.describe_spine(con, rel, "ts"), "ts", sel, ix)
+    assert got.schema.types == from_table.schema.types
+    assert [tuple(r.values()) for r in got.to_pylist()] == expected
 
 
 def test_spine_keys_must_match_the_entity(con):
