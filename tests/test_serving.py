@@ -153,6 +153,14 @@ BAD = [
      400, "input 'features': expected FP32 values, got 'a'"),
     ("negative dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4], "data": []}]},
      400, "'shape' must be a list of non-negative integers"),
+    ("true as a dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [True, 4],
+                                           "data": [1, 2, 3, 4]}]},
+     400, "'shape' must be a list of non-negative integers, got [True, 4]"),
+    ("shape as text", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": "1x4", "data": [1]}]},
+     400, "'shape' must be a list of non-negative integers, got '1x4'"),
+    ("wrong rank", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4, 1],
+                                        "data": [1, 2, 3, 4]}]},
+     400, "input 'features': expected shape [-1, 4], got [1, 4, 1]"),
 ]
 
 

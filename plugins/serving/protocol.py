@@ -51,7 +51,7 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-@dataclass
+@dataclass(slots=True)
 class InferRequest:
     id: str | None
     arrays: dict[str, np.ndarray]
@@ -137,9 +137,18 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         datatype = item.get("datatype")
         if datatype != spec.datatype:
             raise ProtocolError(400, f"input '{name}': expected datatype {spec.datatype}, got {datatype!r}")
-        shape = _shape(item, name)
-        if len(shape) != len(spec.shape) or any(e != -1 and e != g for e, g in zip(spec.shape, shape, strict=True)):
-            raise ProtocolError(400, f"input '{name}': expected shape {list(spec.shape)}, got {list(shape)}")
+        # The shape, checked in one pass (this runs on every request): non-negative integers, as declared.
+        shape = item.get("shape")
+        if type(shape) is not list or len(shape) != len(spec.shape):
+            raise ProtocolError(400, f"input '{name}': expected shape {list(spec.shape)}, got "
+                                     f"{list(_shape(item, name))}")
+        for e, g in zip(spec.shape, shape):
+            if type(g) is not int or g < 0:
+                _shape(item, name)  # raises, naming what is wrong
+            if e != g and e != -1:
+                _shape(item, name)  # a bad value further on is reported first, as for any other shape
+                raise ProtocolError(400, f"input '{name}': expected shape {list(spec.shape)}, got {shape}")
+        shape = tuple(shape)
         if shape and spec.shape[0] == -1 and shape[0] > max_batch:
             raise ProtocolError(400, f"input '{name}': batch of {shape[0]} exceeds the maximum of {max_batch}")
         count = math.prod(shape)
@@ -190,12 +199,13 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         arrays[name] = arr
     if offset != len(binary):
         raise ProtocolError(400, f"the body has {len(binary) - offset} bytes of binary data no input claims")
-    missing = [s.describe() for n, s in specs.items() if n not in arrays]
-    if missing:
+    if len(arrays) != len(specs):  # each name was checked known and given once: a shortfall is a missing one
+        missing = [s.describe() for n, s in specs.items() if n not in arrays]
         raise ProtocolError(400, f"missing input(s): {', '.join(missing)}")
-    rows = {a.shape[0] for n, a in arrays.items() if specs[n].shape and specs[n].shape[0] == -1}
-    if len(rows) > 1:
-        raise ProtocolError(400, f"inputs disagree on the batch size: {sorted(rows)}")
+    if len(arrays) > 1:
+        rows = {a.shape[0] for n, a in arrays.items() if specs[n].shape and specs[n].shape[0] == -1}
+        if len(rows) > 1:
+            raise ProtocolError(400, f"inputs disagree on the batch size: {sorted(rows)}")
     requested = None
     output_binary: dict[str, bool] = {}
     if header.get("outputs") is not None:
