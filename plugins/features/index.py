@@ -97,20 +97,23 @@ class SortedIndex:
         # Integer modulo is slow on big arrays; with one group it is the identity.
         return (kid if len(self.starts) - 1 <= self.per_group else kid % self.per_group) * self.span
 
-    def gather(self, feature: str, pos: np.ndarray) -> pa.Array:
-        """The feature's values at rows ``pos``, NULL where ``pos`` is -1."""
-        column = self.values.column(feature)
+    def gather(self, features: list[str], pos: np.ndarray) -> list[pa.Array]:
+        """The features' values at rows ``pos``, NULL where ``pos`` is -1."""
         miss = pos < 0
-        kind = column.type
-        if not len(column):
-            return pa.nulls(len(pos), kind)
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind):
-            # A numpy gather is several times faster than Arrow's take with a null mask.
-            safe = np.where(miss, 0, pos)
-            if column.null_count:
-                miss = miss | column.is_null().to_numpy(zero_copy_only=False)[safe]
-            return pa.array(column.to_numpy()[safe], mask=miss, type=kind)
-        return column.take(pa.array(pos, mask=miss))
+        safe = np.where(miss, 0, pos)  # one index array for every feature
+        out = []
+        for feature in features:
+            column = self.values.column(feature)
+            kind = column.type
+            if not len(column):
+                out.append(pa.nulls(len(pos), kind))
+            elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_temporal(kind):
+                # A numpy gather is several times faster than Arrow's take with a null mask.
+                null = miss | column.is_null().to_numpy(zero_copy_only=False)[safe] if column.null_count else miss
+                out.append(pa.array(column.to_numpy()[safe], mask=null, type=kind))
+            else:
+                out.append(column.take(pa.array(pos, mask=miss)))
+        return out
 
     def number(self, key: np.ndarray, null: np.ndarray) -> np.ndarray:
         """Entity numbers of single integer keys (-1 where unknown or NULL).

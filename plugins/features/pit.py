@@ -214,7 +214,7 @@ def training_tables(con, relation: str, spine_cols: dict[str, str], event_time: 
             kid = np.where(at.is_null().to_numpy(), -1, kid)
             ttl = sel.view.ttl_s
             pos = ix.lookup(kid, _int64(at), None if ttl is None else now - ttl * 1_000_000)
-            columns += [ix.gather(f, pos) for f in sel.features]
+            columns += ix.gather(sel.features, pos)
         return columns
 
     def matched(spine: pa.Table) -> pa.Table:
@@ -342,7 +342,9 @@ def _int64(col) -> np.ndarray:
     separately where -1 could be a value)."""
     if pa.types.is_timestamp(col.type):
         col = col.cast(pa.int64())
-    return pc.fill_null(col, -1).to_numpy().astype(np.int64, copy=False)
+    if col.null_count:
+        col = pc.fill_null(col, -1)
+    return col.to_numpy().astype(np.int64, copy=False)
 
 
 def _cast(expr: str, have: str, want: str) -> str:
