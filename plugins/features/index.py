@@ -15,7 +15,6 @@ The files are a cache of the offline table: a missing, stale or damaged index is
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import re
@@ -39,7 +38,8 @@ TIME = "_t"  # event time as microseconds since the epoch; in the saved rows fil
 # Composite search keys must stay below 2**63; one group of entities spans at most this many of them.
 _KEY_ROOM = 1 << 62
 _FILE = re.compile(r"^(?P<view>.+)__v(?P<version>\d+)\.")  # <view>__v<N>.json, <view>__v<N>.<token>.rows.arrow...
-_DENSE_MAX = 1 << 25  # entries in an id -> entity number table (128 MB of int32 at most)
+_DENSE_MAX = 1 << 25
+_SEARCH_BLOCK = 1024  # entities searched together: ~100k rows of keys at a hundred rows an entity  # entries in an id -> entity number table (128 MB of int32 at most)
 
 
 class Unindexable(Exception):
@@ -74,17 +74,19 @@ class SortedIndex:
         order, k = _locality_order(kid[ask], since)
         ask = ask[order]
         want = self._base(k) + since[order]
+        # Queries are in entity order, so a block of entities has one slice of queries and one of rows: each
+        # block is searched on its own, its rows small enough to stay in cache (a third faster than one search
+        # over all rows). A block never spans two groups, whose search keys are not comparable.
         n = len(self.starts) - 1
-        if n <= self.per_group:  # one group, the usual case
-            pos = np.searchsorted(self.search, want, side="right") - 1
-        else:  # queries are in entity order, so each group's are one slice
-            pos = np.empty(len(ask), dtype=np.int64)
-            cuts = np.searchsorted(k, np.arange(0, n + self.per_group, self.per_group))
-            for g, (a, b) in enumerate(itertools.pairwise(cuts)):
-                if a < b:
-                    lo = self.starts[g * self.per_group]
-                    hi = self.starts[min((g + 1) * self.per_group, n)]
-                    pos[a:b] = np.searchsorted(self.search[lo:hi], want[a:b], side="right") - 1 + lo
+        edges = np.union1d(np.arange(0, n, _SEARCH_BLOCK), np.arange(0, n, self.per_group))
+        edges = np.append(edges, n)
+        cuts = np.searchsorted(k, edges)
+        pos = np.empty(len(ask), dtype=np.int64)
+        for e0, e1, a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
+                                strict=True):
+            if a < b:
+                lo, hi = int(self.starts[e0]), int(self.starts[e1])
+                pos[a:b] = np.searchsorted(self.search[lo:hi], want[a:b], side="right") - 1 + lo
         # A search that lands before the entity's first row found only an earlier entity's rows: no match.
         hit = pos >= self.starts[k]
         if not_before_us is not None:
