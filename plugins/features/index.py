@@ -66,14 +66,15 @@ class SortedIndex:
         queries are searched in entity order, so one pass of binary searches walks the rows in order instead
         of jumping about (on ten million rows, unordered searches cost ten times more in cache misses).
         """
-        out = np.full(len(kid), -1, dtype=np.int64)
-        ask = np.flatnonzero((kid >= 0) & (at_us >= self.t0))
-        if not len(ask):
-            return out
-        since = np.minimum(at_us[ask], self.t0 + self.span - 1) - self.t0
-        order, k = _locality_order(kid[ask], since)
-        ask = ask[order]
-        want = self._base(k) + since[order]
+        valid = (kid >= 0) & (at_us >= self.t0)
+        if not valid.any():
+            return np.full(len(kid), -1, dtype=np.int64)
+        # A query that cannot match is searched as entity 0 at t0 and masked out after: cheaper than picking
+        # the others out and putting them back.
+        since = np.minimum(np.where(valid, at_us, self.t0), self.t0 + self.span - 1) - self.t0
+        order, k = _locality_order(np.where(valid, kid, 0), since)
+        since = since[order]
+        want = self._base(k) + since
         # Queries are in entity order, so a block of entities has one slice of queries and one of rows: each
         # block is searched on its own, its rows small enough to stay in cache (a third faster than one search
         # over all rows). A block never spans two groups, whose search keys are not comparable.
@@ -81,18 +82,19 @@ class SortedIndex:
         edges = np.union1d(np.arange(0, n, _SEARCH_BLOCK), np.arange(0, n, self.per_group))
         edges = np.append(edges, n)
         cuts = np.searchsorted(k, edges)
-        pos = np.empty(len(ask), dtype=np.int64)
+        pos = np.empty(len(k), dtype=np.int64)
         for e0, e1, a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), cuts[:-1].tolist(), cuts[1:].tolist(),
                                 strict=True):
             if a < b:
                 lo, hi = int(self.starts[e0]), int(self.starts[e1])
                 pos[a:b] = np.searchsorted(self.search[lo:hi], want[a:b], side="right") - 1 + lo
         # A search that lands before the entity's first row found only an earlier entity's rows: no match.
-        hit = pos >= self.starts[k]
+        hit = (pos >= self.starts[k]) & valid[order]
         if not_before_us is not None:
             # The matched row's time is its search key less the query's base: the same offset as ``want``.
-            hit &= self.search[np.where(hit, pos, 0)] - want >= not_before_us[ask] - self.t0 - since[order]
-        out[ask] = np.where(hit, pos, -1)
+            hit &= self.search[np.where(hit, pos, 0)] - want >= not_before_us[order] - self.t0 - since
+        out = np.empty(len(kid), dtype=np.int64)
+        out[order] = np.where(hit, pos, -1)
         return out
 
     def _base(self, kid: np.ndarray) -> np.ndarray:
@@ -128,11 +130,9 @@ class SortedIndex:
             return np.full(len(key), -1, dtype=np.int64)
         dense = self._dense_table(known)
         if dense is not None:
-            lo = int(known[0])
-            inside = (key >= lo) & (key < lo + len(dense)) & ~null
-            kid = np.full(len(key), -1, dtype=np.int64)
-            kid[inside] = dense[key[inside] - lo]
-            return kid
+            at = key - int(known[0])
+            inside = (at >= 0) & (at < len(dense)) & ~null
+            return np.where(inside, dense.take(np.where(inside, at, 0)), -1).astype(np.int64, copy=False)
         order = np.argsort(key)
         kid = np.empty(len(key), dtype=np.int64)
         kid[order] = np.searchsorted(known, key[order])
