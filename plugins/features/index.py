@@ -38,8 +38,8 @@ TIME = "_t"  # event time as microseconds since the epoch; in the saved rows fil
 # Composite search keys must stay below 2**63; one group of entities spans at most this many of them.
 _KEY_ROOM = 1 << 62
 _FILE = re.compile(r"^(?P<view>.+)__v(?P<version>\d+)\.")  # <view>__v<N>.json, <view>__v<N>.<token>.rows.arrow...
-_DENSE_MAX = 1 << 25
-_SEARCH_BLOCK = 1024  # entities searched together: ~100k rows of keys at a hundred rows an entity  # entries in an id -> entity number table (128 MB of int32 at most)
+_DENSE_MAX = 1 << 25  # entries in an id -> entity number table (128 MB of int32 at most)
+_SEARCH_BLOCK = 1024  # entities searched together: ~100k rows of keys at a hundred rows an entity
 
 
 class Unindexable(Exception):

@@ -142,7 +142,7 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         if type(shape) is not list or len(shape) != len(spec.shape):
             raise ProtocolError(400, f"input '{name}': expected shape {list(spec.shape)}, got "
                                      f"{list(_shape(item, name))}")
-        for e, g in zip(spec.shape, shape):
+        for e, g in zip(spec.shape, shape, strict=True):
             if type(g) is not int or g < 0:
                 _shape(item, name)  # raises, naming what is wrong
             if e != g and e != -1:
