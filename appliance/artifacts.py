@@ -10,6 +10,7 @@ import hashlib
 import os
 import queue
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -51,27 +52,9 @@ class ArtifactStore:
 
     def put_file(self, src: Path | str) -> str:
         """Copy a file in; returns its sha256. The source is hashed while it is copied."""
-        src = Path(src)
-        h = hashlib.sha256()
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = h.hexdigest()
-            dest = self.path_for(digest)
-            dest.parent.mkdir(exist_ok=True)
-            os.replace(tmp, dest)
-            fsync_path(dest.parent)
-            return digest
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with open(src, "rb") as f, self.create() as out:
+            shutil.copyfileobj(f, out, _CHUNK)
+            return out.commit()
 
     def create(self) -> NewArtifact:
         """A new artifact written as a stream (``with store.create() as out: ...; digest = out.commit()``)."""
