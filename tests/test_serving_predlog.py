@@ -51,8 +51,8 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
         ("words", "w", 1, "d", 4.0, 0.004, False, {"text": np.array([["hi"], ["yo"]], dtype=object)},
          {"score": np.array([[0.1], [0.2]], np.float32)}, None),  # strings: the row-by-row path
     ]
-    for it in items:
-        log._q.append(it)
+    for dep, model, version, rid, _, lat, shadow, inputs, outputs, names in items:
+        log.append(dep, model, version, rid, lat, shadow, inputs, outputs, names)
     assert log.flush() == 4
     got = log.store.con.execute(
         "select deployment, model, version, request_id, row_index, latency_us, shadow, inputs, outputs "
@@ -70,9 +70,56 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
 def test_a_thousand_row_request_is_logged_row_by_row_with_its_row_numbers(log):
     x = np.random.default_rng(1).normal(size=(1000, 30)).astype(np.float32)
     names = {"features": [f"f{i}" for i in range(30)]}
-    log._q.append(("fraud", "fraud", 1, "big", 1.0, 0.01, False, {"features": x},
-                   {"probability": x[:, :1]}, names))
+    log.append("fraud", "fraud", 1, "big", 0.01, False, {"features": x}, {"probability": x[:, :1]}, names)
     log.flush()
     rows = log.store.con.execute("select row_index, inputs from serving.predictions order by row_index").fetchall()
     assert [r[0] for r in rows] == list(range(1000))
     assert json.loads(rows[999][1])["f29"] == pytest.approx(float(x[999, 29]))
+
+
+def test_requests_logged_while_the_writer_flushes_all_land_once(log):
+    """The serving loop appends while the writer swaps batches out: no request is lost or written twice."""
+    import threading
+
+    names = {"features": ["a", "b"]}
+    rng = np.random.default_rng(2)
+    sent = {}
+    done = threading.Event()
+
+    def serve():
+        for i in range(6000):
+            rows = 1 if i % 7 else 3  # mostly one row a request, as served; some batches of three
+            x = rng.normal(size=(rows, 2)).astype(np.float32)
+            sent[f"r{i}"] = rows
+            log.append("fraud", "fraud", 1, f"r{i}", 0.001, False, {"features": x}, {"p": x[:, :1]}, names)
+        done.set()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    flushed = 0
+    while not done.is_set():
+        flushed += log.flush()
+    t.join()
+    flushed += log.flush()
+    assert flushed == 6000
+    got = log.store.con.execute("select request_id, count(*), list(row_index order by row_index) "
+                                "from serving.predictions group by request_id").fetchall()
+    assert {rid: n for rid, n, _ in got} == sent
+    assert all(idx == list(range(n)) for _, n, idx in got)
+
+
+def test_a_request_whose_tensors_disagree_on_rows_still_lands(log):
+    x = np.ones((2, 3), np.float32)
+    log.append("m", "m", 1, "ragged", 0.001, False, {"features": x}, {"p": np.ones((1, 1), np.float32)}, None)
+    log.append("m", "m", 1, "fine", 0.001, False, {"features": x}, {"p": np.ones((2, 1), np.float32)}, None)
+    assert log.flush() == 2
+    got = dict(log.store.con.execute("select request_id, count(*) from serving.predictions group by 1").fetchall())
+    assert got == {"ragged": 1, "fine": 2}
+
+
+def test_a_full_log_drops_and_counts_instead_of_growing(log):
+    log.max_pending = 5
+    for i in range(8):
+        log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
+    assert log.dropped == 3
+    assert log.flush() == 5

@@ -1,7 +1,8 @@
 """The prediction log: every answered request (or a configured sample) appended to DuckDB in batches.
 
-The serving loop only appends a small tuple to a deque; a writer thread turns batches of them into one Arrow
-table and one INSERT, so logging costs the hot path almost nothing. One row per instance (a request of n rows
+The serving loop appends each request's arrays to per-layout column lists (a few list appends); a writer thread
+turns each batch into one Arrow table and one INSERT, so logging costs the hot path almost nothing and the writer
+holds the GIL for a few C calls a batch, never a Python loop per request. One row per instance (a request of n rows
 logs n), with inputs and outputs as JSON keyed by feature name, which is what drift monitors read.
 """
 
@@ -29,12 +30,50 @@ create table if not exists serving.feedback (
 """
 
 
+class _Columns:
+    """Logged requests that look alike (deployment, model version, tensor names, dtypes and row widths), kept
+    as columns from the moment they arrive: writing them is then a few numpy and Arrow calls over lists, with
+    no Python loop per request. That matters because the writer shares the GIL with the serving loop, and the
+    loop (uvloop) gives the GIL up between callbacks: every millisecond of Python the writer runs costs the loop
+    a millisecond slice per callback, which at 64 connections stalled answers for ~50 ms at each flush."""
+
+    __slots__ = ("deployment", "model", "version", "shadow", "names", "in_layout", "out_layout", "request_ids",
+                 "times", "latencies", "counts", "inputs", "outputs", "rows")
+
+    def __init__(self, deployment, model, version, shadow, names, in_layout, out_layout):
+        self.deployment, self.model, self.version, self.shadow = deployment, model, version, shadow
+        self.names = names or {}
+        self.in_layout, self.out_layout = in_layout, out_layout
+        self.request_ids: list[str] = []
+        self.times: list[float] = []
+        self.latencies: list[float] = []
+        self.counts: list[int] = []
+        self.inputs: dict[str, list[np.ndarray]] = {name: [] for name, *_ in in_layout}
+        self.outputs: dict[str, list[np.ndarray]] = {name: [] for name, *_ in out_layout}
+        self.rows = 0
+
+    def add(self, request_id, ts, latency_s, inputs, outputs, rows) -> None:
+        self.request_ids.append(request_id)
+        self.times.append(ts)
+        self.latencies.append(latency_s)
+        self.counts.append(rows)
+        self.rows += rows
+        for name, arr in inputs.items():
+            self.inputs[name].append(arr)
+        for name, arr in outputs.items():
+            self.outputs[name].append(arr)
+
+
 class PredictionLog:
     def __init__(self, store, *, flush_s: float = 0.5, max_pending: int = 200_000):
         self.store = store
         self.flush_s = flush_s
         self.max_pending = max_pending
-        self._q: collections.deque = collections.deque()
+        # The serving loop appends and the writer swaps these out, under one lock held for a few bytecodes.
+        self._lock = threading.Lock()
+        self._columns: dict[tuple, _Columns | None] = {}  # None: a look that cannot be written as columns
+        self._odd: list[tuple] = []
+        self._pending = 0
         self._feedback: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -48,11 +87,24 @@ class PredictionLog:
 
     def append(self, deployment: str, model: str, version: int, request_id: str, latency_s: float, shadow: bool,
                inputs: dict, outputs: dict, feature_names: dict[str, list[str]] | None) -> None:
-        if len(self._q) >= self.max_pending:
-            self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
-            return
-        self._q.append((deployment, model, version, request_id, time.time(), latency_s, shadow, inputs, outputs,
-                        feature_names))
+        look = (deployment, model, version, shadow, id(feature_names),
+                tuple([(n, a.dtype, a.shape[1:]) for n, a in inputs.items()]),
+                tuple([(n, a.dtype, a.shape[1:]) for n, a in outputs.items()]))
+        with self._lock:
+            if self._pending >= self.max_pending:
+                self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
+                return
+            self._pending += 1
+            columns = self._columns.get(look, False)
+            if columns is False:
+                columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
+                                                               feature_names)
+            rows = _common_rows(inputs, outputs) if columns is not None else None
+            if rows:
+                columns.add(request_id, time.time(), latency_s, inputs, outputs, rows)
+            else:
+                self._odd.append((deployment, model, version, request_id, time.time(), latency_s, shadow, inputs,
+                                  outputs, feature_names))
 
     def feedback(self, request_id: str, labels: list[float]) -> None:
         """Ground truth for a logged request, one label per row, joined to the log by request id and row."""
@@ -69,76 +121,65 @@ class PredictionLog:
             cur.executemany("insert into serving.feedback values (?, ?, ?, to_timestamp(?))", rows)
 
     def flush(self) -> int:
+        """Write what is pending; returns the number of requests written."""
         self._flush_feedback()
-        items = []
-        while self._q:
-            items.append(self._q.popleft())
-        if not items:
+        with self._lock:
+            columns, self._columns = self._columns, {}
+            odd, self._odd = self._odd, []
+            self._pending = 0
+        groups = [c for c in columns.values() if c is not None and c.counts]
+        if not groups and not odd:
             return 0
-        # Requests with the same tensor layout are written together, column-wise: numpy joins their rows and
-        # DuckDB builds each row's JSON (json_object), so the GIL is held for a few numpy calls per group, not
-        # ~30 us of Python per logged row (which capped the log near 30k rows/s and stalled the serving loop).
-        groups: dict[tuple, list] = {}
-        odd = []
-        layouts: dict[tuple, tuple | None] = {}  # most requests look alike: check a look once, not per request
-        for item in items:
-            inputs, outputs = item[7], item[8]
-            look = (item[0], item[1], item[2], item[6], id(item[9]),
-                    tuple([(n, a.dtype, a.shape) for n, a in inputs.items()]),
-                    tuple([(n, a.dtype, a.shape) for n, a in outputs.items()]))
-            key = layouts[look] if look in layouts else layouts.setdefault(look, _layout(item))
-            if key is None:
-                odd.append(item)
-            else:
-                groups.setdefault(key, []).append(item)
         cur = self.store.cursor()
-        for key, group in groups.items():
-            self._write_columns(cur, key, group)
-            time.sleep(0)  # between groups, hand the GIL back to the serving loop
+        for group in groups:
+            self._write_columns(cur, group)
         if odd:
             self._write_rows(cur, odd)
-        return len(items)
+        return sum(len(g.counts) for g in groups) + len(odd)
 
-    def _insert(self, cur, table, inputs_sql: str = "inputs", outputs_sql: str = "outputs") -> None:
+    def _insert(self, cur, table, inputs_sql: str = "inputs", outputs_sql: str = "outputs",
+                constants: tuple | None = None) -> None:
+        """Insert an Arrow table; ``constants`` (deployment, model, version, shadow) when the table leaves them
+        out because every row shares them."""
         cur.register("_predlog_batch", table)
         try:
-            cur.execute("insert into serving.predictions select deployment, model, version, request_id, row_index, "
-                        f"ts, latency_us, shadow, {inputs_sql}, {outputs_sql} from _predlog_batch")
+            if constants is None:
+                cur.execute("insert into serving.predictions select deployment, model, version, request_id, "
+                            f"row_index, ts, latency_us, shadow, {inputs_sql}, {outputs_sql} from _predlog_batch")
+            else:
+                cur.execute("insert into serving.predictions select ?, ?, ?, request_id, row_index, ts, latency_us, "
+                            f"?, {inputs_sql}, {outputs_sql} from _predlog_batch", list(constants))
         finally:
             cur.unregister("_predlog_batch")
         self.written += table.num_rows
 
-    def _write_columns(self, cur, key: tuple, group: list) -> None:
+    def _write_columns(self, cur, group: _Columns) -> None:
         import pyarrow as pa
 
-        in_layout, out_layout = key[4], key[5]
-        counts = np.array([next(iter(it[7].values())).shape[0] for it in group])
-        total = int(counts.sum())
-        starts = np.repeat(np.cumsum(counts) - counts, counts)
+        counts = np.array(group.counts, dtype=np.int64)
+        total = group.rows
+        single = total == len(counts)  # one row a request, the usual case: nothing to repeat
 
-        def per_row(field: int, dtype, scale: float = 1.0):
-            """One request-level field, repeated for each of the request's rows."""
-            values = np.array([it[field] for it in group], dtype=dtype)
-            if scale != 1.0:
-                values = (values * scale).astype(np.int64)
-            return np.repeat(values, counts)
+        def per_row(values: np.ndarray) -> np.ndarray:
+            return values if single else np.repeat(values, counts)
 
+        request_ids = pa.array(group.request_ids, pa.string())
+        if not single:
+            request_ids = request_ids.take(pa.array(np.repeat(np.arange(len(counts)), counts)))
+        row_index = (np.zeros(total, np.int64) if single
+                     else np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
         cols: dict[str, pa.Array] = {
-            "deployment": pa.array(per_row(0, object), pa.string()),
-            "model": pa.array(per_row(1, object), pa.string()),
-            "version": pa.array(per_row(2, np.int64)),
-            "request_id": pa.array(per_row(3, object), pa.string()),
-            "row_index": pa.array(np.arange(total) - starts),
-            "ts": pa.array(per_row(4, np.float64, 1e6)).cast(pa.timestamp("us")),
-            "latency_us": pa.array(per_row(5, np.float64, 1e6)),
-            "shadow": pa.array(per_row(6, bool)),
+            "request_id": request_ids,
+            "row_index": pa.array(row_index),
+            "ts": pa.array(per_row((np.array(group.times) * 1e6).astype(np.int64))).cast(pa.timestamp("us")),
+            "latency_us": pa.array(per_row((np.array(group.latencies) * 1e6).astype(np.int64))),
         }
-        names = group[0][9] or {}
         json_parts: dict[str, list[str]] = {"in": [], "out": []}
-        for side, layout, index in (("in", in_layout, 7), ("out", out_layout, 8)):
+        for side, layout, tensors in (("in", group.in_layout, group.inputs), ("out", group.out_layout, group.outputs)):
             for t, (name, ndim, width, _) in enumerate(layout):
-                arr = np.concatenate([it[index][name] for it in group])
-                features = names.get(name) if side == "in" else None
+                parts = tensors[name]
+                arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                features = group.names.get(name) if side == "in" else None
                 if ndim == 2 and features and len(features) == width:
                     for j, feature in enumerate(features):
                         col = f"{side}_{t}_{j}"
@@ -154,7 +195,8 @@ class PredictionLog:
                     json_parts[side] += [_quote(name), col]
         table = pa.table(cols)
         self._insert(cur, table, f"json_object({', '.join(json_parts['in'])})",
-                     f"json_object({', '.join(json_parts['out'])})")
+                     f"json_object({', '.join(json_parts['out'])})",
+                     (group.deployment, group.model, group.version, group.shadow))
 
     def _write_rows(self, cur, items: list) -> None:
         """Requests whose tensors do not line up as columns (strings, scalars, ragged rows): one dict a row."""
@@ -217,29 +259,32 @@ def _rows(tensors: dict, names: dict[str, list[str]] | None) -> list[dict]:
     return rows
 
 
-def _layout(item: tuple) -> tuple | None:
-    """The key under which a logged request can be written column-wise with others, or None when it cannot:
-    every tensor numeric, 1-D or 2-D, all with the same number of rows."""
-    dep, model, version, _, _, _, shadow, inputs, outputs, names = item
+def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: dict, names) -> _Columns | None:
+    """Columns for requests that look like this one, or None when they cannot be written as columns: every
+    tensor must be numeric, 1-D or 2-D."""
     if not inputs or not outputs:
         return None
-    rows = None
     layouts = []
     for tensors in (inputs, outputs):
         layout = []
         for name, arr in tensors.items():
             if arr.ndim not in (1, 2) or arr.dtype.kind not in "fiub":
                 return None
-            if rows is None:
-                rows = arr.shape[0]
-            elif arr.shape[0] != rows:
-                return None
             layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
         layouts.append(tuple(layout))
-    if not rows:
-        return None
-    # The feature-name lists are the loaded model's own (one object per model), so their identity is a key.
-    return dep, model, version, shadow, layouts[0], layouts[1], id(names)
+    return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1])
+
+
+def _common_rows(inputs: dict, outputs: dict) -> int:
+    """The number of rows every tensor of the request has, or 0 when they disagree (or have none)."""
+    rows = -1
+    for tensors in (inputs, outputs):
+        for arr in tensors.values():
+            if rows == -1:
+                rows = arr.shape[0]
+            elif arr.shape[0] != rows:
+                return 0
+    return max(rows, 0)
 
 
 def _column(values: np.ndarray):
