@@ -87,9 +87,7 @@ class PredictionLog:
 
     def append(self, deployment: str, model: str, version: int, request_id: str, latency_s: float, shadow: bool,
                inputs: dict, outputs: dict, feature_names: dict[str, list[str]] | None) -> None:
-        look = (deployment, model, version, shadow, id(feature_names),
-                tuple([(n, a.dtype, a.shape[1:]) for n, a in inputs.items()]),
-                tuple([(n, a.dtype, a.shape[1:]) for n, a in outputs.items()]))
+        look = (deployment, model, version, shadow, id(feature_names), _signature(inputs), _signature(outputs))
         with self._lock:
             if self._pending >= self.max_pending:
                 self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
@@ -99,7 +97,7 @@ class PredictionLog:
             if columns is False:
                 columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
                                                                feature_names)
-            rows = _common_rows(inputs, outputs) if columns is not None else None
+            rows = _common_rows(inputs, outputs) if columns is not None else 0
             if rows:
                 columns.add(request_id, time.time(), latency_s, inputs, outputs, rows)
             else:
@@ -273,6 +271,15 @@ def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: di
             layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
         layouts.append(tuple(layout))
     return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1])
+
+
+def _signature(tensors: dict):
+    """Names, dtypes and row shapes: what requests must share to be written as the same columns. Runs on every
+    logged request, so the usual single tensor skips building a tuple of tuples."""
+    if len(tensors) == 1:
+        for name, arr in tensors.items():
+            return name, arr.dtype, arr.shape[1:]
+    return tuple([(name, arr.dtype, arr.shape[1:]) for name, arr in tensors.items()])
 
 
 def _common_rows(inputs: dict, outputs: dict) -> int:
