@@ -151,6 +151,12 @@ BAD = [
     ("strings as floats", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
                                                "data": ["a", "b", "c", "d"]}]},
      400, "input 'features': expected FP32 values, got 'a'"),
+    ("null among floats", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                                               "data": [1, None, 3, 4]}]},
+     400, "input 'features': expected FP32 values, got None"),
+    ("beyond float32", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
+                                            "data": [1, 2, 1e39, 4]}]},
+     400, "input 'features': value at flat index 2 is inf; inputs must be finite"),
     ("negative dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4], "data": []}]},
      400, "'shape' must be a list of non-negative integers"),
     ("true as a dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [True, 4],
@@ -190,6 +196,10 @@ def test_raw_body_faults(served):
         assert r.status_code == status, (message, r.text[:200])
         assert message in r.json()["error"]
         assert httpx.post(infer, json=body(X)).status_code == 200
+    # A content type with parameters or in other case is still JSON.
+    spelled = httpx.post(infer, content=json.dumps(body(X)).encode(),
+                         headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert spelled.status_code == 200, spelled.text
 
 
 def test_binary_faults_are_checked_before_allocating(served):

@@ -24,7 +24,8 @@ import httptools
 log = logging.getLogger("appliance.serving.http")
 
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
-_INTERNAL = (500, [(b"content-type", b"application/json")], b'{"error":"internal error; see the daemon log"}')
+_JSON = ((b"content-type", b"application/json"),)
+_INTERNAL = (500, _JSON, b'{"error":"internal error; see the daemon log"}')
 
 
 class Request:
@@ -33,7 +34,7 @@ class Request:
     method: str
     path: str
     query: bytes
-    headers: list[tuple[bytes, bytes]]  # names lower-cased
+    headers: dict[bytes, bytes]  # names lower-cased; a repeated header keeps its last value
     body: bytes
     keep_alive: bool
     version: str
@@ -57,7 +58,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
@@ -88,26 +89,27 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, status: int, body: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_response(status, [(b"content-type", b"application/json")], body, False))
+            self.transport.write(_response(status, _JSON, body, False))
             self.transport.close()
 
     # ------------------------------------------------------------------------------------------- parser callbacks
 
     def on_message_begin(self) -> None:
-        self._url, self._headers, self._body, self._size, self._too_large = b"", [], [], 0, False
+        self._url, self._headers, self._body, self._size, self._too_large = b"", {}, [], 0, False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        self._headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
-        for name, value in self._headers:
-            if name == b"content-length" and value.strip().isdigit() and int(value) > self.max_body:
-                self._too_large = True
-            elif name == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        length = self._headers.get(b"content-length")
+        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
+            self._too_large = True
+        expect = self._headers.get(b"expect")
+        if expect is not None and expect.lower() == b"100-continue" and self.transport is not None:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -159,7 +161,20 @@ class _Connection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
-def _response(status: int, headers: list, body: bytes, keep_alive: bool) -> bytes:
+_HEADS: dict[tuple, bytes] = {}  # (status, headers) -> the response's head up to content-length
+
+
+def _response(status: int, headers, body: bytes, keep_alive: bool) -> bytes:
+    if keep_alive and type(headers) is tuple:
+        # Constant headers (a tuple): the head is built once per status, which is most answers.
+        head = _HEADS.get((status, headers))
+        if head is None:
+            head = b"".join(
+                [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
+                + [k + b": " + v + b"\r\n" for k, v in headers])
+            if len(_HEADS) < 256:  # a bound, though the tuples are the code's own constants
+                _HEADS[(status, headers)] = head
+        return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
     lines += [k + b": " + v + b"\r\n" for k, v in headers]
     lines.append(b"content-length: %d\r\n" % len(body))

@@ -42,9 +42,9 @@ _ids = itertools.count(1)
 
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
 INTERNAL = (500, JSON, b'{"error":"internal error; see the daemon log"}')
-PROMETHEUS = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]
+PROMETHEUS = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
 
-Reply = tuple[int, list, bytes]  # status, headers (without content-length), body
+Reply = tuple[int, tuple | list, bytes]  # status, headers (without content-length), body
 
 
 class ServingApp:
@@ -125,8 +125,10 @@ class ServingApp:
     def infer(self, req, later, name, version, t0) -> Reply | None:
         dep, model = self._model(name, version)
         spec = dep.spec
-        headers = dict(req.headers)
-        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        headers = req.headers
+        ctype = headers.get(b"content-type", b"")
+        if ctype not in ACCEPTED_TYPES:  # the exact usual spellings skip the parsing
+            ctype = ctype.split(b";")[0].strip().lower()
         if ctype not in ACCEPTED_TYPES:
             self.metrics.failed(name, str(model.version), "content_type")
             raise ProtocolError(415, f"content type {ctype.decode(errors='replace')!r} is not read here; send "
