@@ -123,3 +123,33 @@ def test_a_full_log_drops_and_counts_instead_of_growing(log):
         log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
     assert log.dropped == 3
     assert log.flush() == 5
+
+
+def test_the_log_checkpoints_the_store_once_appends_pause(tmp_path):
+    """Rows reach the data file (not just the WAL) soon after traffic stops, so DuckDB's own checkpoint does
+    not fall in a busy spell, and the store's threshold is raised for the steady appends."""
+    import time
+
+    from appliance.store import Store
+
+    store = Store(tmp_path / "store.duckdb")
+    try:
+        assert store.cursor().execute("select current_setting('checkpoint_threshold')").fetchone()[0] != "16.0 MiB"
+        log = pl.PredictionLog(store, flush_s=0.05)
+        log.start()
+        for i in range(500):
+            log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 4), np.float32)},
+                       {"y": np.ones((1, 1), np.float32)}, None)
+
+        def wal() -> str:
+            return store.cursor().execute("select wal_size from pragma_database_size()").fetchone()[0]
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (log.written < 500 or wal() != "0 bytes"):
+            time.sleep(0.05)
+        log.stop()
+        assert log.written == 500
+        assert wal() == "0 bytes"
+        assert store.cursor().execute("select count(*) from serving.predictions").fetchone()[0] == 500
+    finally:
+        store.close()

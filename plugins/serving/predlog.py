@@ -223,12 +223,28 @@ class PredictionLog:
         self._insert(cur, table)
 
     def _run(self) -> None:
+        unsaved = 0  # requests written since the last checkpoint
         while not self._stop.wait(self.flush_s):
             try:
-                self.flush()
+                written = self.flush()
+                unsaved += written
+                if not written and unsaved:
+                    # Traffic paused: move the log from the WAL into the data file now, rather than when the
+                    # WAL's size trips DuckDB's own checkpoint in the middle of a busy spell.
+                    unsaved = 0 if self._checkpoint() else unsaved
             except Exception:
                 log.exception("writing the prediction log failed")
         self.flush()
+
+    def _checkpoint(self) -> bool:
+        """Checkpoint the store; False when another transaction is running (DuckDB then refuses; try later)."""
+        import duckdb
+
+        try:
+            self.store.cursor().execute("checkpoint").fetchall()
+        except duckdb.Error:
+            return False
+        return True
 
     def stop(self) -> None:
         self._stop.set()
