@@ -7,7 +7,8 @@ Figures:
   - HTTP overhead at one connection: our p50 minus in-process p50 (goal <= 250 us);
   - throughput at 16 connections: ours / FastAPI (goal >= 2x) and ours / MLflow (goal >= 5x);
   - dynamic batching at 64 connections: requests/s with batching / batch-1 requests/s at one connection
-    (goal >= 3x, p99 <= 5 ms); the batch-1 figure at 64 connections is printed beside it.
+    (goal >= 3x, p99 <= 5 ms); the batch-1 figure at 64 connections is printed beside it, and the same batched
+    deployment with the prediction log off (``log_sample = 0``), which shows what logging every request costs.
 """
 
 from __future__ import annotations
@@ -122,12 +123,14 @@ def start_ours(tmp: Path, model: Path):
     shutil.copy(ROOT / "tests" / "plugins" / "good" / "model_import.py", project / "plugins")
     (project / "appliance.toml").write_text(
         '[serving]\nport = 0\n\n[deployments.mlp]\nmodel = "mlp@prod"\n\n'
-        '[deployments.mlp_batched]\nmodel = "mlp@prod"\nmax_batch_size = 64\nmax_queue_delay_us = 1000\n')
+        '[deployments.mlp_batched]\nmodel = "mlp@prod"\nmax_batch_size = 64\nmax_queue_delay_us = 1000\n\n'
+        '[deployments.mlp_batched_unlogged]\nmodel = "mlp@prod"\nmax_batch_size = 64\nmax_queue_delay_us = 1000\n'
+        'log_sample = 0\n')
     d = DaemonProcess(tmp / "home", project).start()
     d.post("/fixture/import-model", {"name": "mlp", "path": str(model)}).raise_for_status()
     d.post("/models/mlp/aliases/prod", {"version": 1}).raise_for_status()
     port = d.info["ports"]["serving"]
-    for name in ("mlp", "mlp_batched"):
+    for name in ("mlp", "mlp_batched", "mlp_batched_unlogged"):
         wait_http(f"http://127.0.0.1:{port}/v2/models/{name}/ready")
     return d, port
 
@@ -196,6 +199,9 @@ def main() -> int:
         results["ours c16"] = wrk(ours, oip, 16, secs)
         results["ours batch-1 c64"] = wrk(ours, oip, 64, secs)
         results["ours batching c64"] = wrk(batched, oip, 64, secs)
+        # The same, logging no predictions: what the prediction log costs at this rate on this box.
+        unlogged_url = f"http://127.0.0.1:{port}/v2/models/mlp_batched_unlogged/infer"
+        results["ours batching unlogged"] = wrk(unlogged_url, oip, 64, secs)
         daemon.stop()
         fa, fport = start_fastapi(model)
         procs.append(fa)
@@ -231,13 +237,18 @@ def main() -> int:
     print(f"batching at 64 connections vs batch-1 at one: {batching:.2f}x, p99 "
           f"{results['ours batching c64']['p99_us'] / 1000:.2f} ms (goal >= 3x, <= 5 ms); batch-1 at 64 "
           f"connections: {results['ours batch-1 c64']['rps']:.0f} req/s")
+    unlogged = results["ours batching unlogged"]
+    print(f"the same without the prediction log: {unlogged['rps'] / results['ours c1']['rps']:.2f}x, p99 "
+          f"{unlogged['p99_us'] / 1000:.2f} ms")
     met = (overhead <= 250 and vs_fastapi >= 2 and (vs_mlflow is None or vs_mlflow >= 5) and batching >= 3
            and results["ours batching c64"]["p99_us"] <= 5000)
     print(json.dumps({"bench": "serving", "unit": "req/s at 16 connections", "ours": round(results["ours c16"]["rps"]),
                       "baseline": round(results["fastapi c16"]["rps"]), "ratio": round(vs_fastapi, 2), "goal": 2.0,
                       "overhead_us": round(overhead, 1), "vs_mlflow": round(vs_mlflow, 2) if vs_mlflow else None,
                       "batching_ratio": round(batching, 2),
-                      "batching_p99_ms": round(results["ours batching c64"]["p99_us"] / 1000, 2), "met": met}))
+                      "batching_p99_ms": round(results["ours batching c64"]["p99_us"] / 1000, 2),
+                      "batching_unlogged_ratio": round(unlogged["rps"] / results["ours c1"]["rps"], 2),
+                      "batching_unlogged_p99_ms": round(unlogged["p99_us"] / 1000, 2), "met": met}))
     return 0
 
 
