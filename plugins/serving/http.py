@@ -161,28 +161,25 @@ class _Connection(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
 
-_HEADS: dict[tuple, bytes] = {}  # (status, headers) -> the response's head up to content-length
+_HEADS: dict[tuple, bytes] = {}  # (status, constant headers) -> the status line and header lines
 
 
 def _response(status: int, headers, body: bytes, keep_alive: bool) -> bytes:
-    if keep_alive and type(headers) is tuple:
-        # Constant headers (a tuple): the head is built once per status, which is most answers.
+    if type(headers) is tuple:  # constant headers (the code's own tuples): built once per status
         head = _HEADS.get((status, headers))
         if head is None:
-            head = b"".join(
-                [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
-                + [k + b": " + v + b"\r\n" for k, v in headers])
-            if len(_HEADS) < 256:  # a bound, though the tuples are the code's own constants
+            head = _head(status, headers)
+            if len(_HEADS) < 256:
                 _HEADS[(status, headers)] = head
-        return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
-    lines = [b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
-    lines += [k + b": " + v + b"\r\n" for k, v in headers]
-    lines.append(b"content-length: %d\r\n" % len(body))
-    if not keep_alive:
-        lines.append(b"connection: close\r\n")
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)
+    else:  # headers made for this answer (a binary response's header length)
+        head = _head(status, headers)
+    return b"%scontent-length: %d\r\n%s\r\n%s" % (head, len(body), b"" if keep_alive else b"connection: close\r\n",
+                                                  body)
+
+
+def _head(status: int, headers) -> bytes:
+    return b"".join([b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b"Unknown"))]
+                    + [k + b": " + v + b"\r\n" for k, v in headers])
 
 
 class HttpServer:
