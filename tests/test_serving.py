@@ -260,6 +260,20 @@ def test_dynamic_batching_merges_concurrent_requests_and_splits_answers(served):
     executions = metrics["nv_inference_exec_count_total"]
     assert metrics["nv_inference_count_total"] >= sum(len(r) for r in rows)
     assert executions < len(rows)  # at least some requests shared a model execution
+    # A batch is logged in one append: each request's rows still land under its own id, in order, with its own
+    # inputs and outputs.
+    deadline, logged = time.monotonic() + 10, {}
+    while time.monotonic() < deadline and len(logged) < sum(len(r) for r in rows):
+        logged = {(p["request_id"], p["row_index"]): p for p in served.get(
+            "/predictions", params={"deployment": "batched", "limit": 10_000}).json() if p["request_id"][:1] == "b"}
+        time.sleep(0.1)
+    assert len(logged) == sum(len(r) for r in rows)
+    for i, x in enumerate(rows):
+        want = reference(served.models[1], x)["probability"]
+        for j in range(len(x)):
+            entry = logged[(f"b{i}", j)]
+            assert json.loads(entry["inputs"])["features"] == pytest.approx(x[j].tolist())
+            assert json.loads(entry["outputs"])["probability"] == pytest.approx(want[j].tolist(), abs=1e-6)
 
 
 def test_metrics_parse_with_prometheus_own_parser(served):

@@ -59,6 +59,7 @@ def startup(app):
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
                          features=lambda: app.registry("services").get("online_features"),
                          collected_metrics=lambda: _collected_metrics(app))
+    state.manager.on_batch_answered = handler.batch_answered
     state.server = ServingServer(handler, cfg.host, cfg.port, cfg.max_body)
     state.server.start()
     app.ports["serving"] = state.server.port

@@ -85,6 +85,9 @@ class DeploymentManager:
     def __init__(self, app: Any, metrics):
         self.app = app
         self.metrics = metrics
+        # (deployment, model, stacked inputs, stacked outputs, notes): what the server does once a batch is
+        # answered (it logs the batch's predictions together); set by the server before the first load.
+        self.on_batch_answered = None
         self.deployments: dict[str, Deployment] = {}
         self._work: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
@@ -199,8 +202,11 @@ class DeploymentManager:
         old = dep.current
         if spec.max_batch_size > 1 and model.batched:
             name, ver = spec.name, str(version)
+            answered = self.on_batch_answered
             batcher = Batcher(spec.max_batch_size, spec.max_queue_delay_us / 1e6,
-                              lambda rows, q: self.metrics.executed(name, ver, rows, q))
+                              lambda rows, q: self.metrics.executed(name, ver, rows, q),
+                              (lambda m, inputs, outputs, notes: answered(name, m, inputs, outputs, notes))
+                              if answered else None)
         else:
             batcher = None
         # Order matters for requests arriving meanwhile: the batcher is in place before the model is visible.

@@ -31,35 +31,80 @@ create table if not exists serving.feedback (
 
 
 class _Columns:
-    """Logged requests that look alike (deployment, model version, tensor names, dtypes and row widths), kept
-    as columns from the moment they arrive: writing them is then a few numpy and Arrow calls over lists, with
-    no Python loop per request. That matters because the writer shares the GIL with the serving loop, and the
-    loop (uvloop) gives the GIL up between callbacks: every millisecond of Python the writer runs costs the loop
-    a millisecond slice per callback, which at 64 connections stalled answers for ~50 ms at each flush."""
+    """Logged requests that look alike (deployment, model version, tensor names, dtypes and row widths), copied
+    into growing numpy buffers as they arrive: the request's own arrays are freed with its answer, and writing a
+    batch is a few numpy and Arrow calls with no Python loop per request. Both matter because the writer and
+    the serving loop share the GIL: holding ten thousand requests' arrays until the flush made that flush free
+    them all at once (and made the cycle collector walk them meanwhile), stalling answers for milliseconds;
+    every millisecond of Python the writer runs is a millisecond the loop waits."""
 
     __slots__ = ("deployment", "model", "version", "shadow", "names", "in_layout", "out_layout", "request_ids",
-                 "times", "latencies", "counts", "inputs", "outputs")
+                 "times", "latencies", "counts", "inputs", "outputs", "rows", "capacity")
 
-    def __init__(self, deployment, model, version, shadow, names, in_layout, out_layout):
+    def __init__(self, deployment, model, version, shadow, names, in_layout, out_layout, capacity: int = 256):
         self.deployment, self.model, self.version, self.shadow = deployment, model, version, shadow
         self.names = names or {}
         self.in_layout, self.out_layout = in_layout, out_layout
+        self.rows, self.capacity = 0, capacity
         self.request_ids: list[str] = []
-        self.times: list[float] = []
-        self.latencies: list[float] = []
-        self.counts: list[int] = []
-        self.inputs: dict[str, list[np.ndarray]] = {name: [] for name, *_ in in_layout}
-        self.outputs: dict[str, list[np.ndarray]] = {name: [] for name, *_ in out_layout}
+        # Per request (a request has at least one row, so the row capacity bounds them too).
+        self.times = np.empty(capacity, np.float64)
+        self.latencies = np.empty(capacity, np.float64)
+        self.counts = np.empty(capacity, np.int64)
+        self.inputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in in_layout}
+        self.outputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in out_layout}
 
     def add(self, request_id, ts, latency_s, inputs, outputs, rows) -> None:
+        start, end = self.rows, self.rows + rows
+        if end > self.capacity:
+            self._grow(end)
+        k = len(self.request_ids)
         self.request_ids.append(request_id)
-        self.times.append(ts)
-        self.latencies.append(latency_s)
-        self.counts.append(rows)
+        self.times[k] = ts
+        self.latencies[k] = latency_s
+        self.counts[k] = rows
+        self._copy(inputs, outputs, start, end)
+
+    def add_many(self, request_ids, ts, latencies, counts, inputs, outputs, rows) -> None:
+        """Requests answered together: their rows stacked in ``inputs`` and ``outputs``, in request order."""
+        start, end = self.rows, self.rows + rows
+        if end > self.capacity:
+            self._grow(end)
+        k, n = len(self.request_ids), len(request_ids)
+        self.request_ids.extend(request_ids)
+        self.times[k:k + n] = ts
+        self.latencies[k:k + n] = latencies
+        self.counts[k:k + n] = counts
+        self._copy(inputs, outputs, start, end)
+
+    def _copy(self, inputs, outputs, start, end) -> None:
         for name, arr in inputs.items():
-            self.inputs[name].append(arr)
+            self.inputs[name][start:end] = arr
         for name, arr in outputs.items():
-            self.outputs[name].append(arr)
+            self.outputs[name][start:end] = arr
+        self.rows = end
+
+    def _grow(self, need: int) -> None:
+        capacity = max(need, 2 * self.capacity)
+        for attr in ("times", "latencies", "counts"):
+            setattr(self, attr, _resized(getattr(self, attr), capacity))
+        for buffers in (self.inputs, self.outputs):
+            for name, buf in buffers.items():
+                buffers[name] = _resized(buf, capacity)
+        self.capacity = capacity
+
+    def requests(self) -> int:
+        return len(self.request_ids)
+
+
+def _buffer(ndim: int, width: int, dtype: str, capacity: int) -> np.ndarray:
+    return np.empty((capacity, width) if ndim == 2 else capacity, np.dtype(dtype))
+
+
+def _resized(buf: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.empty((capacity, *buf.shape[1:]), buf.dtype)
+    out[:len(buf)] = buf
+    return out
 
 
 class PredictionLog:
@@ -102,6 +147,33 @@ class PredictionLog:
                 self._odd.append((deployment, model, version, request_id, time.time(), latency_s, shadow, inputs,
                                   outputs, feature_names))
 
+    def append_batch(self, deployment: str, model: str, version: int, request_ids: list[str],
+                     latencies_s: list[float], counts: list[int], inputs: dict, outputs: dict,
+                     feature_names: dict[str, list[str]] | None) -> None:
+        """Requests answered as one batch, their rows stacked in ``inputs`` and ``outputs`` in request order
+        (``counts`` rows each): one append for the lot."""
+        n, total = len(request_ids), sum(counts)
+        look = (deployment, model, version, False, id(feature_names), _signature(inputs), _signature(outputs))
+        with self._lock:
+            columns = self._columns.get(look, False)
+            if columns is False:
+                columns = self._columns[look] = _start_columns(deployment, model, version, False, inputs, outputs,
+                                                               feature_names)
+            if columns is not None and _common_rows(inputs, outputs) == total:
+                if self._pending + n > self.max_pending:
+                    self.dropped += n
+                    return
+                self._pending += n
+                columns.add_many(request_ids, time.time(), latencies_s, counts, inputs, outputs, total)
+                return
+        # Tensors that cannot be columns, or outputs that do not line up with the rows: each request alone.
+        start = 0
+        for rid, latency, rows in zip(request_ids, latencies_s, counts, strict=True):
+            cut = slice(start, start + rows)
+            start += rows
+            self.append(deployment, model, version, rid, latency, False, {k: v[cut] for k, v in inputs.items()},
+                        {k: v[cut] for k, v in outputs.items()}, feature_names)
+
     def feedback(self, request_id: str, labels: list[float]) -> None:
         """Ground truth for a logged request, one label per row, joined to the log by request id and row."""
         now = time.time()
@@ -123,7 +195,7 @@ class PredictionLog:
             columns, self._columns = self._columns, {}
             odd, self._odd = self._odd, []
             self._pending = 0
-        groups = [c for c in columns.values() if c is not None and c.counts]
+        groups = [c for c in columns.values() if c is not None and c.rows]
         if not groups and not odd:
             return 0
         cur = self.store.cursor()
@@ -131,7 +203,7 @@ class PredictionLog:
             self._write_columns(cur, group)
         if odd:
             self._write_rows(cur, odd)
-        return sum(len(g.counts) for g in groups) + len(odd)
+        return sum(g.requests() for g in groups) + len(odd)
 
     def _insert(self, cur, table, inputs_sql: str = "inputs", outputs_sql: str = "outputs",
                 constants: tuple | None = None) -> None:
@@ -152,29 +224,28 @@ class PredictionLog:
     def _write_columns(self, cur, group: _Columns) -> None:
         import pyarrow as pa
 
-        counts = np.array(group.counts, dtype=np.int64)
-        total = int(counts.sum())
-        single = total == len(counts)  # one row a request, the usual case: nothing to repeat
+        n, total = group.requests(), group.rows
+        counts = group.counts[:n]
+        single = total == n  # one row a request, the usual case: nothing to repeat
 
         def per_row(values: np.ndarray) -> np.ndarray:
             return values if single else np.repeat(values, counts)
 
         request_ids = pa.array(group.request_ids, pa.string())
         if not single:
-            request_ids = request_ids.take(pa.array(np.repeat(np.arange(len(counts)), counts)))
+            request_ids = request_ids.take(pa.array(np.repeat(np.arange(n), counts)))
         row_index = (np.zeros(total, np.int64) if single
                      else np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
         cols: dict[str, pa.Array] = {
             "request_id": request_ids,
             "row_index": pa.array(row_index),
-            "ts": pa.array(per_row((np.array(group.times) * 1e6).astype(np.int64))).cast(pa.timestamp("us")),
-            "latency_us": pa.array(per_row((np.array(group.latencies) * 1e6).astype(np.int64))),
+            "ts": pa.array(per_row((group.times[:n] * 1e6).astype(np.int64))).cast(pa.timestamp("us")),
+            "latency_us": pa.array(per_row((group.latencies[:n] * 1e6).astype(np.int64))),
         }
         json_parts: dict[str, list[str]] = {"in": [], "out": []}
         for side, layout, tensors in (("in", group.in_layout, group.inputs), ("out", group.out_layout, group.outputs)):
             for t, (name, ndim, width, _) in enumerate(layout):
-                parts = tensors[name]
-                arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                arr = tensors[name][:total]
                 features = group.names.get(name) if side == "in" else None
                 if ndim == 2 and features and len(features) == width:
                     for j, feature in enumerate(features):

@@ -147,35 +147,54 @@ class ServingApp:
         if dep.batcher is None:
             outputs = model.infer(ir.arrays)
             self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
-            return self._answer(dep, model, name, ir, outputs, t0)
+            reply, note = self._answer(dep, model, name, ir, outputs, t0)
+            if note is not None:
+                self.predlog.append(name, model.name, model.version, *note, model.input_features)
+            return reply
 
-        def batched(outputs) -> None:
+        def batched(outputs):
+            """Answer one request of the batch; what it returns is logged with the batch (``batch_answered``)."""
             if isinstance(outputs, BaseException):
                 log.error("batched inference on %s failed: %s", name, outputs)
-                return later(*INTERNAL)
+                later(*INTERNAL)
+                return None
             try:
-                later(*self._answer(dep, model, name, ir, outputs, t0))
+                reply, note = self._answer(dep, model, name, ir, outputs, t0)
+                later(*reply)
+                return note
             except Exception:
                 log.exception("serving request failed")
                 later(*INTERNAL)
+                return None
 
         dep.batcher.submit(model, ir.arrays, batched)
         return None
 
-    def _answer(self, dep, model, name, ir, outputs, t0) -> Reply:
-        """Encode the response, then count, log and shadow it (after the answer is built, before it is sent)."""
+    def _answer(self, dep, model, name, ir, outputs, t0) -> tuple[Reply, tuple | None]:
+        """Encode the response and count it (after the answer is built, before it is sent); with it, what the
+        prediction log takes for it, or None when the deployment's sample leaves it out."""
         spec, version = dep.spec, str(model.version)
         rid = ir.id or f"{_ID_PREFIX}-{next(_ids)}"
         payload, hdrs = encode_response(name, version, rid, outputs, ir)
         elapsed = time.perf_counter() - t0
         self.metrics.ok(name, version, _rows(ir.arrays), elapsed)
-        if spec.log_sample >= 1.0 or random.random() < spec.log_sample:
-            self.predlog.append(name, model.name, model.version, rid, elapsed, False, ir.arrays, outputs,
-                                model.input_features)
         if spec.shadow:
             # After this callback, so the challenger never delays the answer.
             asyncio.get_running_loop().call_soon(self._shadow, spec.shadow, rid, ir.arrays)
-        return 200, hdrs, payload
+        logged = spec.log_sample >= 1.0 or random.random() < spec.log_sample
+        return (200, hdrs, payload), ((rid, elapsed, False, ir.arrays, outputs) if logged else None)
+
+    def batch_answered(self, name: str, model, inputs: dict, outputs: dict, notes: list) -> None:
+        """Log a batch's predictions: one append of its stacked rows when every request of it is logged (the
+        usual case, and a few microseconds per batch instead of per request), else each logged one alone."""
+        if notes and all(n is not None for n in notes):
+            self.predlog.append_batch(name, model.name, model.version, [n[0] for n in notes],
+                                      [n[1] for n in notes], [_rows(n[3]) for n in notes], inputs, outputs,
+                                      model.input_features)
+            return
+        for note in notes:
+            if note is not None:
+                self.predlog.append(name, model.name, model.version, *note, model.input_features)
 
     def _shadow(self, name: str, rid: str, arrays: dict) -> None:
         """The challenger answers the same request; its answer is logged and never returned."""
