@@ -54,7 +54,8 @@ def age_the_home(home: Path) -> dict:
     con = duckdb.connect(str(home / "store.duckdb"))
     con.execute(PREDICTIONS)
     for rid, age in (("old", 11), ("young", 9)):
-        con.execute("insert into serving.predictions values ('fraud', 'fraud', 1, ?, 0, ?, 5, false, '{}', '{}')",
+        con.execute("insert into serving.predictions (deployment, model, version, request_id, row_index, ts, "
+                    "latency_us, shadow, inputs, outputs) values ('fraud', 'fraud', 1, ?, 0, ?, 5, false, '{}', '{}')",
                     [rid, utc(ago(age))])
         con.execute("insert into serving.feedback values (?, 0, 1.0, ?)", [rid, utc(ago(age))])
     con.execute("create schema if not exists raw; create table raw.ancient as select 1 as x, "

@@ -1,5 +1,6 @@
-"""The prediction log writes requests column-wise (DuckDB builds each row's JSON); what lands must be exactly
-what the row-by-row writer produced: same rows, same keys, same values, nulls for non-finite outputs."""
+"""The prediction log stores requests column-wise as numbers and its view builds each row's JSON; what reads back
+must be exactly what the row-by-row writer produced: same rows, same keys, same values, nulls for non-finite
+outputs."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def expected_rows(item) -> list[tuple]:
 @pytest.fixture
 def log():
     store = Store()
-    store.con.execute(pl.SCHEMA)
-    return pl.PredictionLog(store)
+    log = pl.PredictionLog(store)
+    log.prepare()
+    return log
 
 
 def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
@@ -56,7 +58,7 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
     assert log.flush() == 4
     got = log.store.con.execute(
         "select deployment, model, version, request_id, row_index, latency_us, shadow, inputs, outputs "
-        "from serving.predictions order by request_id, row_index").fetchall()
+        "from serving.prediction_log order by request_id, row_index").fetchall()
     want = [r for it in items for r in expected_rows(it)]
     assert len(got) == len(want) == 9
     for g, w in zip(got, want, strict=True):
@@ -64,6 +66,8 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
         assert json.loads(g[7]) == pytest.approx(w[7]) if "text" not in w[7] else json.loads(g[7]) == w[7]
         assert json.loads(g[8]) == w[8]  # NaN is null in both
     assert json.loads(got[3][8]) == {"probability": [None]}
+    # Integers and booleans come back as such, not as the doubles they are stored as.
+    assert (got[5][7], got[5][8]) == ('{"x":[0,1,2,3],"flag":true}', '{"y":1.5,"label":[1]}')
     assert list(json.loads(got[0][7])) == ["amount", "it's quoted", "age"]
 
 
@@ -72,7 +76,7 @@ def test_a_thousand_row_request_is_logged_row_by_row_with_its_row_numbers(log):
     names = {"features": [f"f{i}" for i in range(30)]}
     log.append("fraud", "fraud", 1, "big", 0.01, False, {"features": x}, {"probability": x[:, :1]}, names)
     log.flush()
-    rows = log.store.con.execute("select row_index, inputs from serving.predictions order by row_index").fetchall()
+    rows = log.store.con.execute("select row_index, inputs from serving.prediction_log order by row_index").fetchall()
     assert [r[0] for r in rows] == list(range(1000))
     assert json.loads(rows[999][1])["f29"] == pytest.approx(float(x[999, 29]))
 
@@ -153,3 +157,31 @@ def test_the_log_checkpoints_the_store_once_appends_pause(tmp_path):
         assert store.cursor().execute("select count(*) from serving.predictions").fetchone()[0] == 500
     finally:
         store.close()
+
+
+def test_a_log_from_before_the_numeric_columns_is_upgraded_and_layouts_survive_a_restart(tmp_path):
+    """A store whose log holds JSON rows only gains the numeric columns; its old rows read as before, and a
+    restarted writer reuses the layouts it registered (rows written before the restart still read)."""
+    con = duckdb.connect(str(tmp_path / "store.duckdb"))
+    con.execute("create schema serving; create table serving.predictions (deployment varchar, model varchar, "
+                "version integer, request_id varchar, row_index integer, ts timestamp, latency_us integer, "
+                "shadow boolean, inputs json, outputs json)")
+    con.execute("""insert into serving.predictions values ('fraud', 'fraud', 1, 'old', 0, now(), 5, false,
+                   '{"amount": 3.5}', '{"probability": [0.25]}')""")
+
+    class FileStore:
+        def cursor(self):
+            return con
+
+    names = {"features": ["amount"]}
+    for rid in ("new-1", "new-2"):  # two writers, as across a restart
+        log = pl.PredictionLog(FileStore())
+        log.prepare()
+        log.append("fraud", "fraud", 1, rid, 0.001, False, {"features": np.array([[7.0]], np.float32)},
+                   {"probability": np.array([[0.5]], np.float32)}, names)
+        assert log.flush() == 1
+    rows = con.execute("select request_id, inputs, outputs from serving.prediction_log order by request_id").fetchall()
+    assert [(r, json.loads(i), json.loads(o)) for r, i, o in rows] == [
+        ("new-1", {"amount": 7.0}, {"probability": [0.5]}), ("new-2", {"amount": 7.0}, {"probability": [0.5]}),
+        ("old", {"amount": 3.5}, {"probability": [0.25]})]
+    assert con.execute("select count(*) from serving.prediction_layouts").fetchone()[0] == 1

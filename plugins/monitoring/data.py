@@ -1,7 +1,7 @@
 """Reading what monitors compare: windows of the prediction log and the reference they are held to.
 
 Everything is read through DuckDB in the daemon (the only process that may open the store): the prediction log
-the serving plugin writes (``serving.predictions`` and ``serving.feedback``), training-set snapshots found
+the serving plugin writes (read as ``serving.prediction_log``, and ``serving.feedback``), training-set snapshots found
 through the model registry's lineage and the ``training_sets`` service, or a Parquet file of the project's.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from appliance import BadRequest, NotFound
 
-PREDICTIONS = "serving.predictions"
+PREDICTIONS = "serving.prediction_log"  # the log as JSON rows (a view over serving.predictions)
 FEEDBACK = "serving.feedback"
 
 
@@ -54,7 +54,7 @@ def _fetch(cur, sql: str, args: list | None = None) -> list[tuple]:
 def has_log(cur) -> bool:
     """Whether the serving plugin has created its prediction log in the store."""
     return bool(_fetch(cur, "select 1 from information_schema.tables where table_schema = 'serving' "
-                            "and table_name = 'predictions'"))
+                            "and table_name = 'prediction_log'"))
 
 
 def window_bounds(options: dict, now: float | None = None) -> tuple[float, float]:

@@ -59,7 +59,7 @@ def recent_predictions(req):
     st = _state()
     st.predlog.flush()
     limit = req.int_query("limit", 50, minimum=1, maximum=10_000)
-    sql = "select * from serving.predictions"
+    sql = "select * from serving.prediction_log"
     args = []
     if req.query.get("deployment"):
         sql += " where deployment = ?"

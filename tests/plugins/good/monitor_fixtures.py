@@ -37,7 +37,8 @@ def _predictions(request):
                      latency[i] if isinstance(latency, list) else latency, False, json.dumps(inp), json.dumps(out)))
         if i < len(labels) and labels[i] is not None:
             feedback.append((rid, 0, labels[i], ts))
-    cur.executemany("insert into serving.predictions values (?, ?, ?, ?, ?, to_timestamp(?), ?, ?, ?, ?)", rows)
+    cur.executemany("insert into serving.predictions (deployment, model, version, request_id, row_index, ts, "
+                    "latency_us, shadow, inputs, outputs) values (?, ?, ?, ?, ?, to_timestamp(?), ?, ?, ?, ?)", rows)
     if feedback:
         cur.executemany("insert into serving.feedback values (?, ?, ?, to_timestamp(?))", feedback)
     return {"rows": len(rows), "labels": len(feedback)}
