@@ -157,6 +157,9 @@ BAD = [
     ("beyond float32", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
                                             "data": [1, 2, 1e39, 4]}]},
      400, "input 'features': value at flat index 2 is inf; inputs must be finite"),
+    ("beyond float32 in a large request", lambda: {"inputs": [{"name": "features", "datatype": "FP32",
+                                                               "shape": [1100, 4], "data": [1.0] * 4000 + [1e39] * 400}]},
+     400, "input 'features': value at flat index 4000 is inf; inputs must be finite"),
     ("negative dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [-1, 4], "data": []}]},
      400, "'shape' must be a list of non-negative integers"),
     ("true as a dim", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [True, 4],
@@ -177,6 +180,16 @@ def test_bad_json_requests_get_precise_4xx_and_the_next_request_works(served, ca
     assert message in r.json()["error"]
     ok = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X))
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("rows", [1000, 1500])  # 4,000 values take the small-request path, 6,000 the large one
+def test_a_large_json_request_matches_onnxruntime(served, rows):
+    x = np.random.default_rng(rows).normal(size=(rows, N_FEATURES))
+    r = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(x))
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    np.testing.assert_allclose(np.array(out["probability"]["data"]).reshape(-1, 1),
+                               reference(served.models[1], x.astype(np.float32))["probability"], atol=1e-6)
 
 
 def test_raw_body_faults(served):
