@@ -233,11 +233,10 @@ class PredictionLog:
         return sum(g.requests() for g in groups) + len(odd)
 
     def _insert(self, cur, table, columns: str, select: str, params: list | None = None) -> None:
-        cur.register("_predlog_batch", table)
-        try:
-            cur.execute(f"insert into serving.predictions ({columns}) select {select} from _predlog_batch", params)
-        finally:
-            cur.unregister("_predlog_batch")
+        # DuckDB reads the Arrow table through its Python replacement scan (the local variable named in the
+        # query): register/unregister are two catalog changes, ~0.6 ms of a ~1.2 ms fixed cost per insert.
+        prediction_log_batch = table  # noqa: F841 (read by name by DuckDB)
+        cur.execute(f"insert into serving.predictions ({columns}) select {select} from prediction_log_batch", params)
         self.written += table.num_rows
 
     def _write_columns(self, cur, group: _Columns) -> None:
