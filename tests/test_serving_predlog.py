@@ -68,6 +68,11 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
     assert json.loads(got[3][8]) == {"probability": [None]}
     # Integers and booleans come back as such, not as the doubles they are stored as.
     assert (got[5][7], got[5][8]) == ('{"x":[0,1,2,3],"flag":true}', '{"y":1.5,"label":[1]}')
+    # float32 rows are stored as FLOAT (exact, half the bytes); int64 and float64 ones as DOUBLE.
+    stored = log.store.con.execute("select request_id, input_floats is not null, output_floats is not null "
+                                   "from serving.predictions where row_index = 0 and layout is not null "
+                                   "order by request_id").fetchall()
+    assert stored == [("a", True, True), ("b", True, True), ("c", False, False)]
     assert list(json.loads(got[0][7])) == ["amount", "it's quoted", "age"]
 
 

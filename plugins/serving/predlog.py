@@ -5,12 +5,13 @@ writer thread turns what piled up into one Arrow table and one INSERT every quar
 writer holds the GIL for a few C calls a batch, never a Python loop per request. One row per instance (a request
 of n rows logs n).
 
-Rows are stored as numbers: each row's input values and output values as two DOUBLE lists, plus a layout id
-that says which feature or tensor each position belongs to (``serving.prediction_layouts``). Building each row's
-JSON when writing made DuckDB's insert four times dearer (~10 us a row against ~2.5), and on a box where serving
-shares the cores with everything else that CPU showed up in the serving tail. Readers see JSON keyed by feature
-name, as before, through the view ``serving.prediction_log``, which builds it per layout when read. Requests that
-do not fit a numeric layout (strings, ragged rows) are stored as JSON in ``inputs``/``outputs`` directly.
+Rows are stored as numbers: each row's input values and output values as two lists (FLOAT where that holds the
+tensors exactly, as for float32 models, else DOUBLE), plus a layout id that says which feature or tensor each
+position belongs to (``serving.prediction_layouts``). Building each row's JSON when writing made DuckDB's insert
+four times dearer (~10 us a row against ~2.5), and on a box where serving shares the cores with everything else
+that CPU showed up in the serving tail. Readers see JSON keyed by feature name, as before, through the view
+``serving.prediction_log``, which builds it per layout when read. Requests that do not fit a numeric layout
+(strings, ragged rows) are stored as JSON in ``inputs``/``outputs`` directly.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ create table if not exists serving.predictions (
 alter table serving.predictions add column if not exists layout integer;
 alter table serving.predictions add column if not exists input_values double[];
 alter table serving.predictions add column if not exists output_values double[];
+alter table serving.predictions add column if not exists input_floats float[];
+alter table serving.predictions add column if not exists output_floats float[];
 create table if not exists serving.prediction_layouts (layout integer primary key, spec varchar not null);
 create table if not exists serving.feedback (
     request_id varchar, row_index integer, label double, ts timestamp
@@ -48,6 +51,10 @@ QUIET_S = 1.0
 # How a stored double goes back to its tensor's type in the JSON (floats stay doubles; an integer beyond 2**53
 # loses its last digits, as it would in most JSON readers).
 _CASTS = {"i": "bigint", "u": "ubigint", "b": "boolean"}
+# Tensors a FLOAT holds exactly: stored as FLOAT lists (half the bytes, in the WAL and on disk), others as DOUBLE.
+_FLOAT_EXACT = {np.dtype(t) for t in ("float32", "float16", "int8", "uint8", "int16", "uint16", "bool")}
+# Where each side's values live, by width: (DOUBLE column, FLOAT column).
+_VALUE_COLUMNS = {"inputs": ("input_values", "input_floats"), "outputs": ("output_values", "output_floats")}
 
 
 class _Columns:
@@ -260,10 +267,11 @@ class PredictionLog:
             "ts": pa.array(per_row((group.times[:n] * 1e6).astype(np.int64))).cast(pa.timestamp("us")),
             "latency_us": pa.array(per_row((group.latencies[:n] * 1e6).astype(np.int64))),
         }
-        spec: dict[str, list] = {}
+        spec: dict[str, list | dict] = {"columns": {}}
         for side, layout, tensors in (("inputs", group.in_layout, group.inputs),
                                       ("outputs", group.out_layout, group.outputs)):
             entries, blocks, offset = [], [], 0
+            narrow = all(np.dtype(dtype) in _FLOAT_EXACT for *_, dtype in layout)
             for name, ndim, width, dtype in layout:
                 cast = _CASTS.get(np.dtype(dtype).kind)
                 features = group.names.get(name) if side == "inputs" else None
@@ -273,11 +281,14 @@ class PredictionLog:
                     entries.append([name, offset, width if ndim == 2 else 0, cast])
                 blocks.append(tensors[name][:total].reshape(total, -1))
                 offset += width if ndim == 2 else 1
-            values = (blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)).astype(np.float64)
+            values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+            values = values.astype(np.float32 if narrow else np.float64, copy=False)
             cols[side] = pa.FixedSizeListArray.from_arrays(_column(values.reshape(-1)), offset)
             spec[side] = entries
+            spec["columns"][side] = _VALUE_COLUMNS[side][narrow]
         layout_id = self._layout(cur, orjson.dumps(spec).decode())
-        self._insert(cur, pa.table(cols), f"{COLUMNS}, layout, input_values, output_values",
+        self._insert(cur, pa.table(cols),
+                     f"{COLUMNS}, layout, {spec['columns']['inputs']}, {spec['columns']['outputs']}",
                      "?, ?, ?, request_id, row_index, ts, latency_us, ?, ?, inputs, outputs",
                      [group.deployment, group.model, group.version, group.shadow, layout_id])
 
@@ -294,10 +305,13 @@ class PredictionLog:
     def _create_view(self, cur) -> None:
         """``serving.prediction_log``: JSON rows as stored, numeric rows turned into JSON by their layout."""
         cases = {"inputs": [], "outputs": []}
-        for spec, layout in sorted(self._layouts.items(), key=lambda kv: kv[1]):
-            for side, entries in orjson.loads(spec).items():
-                values = "input_values" if side == "inputs" else "output_values"
-                cases[side].append(f"when layout = {int(layout)} then {_json_object(entries, values)}")
+        for spec_text, layout in sorted(self._layouts.items(), key=lambda kv: kv[1]):
+            spec = orjson.loads(spec_text)
+            for side in ("inputs", "outputs"):
+                values = spec["columns"][side]
+                if values not in _VALUE_COLUMNS[side]:  # read back from the store: only our own columns
+                    raise ValueError(f"unknown column {values!r} in a prediction log layout")
+                cases[side].append(f"when layout = {int(layout)} then {_json_object(spec[side], values)}")
         select = ", ".join(f"case {' '.join(cases[side])} else {side} end as {side}" if cases[side] else side
                            for side in ("inputs", "outputs"))
         cur.execute(f"create or replace view {VIEW} as select {COLUMNS}, {select} from serving.predictions")
