@@ -190,3 +190,9 @@ def test_a_log_from_before_the_numeric_columns_is_upgraded_and_layouts_survive_a
         ("new-1", {"amount": 7.0}, {"probability": [0.5]}), ("new-2", {"amount": 7.0}, {"probability": [0.5]}),
         ("old", {"amount": 3.5}, {"probability": [0.25]})]
     assert con.execute("select count(*) from serving.prediction_layouts").fetchone()[0] == 1
+
+
+def test_request_ids_converted_in_slices_keep_their_order():
+    ids = [f"r{i}" for i in range(2500)]
+    assert pl._strings(ids, slice_rows=1024).to_pylist() == ids
+    assert pl._strings(ids[:10], slice_rows=1024).to_pylist() == ids[:10]
