@@ -131,6 +131,10 @@ def test_a_full_log_drops_and_counts_instead_of_growing(log):
     for i in range(8):
         log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
     assert log.dropped == 3
+    # A batch that does not fit is dropped whole and counted per request.
+    log.append_batch("m", "m", 1, ["b0", "b1"], [0.001] * 2, [1, 1], {"x": np.ones((2, 2))}, {"y": np.ones((2, 1))},
+                     None)
+    assert log.dropped == 5
     assert log.flush() == 5
 
 
