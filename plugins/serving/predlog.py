@@ -81,30 +81,20 @@ class _Columns:
         self.inputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in in_layout}
         self.outputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in out_layout}
 
-    def add(self, request_id, ts, latency_s, inputs, outputs, rows) -> None:
-        start, end = self.rows, self.rows + rows
-        if end > self.capacity:
-            self._grow(end)
-        k = len(self.request_ids)
-        self.request_ids.append(request_id)
-        self.times[k] = ts
-        self.latencies[k] = latency_s
-        self.counts[k] = rows
-        self._copy(inputs, outputs, start, end)
-
-    def add_many(self, request_ids, ts, latencies, counts, inputs, outputs, rows) -> None:
-        """Requests answered together: their rows stacked in ``inputs`` and ``outputs``, in request order."""
+    def add(self, request_ids, ts, latencies, counts, inputs, outputs, rows) -> None:
+        """Requests answered together (or one alone): their rows stacked in ``inputs`` and ``outputs``, in
+        request order, ``counts`` rows each."""
         start, end = self.rows, self.rows + rows
         if end > self.capacity:
             self._grow(end)
         k, n = len(self.request_ids), len(request_ids)
         self.request_ids.extend(request_ids)
-        self.times[k:k + n] = ts
-        self.latencies[k:k + n] = latencies
-        self.counts[k:k + n] = counts
-        self._copy(inputs, outputs, start, end)
-
-    def _copy(self, inputs, outputs, start, end) -> None:
+        if n == 1:  # a request alone (most unbatched traffic): element stores cost a third of slice stores
+            self.times[k], self.latencies[k], self.counts[k] = ts, latencies[0], counts[0]
+        else:
+            self.times[k:k + n] = ts
+            self.latencies[k:k + n] = latencies
+            self.counts[k:k + n] = counts
         for name, arr in inputs.items():
             self.inputs[name][start:end] = arr
         for name, arr in outputs.items():
@@ -164,48 +154,46 @@ class PredictionLog:
 
     def append(self, deployment: str, model: str, version: int, request_id: str, latency_s: float, shadow: bool,
                inputs: dict, outputs: dict, feature_names: dict[str, list[str]] | None) -> None:
-        look = (deployment, model, version, shadow, id(feature_names), _signature(inputs), _signature(outputs))
-        with self._lock:
-            if self._pending >= self.max_pending:
-                self.dropped += 1  # the writer is behind; serving must not slow down or grow without bound
-                return
-            self._pending += 1
-            columns = self._columns.get(look, False)
-            if columns is False:
-                columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
-                                                               feature_names)
-            rows = _common_rows(inputs, outputs) if columns is not None else 0
-            if rows:
-                columns.add(request_id, time.time(), latency_s, inputs, outputs, rows)
-            else:
-                self._odd.append((deployment, model, version, request_id, time.time(), latency_s, shadow, inputs,
-                                  outputs, feature_names))
+        self._add(deployment, model, version, shadow, (request_id,), (latency_s,), None, inputs, outputs,
+                  feature_names)
 
     def append_batch(self, deployment: str, model: str, version: int, request_ids: list[str],
                      latencies_s: list[float], counts: list[int], inputs: dict, outputs: dict,
                      feature_names: dict[str, list[str]] | None) -> None:
         """Requests answered as one batch, their rows stacked in ``inputs`` and ``outputs`` in request order
         (``counts`` rows each): one append for the lot."""
-        n, total = len(request_ids), sum(counts)
-        look = (deployment, model, version, False, id(feature_names), _signature(inputs), _signature(outputs))
+        self._add(deployment, model, version, False, request_ids, latencies_s, counts, inputs, outputs,
+                  feature_names)
+
+    def _add(self, deployment, model, version, shadow, request_ids, latencies_s, counts, inputs, outputs,
+             feature_names) -> None:
+        """``counts`` None: one request, whose rows are its tensors' common first dimension."""
+        n, rows = len(request_ids), _common_rows(inputs, outputs)
+        look = (deployment, model, version, shadow, id(feature_names), _signature(inputs), _signature(outputs))
         with self._lock:
+            if self._pending + n > self.max_pending:
+                self.dropped += n  # the writer is behind; serving must not slow down or grow without bound
+                return
             columns = self._columns.get(look, False)
             if columns is False:
-                columns = self._columns[look] = _start_columns(deployment, model, version, False, inputs, outputs,
+                columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
                                                                feature_names)
-            if columns is not None and _common_rows(inputs, outputs) == total:
-                if self._pending + n > self.max_pending:
-                    self.dropped += n
-                    return
+            if columns is not None and rows and (counts is None or sum(counts) == rows):
                 self._pending += n
-                columns.add_many(request_ids, time.time(), latencies_s, counts, inputs, outputs, total)
+                columns.add(request_ids, time.time(), latencies_s, (rows,) if counts is None else counts, inputs,
+                            outputs, rows)
                 return
-        # Tensors that cannot be columns, or outputs that do not line up with the rows: each request alone.
+            if counts is None:  # one request whose tensors cannot be columns (strings, ragged rows): a dict a row
+                self._pending += 1
+                self._odd.append((deployment, model, version, request_ids[0], time.time(), latencies_s[0], shadow,
+                                  inputs, outputs, feature_names))
+                return
+        # A batch whose stacked tensors cannot be columns: each request alone.
         start = 0
-        for rid, latency, rows in zip(request_ids, latencies_s, counts, strict=True):
-            cut = slice(start, start + rows)
-            start += rows
-            self.append(deployment, model, version, rid, latency, False, {k: v[cut] for k, v in inputs.items()},
+        for rid, latency, count in zip(request_ids, latencies_s, counts, strict=True):
+            cut = slice(start, start + count)
+            start += count
+            self.append(deployment, model, version, rid, latency, shadow, {k: v[cut] for k, v in inputs.items()},
                         {k: v[cut] for k, v in outputs.items()}, feature_names)
 
     def feedback(self, request_id: str, labels: list[float]) -> None:
