@@ -13,6 +13,7 @@ import pluggy
 from .contract import CONTRACT_VERSION, Event, JobKind, Reply, Route, Stream, TuiPanel
 from .errors import ApplianceError, BadRequest, ConfigError, Conflict, NotFound
 from .migrations import Migrations
+from .threads import become_background, name_thread
 
 hookimpl = pluggy.HookimplMarker("appliance")
 
@@ -30,6 +31,8 @@ __all__ = [
     "Route",
     "Stream",
     "TuiPanel",
+    "become_background",
+    "name_thread",
     "hookimpl",
 ]
 

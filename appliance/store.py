@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from .threads import in_background
+
 #: WAL size that triggers DuckDB's automatic checkpoint (its default is 16 MB). The prediction log appends
 #: ~15 MB/s of WAL at 30k predictions/s, and each checkpoint rewrites (and recompresses) the table's open row
 #: group: at 16 MB the same rows were rewritten ~5 times (41 us of CPU per logged row, 21 us at 128 MB), and
@@ -26,7 +28,11 @@ CHECKPOINT_THRESHOLD = "512MB"
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._con = duckdb.connect(str(self.path), config={"checkpoint_threshold": CHECKPOINT_THRESHOLD})
+        # Opened from a background thread: DuckDB starts its worker pool here, and the workers inherit that
+        # priority (appliance.threads), so bulk query work yields to serving when the cores are all busy. The
+        # thread that runs a query takes part in it at its own priority.
+        self._con = in_background(lambda: duckdb.connect(str(self.path), config={
+            "checkpoint_threshold": CHECKPOINT_THRESHOLD}), "duckdb")
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()

@@ -54,3 +54,15 @@ def jobs_daemon(tmp_path_factory):
         d.markers = markers
         d.root = root
         yield d
+
+
+def threads_of(pid: int | str = "self") -> dict[int, tuple[str, int]]:
+    """Each thread of a process: its OS name and nice value."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            out[int(tid)] = (name, os.getpriority(os.PRIO_PROCESS, int(tid)))
+        except (OSError, ProcessLookupError):
+            pass  # ended meanwhile
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 
@@ -10,12 +11,13 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from conftest import make_project
+from conftest import make_project, threads_of
 from prometheus_client.parser import text_string_to_metric_families
 from serving_models import N_FEATURES, broken_model, linear_model, reference
 from tritonclient.utils import InferenceServerException
 
 from appliance.testing import DaemonProcess
+from appliance.threads import BACKGROUND_NICE
 
 TOML = """
 [serving]
@@ -320,6 +322,19 @@ def test_prediction_log_and_feedback(served):
     row0 = next(p for p in logged if p["row_index"] == 0)
     assert json.loads(row0["inputs"])["features"] == pytest.approx(X[0].tolist())
     assert row0["version"] == 1 and row0["shadow"] is False and row0["latency_us"] > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
+def test_serving_keeps_its_priority_while_the_log_and_duckdb_run_in_the_background(served):
+    """The serving thread competes for the CPU at normal priority; the log's inserts (its writer and DuckDB's
+    workers) run at background priority, so on a busy box they wait for serving instead of the other way round."""
+    threads = threads_of(served.proc.pid)
+    by_name: dict[str, set[int]] = {}
+    for name, nice in threads.values():
+        by_name.setdefault(name, set()).add(nice)
+    assert by_name.get("serving") == {0}, by_name
+    assert by_name.get("prediction-log") == {BACKGROUND_NICE}, by_name
+    assert by_name.get("duckdb") == {BACKGROUND_NICE}, by_name
 
 
 def test_shadow_deployment_answers_are_logged_never_returned(served):

@@ -21,6 +21,8 @@ import time
 
 import httptools
 
+from appliance import name_thread
+
 log = logging.getLogger("appliance.serving.http")
 
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
@@ -194,6 +196,8 @@ class HttpServer:
 
     def _run(self) -> None:
         import uvloop
+
+        name_thread("serving")  # what `top -H` shows beside "prediction-log" and "duckdb"
 
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)

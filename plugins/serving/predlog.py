@@ -24,6 +24,8 @@ import time
 import numpy as np
 import orjson
 
+from appliance import become_background
+
 log = logging.getLogger("appliance.serving.predlog")
 
 SCHEMA = """
@@ -331,6 +333,9 @@ class PredictionLog:
         self._insert(cur, table, f"{COLUMNS}, inputs, outputs", f"{COLUMNS}, inputs, outputs")
 
     def _run(self) -> None:
+        # Background priority: the inserts run here and on DuckDB's (also background) workers, and on a busy box
+        # they would otherwise take the core from the serving thread or its clients at the worst moment.
+        become_background("prediction-log")
         # A write every quarter second: DuckDB's insert has a fixed cost (~1 ms of CPU, and ~130 KB of WAL for
         # the list columns) that smaller, more frequent writes paid over and over, filling the WAL toward a
         # checkpoint several times faster; larger ones make longer bursts of CPU beside serving.
