@@ -136,6 +136,9 @@ class PredictionLog:
         self._columns: dict[tuple, _Columns | None] = {}  # None: a look that cannot be written as columns
         self._odd: list[tuple] = []
         self._pending = 0
+        # Rows each look's last flush held: the next buffers start that big, so steady traffic never grows
+        # (copies) them on the serving thread. Only the looks of the last flush are kept.
+        self._sizes: dict[tuple, int] = {}
         self._feedback: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -179,7 +182,7 @@ class PredictionLog:
             columns = self._columns.get(look, False)
             if columns is False:
                 columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
-                                                               feature_names)
+                                                               feature_names, self._sizes.get(look, 256))
             if columns is not None and rows and (counts is None or sum(counts) == rows):
                 self._pending += n
                 columns.add(request_ids, time.time(), latencies_s, (rows,) if counts is None else counts, inputs,
@@ -219,6 +222,9 @@ class PredictionLog:
             columns, self._columns = self._columns, {}
             odd, self._odd = self._odd, []
             self._pending = 0
+        if columns:  # a quiet quarter second keeps the sizes for the next burst
+            self._sizes = {look: max(256, c.rows + c.rows // 4) for look, c in columns.items()
+                           if c is not None and c.rows}
         groups = [c for c in columns.values() if c is not None and c.rows]
         if not groups and not odd:
             return 0
@@ -392,7 +398,8 @@ def _rows(tensors: dict, names: dict[str, list[str]] | None) -> list[dict]:
     return rows
 
 
-def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: dict, names) -> _Columns | None:
+def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: dict, names,
+                   capacity: int = 256) -> _Columns | None:
     """Columns for requests that look like this one, or None when they cannot be written as columns: every
     tensor must be numeric, 1-D or 2-D."""
     if not inputs or not outputs:
@@ -405,7 +412,7 @@ def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: di
                 return None
             layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
         layouts.append(tuple(layout))
-    return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1])
+    return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1], capacity)
 
 
 def _signature(tensors: dict):
