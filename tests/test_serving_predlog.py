@@ -76,6 +76,36 @@ def test_every_layout_lands_as_the_row_by_row_writer_would_write_it(log):
     assert list(json.loads(got[0][7])) == ["amount", "it's quoted", "age"]
 
 
+def test_integers_keep_every_digit(log):
+    """Hashed ids use all 64 bits: an integer side is stored as BIGINT, and a group whose big integers share a
+    side with floats (a DOUBLE holds 53 bits) is written as JSON rows, so every digit reads back."""
+    big = 2**62 + 1
+    items = [
+        ("ids", "m", 1, "ints", 1.0, 0.001, False, {"ids": np.array([[big, -big]], np.int64), "flag": np.array([True])},
+         {"p": np.array([[0.5]], np.float32)}, None),
+        ("mixed", "m", 1, "mixed-big", 2.0, 0.001, False, {"ids": np.array([[big]], np.int64),
+                                                           "x": np.array([[0.25]])}, {"p": np.array([[0.5]])}, None),
+        ("small", "m", 1, "mixed-small", 3.0, 0.001, False, {"ids": np.array([[7]], np.int64),
+                                                             "x": np.array([[0.25]])}, {"p": np.array([[0.5]])}, None),
+        ("unsigned", "m", 1, "u64", 4.0, 0.001, False, {"u": np.array([[2**64 - 1]], np.uint64)},
+         {"p": np.array([[0.5]], np.float32)}, None),
+    ]
+    for dep, model, version, rid, _, lat, shadow, inputs, outputs, names in items:
+        log.append(dep, model, version, rid, lat, shadow, inputs, outputs, names)
+    assert log.flush() == 4
+    got = {rid: (json.loads(i), json.loads(o)) for rid, i, o in log.store.con.execute(
+        "select request_id, inputs, outputs from serving.prediction_log").fetchall()}
+    for item in items:
+        (want,) = expected_rows(item)
+        assert got[item[3]] == (want[7], want[8])
+    assert got["ints"][0] == {"ids": [big, -big], "flag": True}
+    assert got["u64"][0] == {"u": [2**64 - 1]}
+    stored = dict(log.store.con.execute("select request_id, case when input_ints is not null then 'ints' "
+                                        "when input_values is not null then 'doubles' else 'json' end "
+                                        "from serving.predictions").fetchall())
+    assert stored == {"ints": "ints", "mixed-big": "json", "mixed-small": "doubles", "u64": "json"}
+
+
 def test_a_thousand_row_request_is_logged_row_by_row_with_its_row_numbers(log):
     x = np.random.default_rng(1).normal(size=(1000, 30)).astype(np.float32)
     names = {"features": [f"f{i}" for i in range(30)]}

@@ -39,6 +39,8 @@ alter table serving.predictions add column if not exists input_values double[];
 alter table serving.predictions add column if not exists output_values double[];
 alter table serving.predictions add column if not exists input_floats float[];
 alter table serving.predictions add column if not exists output_floats float[];
+alter table serving.predictions add column if not exists input_ints bigint[];
+alter table serving.predictions add column if not exists output_ints bigint[];
 create table if not exists serving.prediction_layouts (layout integer primary key, spec varchar not null);
 create table if not exists serving.feedback (
     request_id varchar, row_index integer, label double, ts timestamp
@@ -50,13 +52,16 @@ VIEW = "serving.prediction_log"
 COLUMNS = "deployment, model, version, request_id, row_index, ts, latency_us, shadow"
 #: Seconds without a request to log before the writer checkpoints the store.
 QUIET_S = 1.0
-# How a stored double goes back to its tensor's type in the JSON (floats stay doubles; an integer beyond 2**53
-# loses its last digits, as it would in most JSON readers).
+# How a stored number goes back to its tensor's type in the JSON.
 _CASTS = {"i": "bigint", "u": "ubigint", "b": "boolean"}
-# Tensors a FLOAT holds exactly: stored as FLOAT lists (half the bytes, in the WAL and on disk), others as DOUBLE.
+# Tensors a FLOAT holds exactly: stored as FLOAT lists (half the bytes, in the WAL and on disk).
 _FLOAT_EXACT = {np.dtype(t) for t in ("float32", "float16", "int8", "uint8", "int16", "uint16", "bool")}
-# Where each side's values live, by width: (DOUBLE column, FLOAT column).
-_VALUE_COLUMNS = {"inputs": ("input_values", "input_floats"), "outputs": ("output_values", "output_floats")}
+# Where each side's values live: FLOAT when all of its tensors fit one exactly, BIGINT when all are integers or
+# booleans (hashed ids use all 64 bits), else DOUBLE. A DOUBLE holds integers up to 2**53 exactly: a group with
+# a larger one on a mixed side is written as JSON rows instead, so no logged value ever loses digits.
+_VALUE_COLUMNS = {"inputs": {"double": "input_values", "float": "input_floats", "int": "input_ints"},
+                  "outputs": {"double": "output_values", "float": "output_floats", "int": "output_ints"}}
+_EXACT_IN_DOUBLE = 2**53
 
 
 class _Columns:
@@ -247,6 +252,8 @@ class PredictionLog:
 
         n, total = group.requests(), group.rows
         counts = group.counts[:n]
+        if not _fits(group):
+            return self._write_rows(cur, _as_items(group))
         single = total == n  # one row a request, the usual case: nothing to repeat
 
         def per_row(values: np.ndarray) -> np.ndarray:
@@ -267,7 +274,7 @@ class PredictionLog:
         for side, layout, tensors in (("inputs", group.in_layout, group.inputs),
                                       ("outputs", group.out_layout, group.outputs)):
             entries, blocks, offset = [], [], 0
-            narrow = all(np.dtype(dtype) in _FLOAT_EXACT for *_, dtype in layout)
+            kind = _storage(layout)
             for name, ndim, width, dtype in layout:
                 cast = _CASTS.get(np.dtype(dtype).kind)
                 features = group.names.get(name) if side == "inputs" else None
@@ -278,10 +285,10 @@ class PredictionLog:
                 blocks.append(tensors[name][:total].reshape(total, -1))
                 offset += width if ndim == 2 else 1
             values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-            values = values.astype(np.float32 if narrow else np.float64, copy=False)
+            values = values.astype(_STORAGE_TYPES[kind], copy=False)
             cols[side] = pa.FixedSizeListArray.from_arrays(_column(values.reshape(-1)), offset)
             spec[side] = entries
-            spec["columns"][side] = _VALUE_COLUMNS[side][narrow]
+            spec["columns"][side] = _VALUE_COLUMNS[side][kind]
         layout_id = self._layout(cur, orjson.dumps(spec).decode())
         self._insert(cur, pa.table(cols),
                      f"{COLUMNS}, layout, {spec['columns']['inputs']}, {spec['columns']['outputs']}",
@@ -305,7 +312,7 @@ class PredictionLog:
             spec = orjson.loads(spec_text)
             for side in ("inputs", "outputs"):
                 values = spec["columns"][side]
-                if values not in _VALUE_COLUMNS[side]:  # read back from the store: only our own columns
+                if values not in _VALUE_COLUMNS[side].values():  # read back from the store: only our own
                     raise ValueError(f"unknown column {values!r} in a prediction log layout")
                 cases[side].append(f"when layout = {int(layout)} then {_json_object(spec[side], values)}")
         select = ", ".join(f"case {' '.join(cases[side])} else {side} end as {side}" if cases[side] else side
@@ -413,6 +420,50 @@ def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: di
             layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
         layouts.append(tuple(layout))
     return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1], capacity)
+
+
+_STORAGE_TYPES = {"float": np.float32, "double": np.float64, "int": np.int64}
+
+
+def _storage(layout) -> str:
+    """Which value column a side's tensors go to (see ``_VALUE_COLUMNS``)."""
+    dtypes = [np.dtype(dtype) for *_, dtype in layout]
+    if all(d in _FLOAT_EXACT for d in dtypes):
+        return "float"
+    if all(d.kind in "iub" for d in dtypes):
+        return "int"
+    return "double"
+
+
+def _fits(group: _Columns) -> bool:
+    """Whether every value of the group survives its side's value column: integers beyond 2**53 on a side
+    stored as DOUBLE, or unsigned ones beyond BIGINT, do not (checked only for 64-bit integer tensors)."""
+    for layout, tensors in ((group.in_layout, group.inputs), (group.out_layout, group.outputs)):
+        kind = _storage(layout)
+        for name, _, _, dtype in layout:
+            dt = np.dtype(dtype)
+            if dt.kind not in "iu" or dt.itemsize < 8 or kind == "int" and dt.kind == "i":
+                continue
+            values = tensors[name][:group.rows]
+            if not values.size:
+                continue
+            top = int(values.max()) if dt.kind == "u" else max(int(values.max()), -int(values.min()))
+            if top > (np.iinfo(np.int64).max if kind == "int" else _EXACT_IN_DOUBLE):
+                return False
+    return True
+
+
+def _as_items(group: _Columns) -> list[tuple]:
+    """The group's requests as the row-by-row writer takes them."""
+    items, start = [], 0
+    for k, rid in enumerate(group.request_ids):
+        end = start + int(group.counts[k])
+        items.append((group.deployment, group.model, group.version, rid, float(group.times[k]),
+                      float(group.latencies[k]), group.shadow,
+                      {name: buf[start:end] for name, buf in group.inputs.items()},
+                      {name: buf[start:end] for name, buf in group.outputs.items()}, group.names))
+        start = end
+    return items
 
 
 def _signature(tensors: dict):
