@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
+from plugins.serving import logcolumns
 from plugins.serving import predlog as pl
 
 
@@ -228,5 +229,5 @@ def test_a_log_from_before_the_numeric_columns_is_upgraded_and_layouts_survive_a
 
 def test_request_ids_converted_in_slices_keep_their_order():
     ids = [f"r{i}" for i in range(2500)]
-    assert pl._strings(ids, slice_rows=1024).to_pylist() == ids
-    assert pl._strings(ids[:10], slice_rows=1024).to_pylist() == ids[:10]
+    assert logcolumns.strings(ids, slice_rows=1024).to_pylist() == ids
+    assert logcolumns.strings(ids[:10], slice_rows=1024).to_pylist() == ids[:10]

@@ -6,8 +6,8 @@ writer holds the GIL for a few C calls a batch, never a Python loop per request.
 of n rows logs n).
 
 Rows are stored as numbers: each row's input values and output values as two lists (FLOAT where that holds the
-tensors exactly, as for float32 models, else DOUBLE), plus a layout id that says which feature or tensor each
-position belongs to (``serving.prediction_layouts``). Building each row's JSON when writing made DuckDB's insert
+tensors exactly, as for float32 models, BIGINT for integers, else DOUBLE; see ``logcolumns``), plus a layout id
+that says which feature or tensor each position belongs to (``serving.prediction_layouts``). Building each row's JSON when writing made DuckDB's insert
 four times dearer (~10 us a row against ~2.5), and on a box where serving shares the cores with everything else
 that CPU showed up in the serving tail. Readers see JSON keyed by feature name, as before, through the view
 ``serving.prediction_log``, which builds it per layout when read. Requests that do not fit a numeric layout
@@ -25,6 +25,22 @@ import numpy as np
 import orjson
 
 from appliance import become_background
+
+from .logcolumns import (
+    CASTS,
+    STORAGE_TYPES,
+    VALUE_COLUMNS,
+    Columns,
+    as_items,
+    column,
+    common_rows,
+    fits,
+    json_object,
+    signature,
+    start_columns,
+    storage,
+    strings,
+)
 
 log = logging.getLogger("appliance.serving.predlog")
 
@@ -52,85 +68,6 @@ VIEW = "serving.prediction_log"
 COLUMNS = "deployment, model, version, request_id, row_index, ts, latency_us, shadow"
 #: Seconds without a request to log before the writer checkpoints the store.
 QUIET_S = 1.0
-# How a stored number goes back to its tensor's type in the JSON.
-_CASTS = {"i": "bigint", "u": "ubigint", "b": "boolean"}
-# Tensors a FLOAT holds exactly: stored as FLOAT lists (half the bytes, in the WAL and on disk).
-_FLOAT_EXACT = {np.dtype(t) for t in ("float32", "float16", "int8", "uint8", "int16", "uint16", "bool")}
-# Where each side's values live: FLOAT when all of its tensors fit one exactly, BIGINT when all are integers or
-# booleans (hashed ids use all 64 bits), else DOUBLE. A DOUBLE holds integers up to 2**53 exactly: a group with
-# a larger one on a mixed side is written as JSON rows instead, so no logged value ever loses digits.
-_VALUE_COLUMNS = {"inputs": {"double": "input_values", "float": "input_floats", "int": "input_ints"},
-                  "outputs": {"double": "output_values", "float": "output_floats", "int": "output_ints"}}
-_EXACT_IN_DOUBLE = 2**53
-
-
-class _Columns:
-    """Logged requests that look alike (deployment, model version, tensor names, dtypes and row widths), copied
-    into growing numpy buffers as they arrive: the request's own arrays are freed with its answer, and writing a
-    batch is a few numpy and Arrow calls with no Python loop per request. Both matter because the writer and
-    the serving loop share the GIL: holding ten thousand requests' arrays until the flush made that flush free
-    them all at once (and made the cycle collector walk them meanwhile), stalling answers for milliseconds;
-    every millisecond of Python the writer runs is a millisecond the loop waits."""
-
-    __slots__ = ("deployment", "model", "version", "shadow", "names", "in_layout", "out_layout", "request_ids",
-                 "times", "latencies", "counts", "inputs", "outputs", "rows", "capacity")
-
-    def __init__(self, deployment, model, version, shadow, names, in_layout, out_layout, capacity: int = 256):
-        self.deployment, self.model, self.version, self.shadow = deployment, model, version, shadow
-        self.names = names or {}
-        self.in_layout, self.out_layout = in_layout, out_layout
-        self.rows, self.capacity = 0, capacity
-        self.request_ids: list[str] = []
-        # Per request (a request has at least one row, so the row capacity bounds them too).
-        self.times = np.empty(capacity, np.float64)
-        self.latencies = np.empty(capacity, np.float64)
-        self.counts = np.empty(capacity, np.int64)
-        self.inputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in in_layout}
-        self.outputs = {name: _buffer(ndim, width, dtype, capacity) for name, ndim, width, dtype in out_layout}
-
-    def add(self, request_ids, ts, latencies, counts, inputs, outputs, rows) -> None:
-        """Requests answered together (or one alone): their rows stacked in ``inputs`` and ``outputs``, in
-        request order, ``counts`` rows each."""
-        start, end = self.rows, self.rows + rows
-        if end > self.capacity:
-            self._grow(end)
-        k, n = len(self.request_ids), len(request_ids)
-        self.request_ids.extend(request_ids)
-        if n == 1:  # a request alone (most unbatched traffic): element stores cost a third of slice stores
-            self.times[k], self.latencies[k], self.counts[k] = ts, latencies[0], counts[0]
-        else:
-            self.times[k:k + n] = ts
-            self.latencies[k:k + n] = latencies
-            self.counts[k:k + n] = counts
-        for name, arr in inputs.items():
-            self.inputs[name][start:end] = arr
-        for name, arr in outputs.items():
-            self.outputs[name][start:end] = arr
-        self.rows = end
-
-    def _grow(self, need: int) -> None:
-        capacity = max(need, 2 * self.capacity)
-        for attr in ("times", "latencies", "counts"):
-            setattr(self, attr, _resized(getattr(self, attr), capacity))
-        for buffers in (self.inputs, self.outputs):
-            for name, buf in buffers.items():
-                buffers[name] = _resized(buf, capacity)
-        self.capacity = capacity
-
-    def requests(self) -> int:
-        return len(self.request_ids)
-
-
-def _buffer(ndim: int, width: int, dtype: str, capacity: int) -> np.ndarray:
-    return np.empty((capacity, width) if ndim == 2 else capacity, np.dtype(dtype))
-
-
-def _resized(buf: np.ndarray, capacity: int) -> np.ndarray:
-    out = np.empty((capacity, *buf.shape[1:]), buf.dtype)
-    out[:len(buf)] = buf
-    return out
-
-
 class PredictionLog:
     def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000):
         self.store = store
@@ -138,7 +75,7 @@ class PredictionLog:
         self.max_pending = max_pending
         # The serving loop appends and the writer swaps these out, under one lock held for a few bytecodes.
         self._lock = threading.Lock()
-        self._columns: dict[tuple, _Columns | None] = {}  # None: a look that cannot be written as columns
+        self._columns: dict[tuple, Columns | None] = {}  # None: a look that cannot be written as columns
         self._odd: list[tuple] = []
         self._pending = 0
         # Rows each look's last flush held: the next buffers start that big, so steady traffic never grows
@@ -178,15 +115,15 @@ class PredictionLog:
     def _add(self, deployment, model, version, shadow, request_ids, latencies_s, counts, inputs, outputs,
              feature_names) -> None:
         """``counts`` None: one request, whose rows are its tensors' common first dimension."""
-        n, rows = len(request_ids), _common_rows(inputs, outputs)
-        look = (deployment, model, version, shadow, id(feature_names), _signature(inputs), _signature(outputs))
+        n, rows = len(request_ids), common_rows(inputs, outputs)
+        look = (deployment, model, version, shadow, id(feature_names), signature(inputs), signature(outputs))
         with self._lock:
             if self._pending + n > self.max_pending:
                 self.dropped += n  # the writer is behind; serving must not slow down or grow without bound
                 return
             columns = self._columns.get(look, False)
             if columns is False:
-                columns = self._columns[look] = _start_columns(deployment, model, version, shadow, inputs, outputs,
+                columns = self._columns[look] = start_columns(deployment, model, version, shadow, inputs, outputs,
                                                                feature_names, self._sizes.get(look, 256))
             if columns is not None and rows and (counts is None or sum(counts) == rows):
                 self._pending += n
@@ -247,19 +184,19 @@ class PredictionLog:
         cur.execute(f"insert into serving.predictions ({columns}) select {select} from prediction_log_batch", params)
         self.written += table.num_rows
 
-    def _write_columns(self, cur, group: _Columns) -> None:
+    def _write_columns(self, cur, group: Columns) -> None:
         import pyarrow as pa
 
         n, total = group.requests(), group.rows
         counts = group.counts[:n]
-        if not _fits(group):
-            return self._write_rows(cur, _as_items(group))
+        if not fits(group):
+            return self._write_rows(cur, as_items(group))
         single = total == n  # one row a request, the usual case: nothing to repeat
 
         def per_row(values: np.ndarray) -> np.ndarray:
             return values if single else np.repeat(values, counts)
 
-        request_ids = _strings(group.request_ids)
+        request_ids = strings(group.request_ids)
         if not single:
             request_ids = request_ids.take(pa.array(np.repeat(np.arange(n), counts)))
         row_index = (np.zeros(total, np.int64) if single
@@ -274,9 +211,9 @@ class PredictionLog:
         for side, layout, tensors in (("inputs", group.in_layout, group.inputs),
                                       ("outputs", group.out_layout, group.outputs)):
             entries, blocks, offset = [], [], 0
-            kind = _storage(layout)
+            kind = storage(layout)
             for name, ndim, width, dtype in layout:
-                cast = _CASTS.get(np.dtype(dtype).kind)
+                cast = CASTS.get(np.dtype(dtype).kind)
                 features = group.names.get(name) if side == "inputs" else None
                 if ndim == 2 and features and len(features) == width:  # one key per feature
                     entries += [[str(f), offset + j, 0, cast] for j, f in enumerate(features)]
@@ -285,10 +222,10 @@ class PredictionLog:
                 blocks.append(tensors[name][:total].reshape(total, -1))
                 offset += width if ndim == 2 else 1
             values = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-            values = values.astype(_STORAGE_TYPES[kind], copy=False)
-            cols[side] = pa.FixedSizeListArray.from_arrays(_column(values.reshape(-1)), offset)
+            values = values.astype(STORAGE_TYPES[kind], copy=False)
+            cols[side] = pa.FixedSizeListArray.from_arrays(column(values.reshape(-1)), offset)
             spec[side] = entries
-            spec["columns"][side] = _VALUE_COLUMNS[side][kind]
+            spec["columns"][side] = VALUE_COLUMNS[side][kind]
         layout_id = self._layout(cur, orjson.dumps(spec).decode())
         self._insert(cur, pa.table(cols),
                      f"{COLUMNS}, layout, {spec['columns']['inputs']}, {spec['columns']['outputs']}",
@@ -312,9 +249,9 @@ class PredictionLog:
             spec = orjson.loads(spec_text)
             for side in ("inputs", "outputs"):
                 values = spec["columns"][side]
-                if values not in _VALUE_COLUMNS[side].values():  # read back from the store: only our own
+                if values not in VALUE_COLUMNS[side].values():  # read back from the store: only our own
                     raise ValueError(f"unknown column {values!r} in a prediction log layout")
-                cases[side].append(f"when layout = {int(layout)} then {_json_object(spec[side], values)}")
+                cases[side].append(f"when layout = {int(layout)} then {json_object(spec[side], values)}")
         select = ", ".join(f"case {' '.join(cases[side])} else {side} end as {side}" if cases[side] else side
                            for side in ("inputs", "outputs"))
         cur.execute(f"create or replace view {VIEW} as select {COLUMNS}, {select} from serving.predictions")
@@ -403,130 +340,3 @@ def _rows(tensors: dict, names: dict[str, list[str]] | None) -> list[dict]:
             for r, v in zip(rows, values, strict=False):
                 r[key] = v
     return rows
-
-
-def _start_columns(deployment, model, version, shadow, inputs: dict, outputs: dict, names,
-                   capacity: int = 256) -> _Columns | None:
-    """Columns for requests that look like this one, or None when they cannot be written as columns: every
-    tensor must be numeric, 1-D or 2-D."""
-    if not inputs or not outputs:
-        return None
-    layouts = []
-    for tensors in (inputs, outputs):
-        layout = []
-        for name, arr in tensors.items():
-            if arr.ndim not in (1, 2) or arr.dtype.kind not in "fiub" or (arr.ndim == 2 and not arr.shape[1]):
-                return None
-            layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
-        layouts.append(tuple(layout))
-    return _Columns(deployment, model, version, shadow, names, layouts[0], layouts[1], capacity)
-
-
-_STORAGE_TYPES = {"float": np.float32, "double": np.float64, "int": np.int64}
-
-
-def _storage(layout) -> str:
-    """Which value column a side's tensors go to (see ``_VALUE_COLUMNS``)."""
-    dtypes = [np.dtype(dtype) for *_, dtype in layout]
-    if all(d in _FLOAT_EXACT for d in dtypes):
-        return "float"
-    if all(d.kind in "iub" for d in dtypes):
-        return "int"
-    return "double"
-
-
-def _fits(group: _Columns) -> bool:
-    """Whether every value of the group survives its side's value column: integers beyond 2**53 on a side
-    stored as DOUBLE, or unsigned ones beyond BIGINT, do not (checked only for 64-bit integer tensors)."""
-    for layout, tensors in ((group.in_layout, group.inputs), (group.out_layout, group.outputs)):
-        kind = _storage(layout)
-        for name, _, _, dtype in layout:
-            dt = np.dtype(dtype)
-            if dt.kind not in "iu" or dt.itemsize < 8 or kind == "int" and dt.kind == "i":
-                continue
-            values = tensors[name][:group.rows]
-            if not values.size:
-                continue
-            top = int(values.max()) if dt.kind == "u" else max(int(values.max()), -int(values.min()))
-            if top > (np.iinfo(np.int64).max if kind == "int" else _EXACT_IN_DOUBLE):
-                return False
-    return True
-
-
-def _as_items(group: _Columns) -> list[tuple]:
-    """The group's requests as the row-by-row writer takes them."""
-    items, start = [], 0
-    for k, rid in enumerate(group.request_ids):
-        end = start + int(group.counts[k])
-        items.append((group.deployment, group.model, group.version, rid, float(group.times[k]),
-                      float(group.latencies[k]), group.shadow,
-                      {name: buf[start:end] for name, buf in group.inputs.items()},
-                      {name: buf[start:end] for name, buf in group.outputs.items()}, group.names))
-        start = end
-    return items
-
-
-def _signature(tensors: dict):
-    """Names, dtypes and row shapes: what requests must share to be written as the same columns. Runs on every
-    logged request, so the usual single tensor skips building a tuple of tuples."""
-    if len(tensors) == 1:
-        for name, arr in tensors.items():
-            return name, arr.dtype, arr.shape[1:]
-    return tuple([(name, arr.dtype, arr.shape[1:]) for name, arr in tensors.items()])
-
-
-def _common_rows(inputs: dict, outputs: dict) -> int:
-    """The number of rows every tensor of the request has, or 0 when they disagree (or have none)."""
-    rows = -1
-    for tensors in (inputs, outputs):
-        for arr in tensors.values():
-            if rows == -1:
-                rows = arr.shape[0]
-            elif arr.shape[0] != rows:
-                return 0
-    return max(rows, 0)
-
-
-def _column(values: np.ndarray):
-    """An Arrow column; non-finite floats become JSON null, as orjson writes them."""
-    import pyarrow as pa
-
-    if values.dtype.kind == "f":
-        bad = ~np.isfinite(values)
-        if bad.any():
-            return pa.array(values, mask=bad)
-    return pa.array(values)
-
-
-def _strings(values: list[str], slice_rows: int = 1024):
-    """Python strings as an Arrow array, converted a slice at a time with the GIL let go between slices:
-    converting a quarter second's 8k request ids in one call held it ~0.5 ms, a stall for every request the
-    serving loop had in flight."""
-    import pyarrow as pa
-
-    if len(values) <= slice_rows:
-        return pa.array(values, pa.string())
-    chunks = []
-    for start in range(0, len(values), slice_rows):
-        chunks.append(pa.array(values[start:start + slice_rows], pa.string()))
-        time.sleep(0)  # releases the GIL: a waiting serving loop runs first
-    return pa.concat_arrays(chunks)
-
-
-def _json_object(entries: list, values: str) -> str:
-    """SQL building one row's JSON from its stored values: ``[key, offset, width, cast]`` per key, width 0 for a
-    single number, else a list of ``width`` numbers (DuckDB lists count from 1)."""
-    parts = []
-    for key, offset, width, cast in entries:
-        offset, width = int(offset), int(width)
-        expr = f"{values}[{offset + 1}]" if width == 0 else f"{values}[{offset + 1}:{offset + width}]"
-        if cast:
-            if cast not in _CASTS.values():  # the spec is read back from the store: only our own casts
-                raise ValueError(f"unknown cast {cast!r} in a prediction log layout")
-            expr = f"({expr})::{cast}{'[]' if width else ''}"
-        parts += [_quote(key), expr]
-    return f"json_object({', '.join(parts)})"
-
-
-def _quote(name: str) -> str:
-    return "'" + str(name).replace("'", "''") + "'"
