@@ -7,11 +7,11 @@ of n rows logs n).
 
 Rows are stored as numbers: each row's input values and output values as two lists (FLOAT where that holds the
 tensors exactly, as for float32 models, BIGINT for integers, else DOUBLE; see ``logcolumns``), plus a layout id
-that says which feature or tensor each position belongs to (``serving.prediction_layouts``). Building each row's JSON when writing made DuckDB's insert
-four times dearer (~10 us a row against ~2.5), and on a box where serving shares the cores with everything else
-that CPU showed up in the serving tail. Readers see JSON keyed by feature name, as before, through the view
-``serving.prediction_log``, which builds it per layout when read. Requests that do not fit a numeric layout
-(strings, ragged rows) are stored as JSON in ``inputs``/``outputs`` directly.
+that says which feature or tensor each position belongs to (``serving.prediction_layouts``). Building each row's
+JSON when writing made DuckDB's insert four times dearer (~10 us a row against ~2.5), and on a box where serving
+shares the cores with everything else that CPU showed up in the serving tail. Readers see JSON keyed by feature
+name, as before, through the view ``serving.prediction_log``, which builds it per layout when read. Requests that
+do not fit a numeric layout (strings, ragged rows) are stored as JSON in ``inputs``/``outputs`` directly.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class PredictionLog:
             columns = self._columns.get(look, False)
             if columns is False:
                 columns = self._columns[look] = start_columns(deployment, model, version, shadow, inputs, outputs,
-                                                               feature_names, self._sizes.get(look, 256))
+                                                              feature_names, self._sizes.get(look, 256))
             if columns is not None and rows and (counts is None or sum(counts) == rows):
                 self._pending += n
                 columns.add(request_ids, time.time(), latencies_s, (rows,) if counts is None else counts, inputs,
