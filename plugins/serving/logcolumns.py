@@ -91,7 +91,7 @@ def _resized(buf: np.ndarray, capacity: int) -> np.ndarray:
 
 
 def start_columns(deployment, model, version, shadow, inputs: dict, outputs: dict, names,
-                   capacity: int = 256) -> Columns | None:
+                  capacity: int = 256) -> Columns | None:
     """Columns for requests that look like this one, or None when they cannot be written as columns: every
     tensor must be numeric, 1-D or 2-D."""
     if not inputs or not outputs:
