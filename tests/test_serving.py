@@ -297,8 +297,12 @@ def test_metrics_parse_with_prometheus_own_parser(served):
     families = {f.name: f for f in text_string_to_metric_families(httpx.get(url(served, "/metrics")).text)}
     for name in ("nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
                  "nv_inference_exec_count", "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-                 "nv_model_ready", "appliance_inference_request_duration_seconds", "appliance_inference_batch_size"):
+                 "nv_model_ready", "appliance_inference_request_duration_seconds", "appliance_inference_batch_size",
+                 "appliance_prediction_log_written_rows", "appliance_prediction_log_dropped_requests",
+                 "appliance_prediction_log_pending_requests"):
         assert name in families, name
+    # Nothing was dropped from the prediction log (a drop would also raise an alert).
+    assert [s.value for s in families["appliance_prediction_log_dropped_requests"].samples] == [0]
     ok = [s for s in families["nv_inference_request_success"].samples if s.labels["model"] == "fraud"]
     assert ok and ok[0].value >= 1
     hist = families["appliance_inference_request_duration_seconds"]
@@ -446,6 +450,31 @@ def test_unload_frees_the_deployment_and_the_cli_lists(served):
     assert served.post("/deployments/batched/unload").status_code == 200
     assert httpx.post(url(served, "/v2/models/batched/infer"), json=body(X)).status_code == 404
     assert "batched" not in {x["name"] for x in served.get("/deployments").json()["deployments"]}
+
+
+def test_a_prediction_log_that_cannot_keep_up_raises_an_alert_and_every_request_is_answered(tmp_path):
+    toml = '[serving]\nport = 0\nlog_max_pending = 1\n\n[deployments.fraud]\nmodel = "fraud@champion"\n'
+    project = make_project(tmp_path / "project", ["good/model_import"], toml)
+    with DaemonProcess(tmp_path / "home", project) as d:
+        d.post("/fixture/import-model", {"name": "fraud", "path": str(linear_model(tmp_path / "m.onnx", seed=1))})
+        assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
+        d.serving_port = d.info["ports"]["serving"]
+        wait_ready(d, "fraud", version=1)
+        with httpx.Client() as client:  # far more than one request a quarter second: the log leaves some out
+            answers = [client.post(url(d, "/v2/models/fraud/infer"), json=body(X[:1])) for _ in range(50)]
+        assert all(r.status_code == 200 for r in answers)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            alerts = [e for e in d.events("alert.raised") if e["data"].get("rule") == "prediction_log_dropping"]
+            if alerts:
+                break
+            time.sleep(0.1)
+        assert alerts, "no alert for a prediction log that drops requests"
+        assert alerts[0]["subject"] == "serving:prediction-log"
+        assert "left out" in alerts[0]["data"]["message"] and "answers were sent" in alerts[0]["data"]["message"]
+        families = {f.name: f for f in text_string_to_metric_families(httpx.get(url(d, "/metrics")).text)}
+        dropped = families["appliance_prediction_log_dropped_requests"].samples[0].value
+        assert 0 < dropped < 50
 
 
 def test_bad_deployment_config_names_the_key(tmp_path):

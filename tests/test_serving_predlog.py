@@ -227,6 +227,27 @@ def test_a_log_from_before_the_numeric_columns_is_upgraded_and_layouts_survive_a
     assert con.execute("select count(*) from serving.prediction_layouts").fetchone()[0] == 1
 
 
+def test_drops_are_told_once_a_minute_and_counted_in_stats(log):
+    """A log whose writer is behind says so (the daemon raises an alert from it) instead of losing rows quietly."""
+    told = []
+    log.on_dropping = lambda n, limit: told.append((n, limit))
+    log.max_pending = 2
+    for i in range(5):
+        log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
+    assert log.stats() == {"written_rows": 0, "dropped_requests": 3, "pending_requests": 2}
+    log._tell_drops()
+    assert told == [(3, 2)]
+    log.append("m", "m", 1, "r5", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
+    log._tell_drops()  # within the minute: counted, not told again
+    assert told == [(3, 2)] and log.stats()["dropped_requests"] == 4
+    log._told_at -= pl.DROP_ALERT_S
+    log._tell_drops()
+    assert told == [(3, 2), (1, 2)]
+    assert log.flush() == 2 and log.stats() == {"written_rows": 2, "dropped_requests": 4, "pending_requests": 0}
+    log._tell_drops()  # nothing new dropped: nothing told
+    assert len(told) == 2
+
+
 def test_request_ids_converted_in_slices_keep_their_order():
     ids = [f"r{i}" for i in range(2500)]
     assert logcolumns.strings(ids, slice_rows=1024).to_pylist() == ids

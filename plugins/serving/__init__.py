@@ -53,7 +53,11 @@ def startup(app):
     # 5 ms switch interval lets one of them hold a request up for that long; 1 ms keeps the tail short.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     state.metrics = ServingMetrics()
-    state.predlog = PredictionLog(app.store)
+    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending, on_dropping=lambda n, limit: app.events.emit(
+        "alert.raised", subject="serving:prediction-log",
+        data={"rule": "prediction_log_dropping", "severity": "warning",
+              "message": f"the prediction log left out {n} requests: its writer is behind (more than {limit} "
+                         "waiting); their answers were sent, but monitoring will not see them"}))
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,

@@ -39,6 +39,17 @@ class Histogram:
         return float("inf")
 
 
+# The prediction log's series: name, type, help, key in PredictionLog.stats().
+LOG_SERIES = (
+    ("appliance_prediction_log_written_rows", "counter", "Prediction rows written to the store.", "written_rows"),
+    ("appliance_prediction_log_dropped_requests", "counter",
+     "Requests left out of the prediction log because its writer was behind (their answers were sent).",
+     "dropped_requests"),
+    ("appliance_prediction_log_pending_requests", "gauge", "Requests waiting to be written to the log.",
+     "pending_requests"),
+)
+
+
 class ServingMetrics:
     def __init__(self):
         self.success: dict[tuple, int] = defaultdict(int)
@@ -70,7 +81,8 @@ class ServingMetrics:
     def set_ready(self, model: str, version: str, ready: bool) -> None:
         self.ready[(model, version)] = int(ready)
 
-    def render(self) -> str:
+    def render(self, log_stats: dict[str, int] | None = None) -> str:
+        """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series."""
         out: list[str] = []
 
         def counter(name, help_, series, labels=("model", "version")):
@@ -90,6 +102,9 @@ class ServingMetrics:
             out.append(f"nv_model_ready{{{_labels(('model', 'version'), key)}}} {value}")
         _histograms(out, "appliance_inference_request_duration_seconds", "Request latency.", self.latency)
         _histograms(out, "appliance_inference_batch_size", "Rows per model execution.", self.batch)
+        if log_stats is not None:
+            for name, kind, help_, key in LOG_SERIES:
+                out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
         return "\n".join(out) + "\n"
 
 

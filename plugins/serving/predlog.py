@@ -20,6 +20,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -68,9 +69,17 @@ VIEW = "serving.prediction_log"
 COLUMNS = "deployment, model, version, request_id, row_index, ts, latency_us, shadow"
 #: Seconds without a request to log before the writer checkpoints the store.
 QUIET_S = 1.0
+#: While requests are being dropped, at most one alert in this many seconds.
+DROP_ALERT_S = 60.0
 class PredictionLog:
-    def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000):
+    def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000,
+                 on_dropping: Callable[[int, int], None] | None = None):
         self.store = store
+        # (requests dropped since the last call, the limit): told from the writer while the log drops requests,
+        # at most once every DROP_ALERT_S; serving itself never waits for the log.
+        self.on_dropping = on_dropping
+        self._dropped_told = 0
+        self._told_at = -DROP_ALERT_S
         self.flush_s = flush_s
         self.max_pending = max_pending
         # The serving loop appends and the writer swaps these out, under one lock held for a few bytecodes.
@@ -87,6 +96,23 @@ class PredictionLog:
         self.dropped = 0
         self.written = 0
         self._layouts: dict[str, int] = {}  # layout spec (JSON text) -> id; only the writer adds to it
+
+    def stats(self) -> dict[str, int]:
+        """Rows written, requests dropped (the writer was behind) and requests waiting to be written."""
+        return {"written_rows": self.written, "dropped_requests": self.dropped, "pending_requests": self._pending}
+
+    def _tell_drops(self) -> None:
+        dropped = self.dropped
+        if dropped == self._dropped_told or self.on_dropping is None:
+            return
+        now = time.monotonic()
+        if now - self._told_at < DROP_ALERT_S:
+            return
+        new, self._dropped_told, self._told_at = dropped - self._dropped_told, dropped, now
+        try:
+            self.on_dropping(new, self.max_pending)
+        except Exception:
+            log.exception("reporting prediction log drops failed")
 
     def prepare(self) -> None:
         """Create the log's tables (adding the numeric columns to a log made before them) and its view."""
@@ -303,6 +329,7 @@ class PredictionLog:
                     unsaved = 0 if self._checkpoint() else unsaved
             except Exception:
                 log.exception("writing the prediction log failed")
+            self._tell_drops()
         self.flush()
 
     def _checkpoint(self) -> bool:

@@ -102,7 +102,8 @@ class ServingApp:
             return 200, JSON, orjson.dumps({"name": "appliance", "version": self.version,
                                             "extensions": ["binary_tensor_data", "statistics"]})
         if path == "/metrics":
-            body = (self.metrics.render() + (self.collected_metrics() if self.collected_metrics else "")).encode()
+            body = (self.metrics.render(self.predlog.stats())
+                    + (self.collected_metrics() if self.collected_metrics else "")).encode()
             return 200, PROMETHEUS, body
         if path == "/v2/feedback":
             _method(method, "POST", path)

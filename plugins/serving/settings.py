@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .deployments import DeploymentSpec, parse_target
 
-SERVING_KEYS = {"host", "port", "max_body_mb"}
+SERVING_KEYS = {"host", "port", "max_body_mb", "log_max_pending"}
 DEPLOYMENT_KEYS = {"model", "max_batch_size", "max_queue_delay_us", "shadow", "log_sample", "max_request_rows",
                    "entity_keys", "features", "features_input"}
 DEFAULT_PORT = 8000
@@ -18,6 +18,9 @@ class ServingSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     max_body: int = 64 * 1024 * 1024
+    # Logged requests that may wait for the prediction log's writer; beyond it new ones are left out (and an
+    # alert says so) rather than serving slowing down or memory growing without bound.
+    log_max_pending: int = 200_000
     deployments: dict[str, DeploymentSpec] = field(default_factory=dict)
 
 
@@ -45,6 +48,8 @@ def read(config) -> ServingSettings:
         out.port = _int(config, serving["port"], 0, 65535, "serving", "port")
     if "max_body_mb" in serving:
         out.max_body = _int(config, serving["max_body_mb"], 1, 4096, "serving", "max_body_mb") * 1024 * 1024
+    if "log_max_pending" in serving:
+        out.log_max_pending = _int(config, serving["log_max_pending"], 1, 100_000_000, "serving", "log_max_pending")
     deployments = config.section("deployments")
     if not isinstance(deployments, dict):
         raise config.error("expected tables [deployments.NAME]", "deployments")
