@@ -53,11 +53,8 @@ def startup(app):
     # 5 ms switch interval lets one of them hold a request up for that long; 1 ms keeps the tail short.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     state.metrics = ServingMetrics()
-    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending, on_dropping=lambda n, limit: app.events.emit(
-        "alert.raised", subject="serving:prediction-log",
-        data={"rule": "prediction_log_dropping", "severity": "warning",
-              "message": f"the prediction log left out {n} requests: its writer is behind (more than {limit} "
-                         "waiting); their answers were sent, but monitoring will not see them"}))
+    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending,
+                                  on_dropping=lambda n, limit: _log_dropping(app, n, limit))
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
@@ -69,6 +66,14 @@ def startup(app):
     app.ports["serving"] = state.server.port
     state.manager.start()
     state.manager.apply(cfg.deployments)
+
+
+def _log_dropping(app, dropped: int, limit: int) -> None:
+    app.events.emit("alert.raised", subject="serving:prediction-log",
+                    data={"rule": "prediction_log_dropping", "severity": "warning",
+                          "message": f"the prediction log left out {dropped} requests: its writer is behind (more "
+                                     f"than {limit} waiting); their answers were sent, but monitoring will not see "
+                                     "them"})
 
 
 def _collected_metrics(app) -> str:

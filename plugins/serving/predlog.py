@@ -71,6 +71,8 @@ COLUMNS = "deployment, model, version, request_id, row_index, ts, latency_us, sh
 QUIET_S = 1.0
 #: While requests are being dropped, at most one alert in this many seconds.
 DROP_ALERT_S = 60.0
+
+
 class PredictionLog:
     def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000,
                  on_dropping: Callable[[int, int], None] | None = None):
