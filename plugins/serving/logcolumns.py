@@ -20,6 +20,8 @@ _FLOAT_EXACT = {np.dtype(t) for t in ("float32", "float16", "int8", "uint8", "in
 # a larger one on a mixed side is written as JSON rows instead, so no logged value ever loses digits.
 VALUE_COLUMNS = {"inputs": {"double": "input_values", "float": "input_floats", "int": "input_ints"},
                "outputs": {"double": "output_values", "float": "output_floats", "int": "output_ints"}}
+# The numpy type each value column is filled from.
+STORAGE_TYPES = {"float": np.float32, "double": np.float64, "int": np.int64}
 _EXACT_IN_DOUBLE = 2**53
 
 
@@ -105,9 +107,6 @@ def start_columns(deployment, model, version, shadow, inputs: dict, outputs: dic
             layout.append((name, arr.ndim, arr.shape[1] if arr.ndim == 2 else 0, arr.dtype.str))
         layouts.append(tuple(layout))
     return Columns(deployment, model, version, shadow, names, layouts[0], layouts[1], capacity)
-
-
-STORAGE_TYPES = {"float": np.float32, "double": np.float64, "int": np.int64}
 
 
 def storage(layout) -> str:

@@ -192,10 +192,10 @@ class PredictionLog:
             columns, self._columns = self._columns, {}
             odd, self._odd = self._odd, []
             self._pending = 0
-        if columns:  # a quiet quarter second keeps the sizes for the next burst
-            self._sizes = {look: max(256, c.rows + c.rows // 4) for look, c in columns.items()
-                           if c is not None and c.rows}
-        groups = [c for c in columns.values() if c is not None and c.rows]
+        written = {look: c for look, c in columns.items() if c is not None and c.rows}
+        if written:  # a quiet quarter second keeps the sizes for the next burst
+            self._sizes = {look: max(256, c.rows + c.rows // 4) for look, c in written.items()}
+        groups = list(written.values())
         if not groups and not odd:
             return 0
         cur = self.store.cursor()
