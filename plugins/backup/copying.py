@@ -1,7 +1,7 @@
 """Copies that share nothing writable with their source, and the private modes a backup and a home get.
 
-A backup used to hard-link artifacts: one inode for the live file and every backup, so one bad write damaged
-them all. ``copy_file`` makes a reflink where the filesystem has copy-on-write (btrfs, XFS, ZFS 2.2+): the copy
+A hard link would make the live file and every backup one inode, so one bad write would damage them all.
+``copy_file`` makes a reflink where the filesystem has copy-on-write (btrfs, XFS): the copy
 shares the source's blocks, costing no space, until either side is written, when the writer gets blocks of its
 own; elsewhere (ext4, tmpfs, another filesystem) it copies the bytes.
 """
