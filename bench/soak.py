@@ -3,17 +3,18 @@
 The workload is the demo project (plugins/demo, data/demo) on a real daemon in a subprocess: the nightly
 pipeline runs once (ingest, materialize, training set, train, promote), then the fraud deployment's peak is
 measured with wrk (64 connections, closed loop) and the soak offers a fixed seeded request at 70% of it (wrk
-paced on a schedule by a Lua script, ``PACER``). Every minute the bench also
-writes a new file of transactions and ingests it, materializes both feature views, trains the spec (which
-promotes its new version: a hot swap), moves the champion alias back and forth (two more hot swaps), takes a
-backup (the home's, pruned to its `keep`) and applies the project with one setting changed.
+paced on a schedule by a Lua script, ``PACER``). Every minute the bench also writes a new file of transactions
+and ingests it, materializes both feature views, trains the spec (which promotes its new version: a hot swap),
+moves the champion alias back and forth (two more hot swaps), takes a backup (the home's, pruned to its
+``keep``) and applies the project with one setting changed.
 
-Figures, per minute: requests, non-2xx (and socket errors), p50/p99, the daemon's RSS; the slopes of p99 (ms/min)
-and of RSS (MB/min) by least squares over the minutes after the first (warm-up); jobs by state once the work has
-drained; wedged slots: jobs still queued or running after the drain, plus job slots a probe cannot use (as many
-one-second jobs as the runner has workers, submitted at once, must all run at once; one GPU-gated job must run).
+Figures, per minute: requests, non-2xx (and socket errors), p50/p99, the daemon's RSS (the median of one
+sample a second; the peak beside it) and the store's WAL size; the slopes of p99 (ms/min) and of RSS (MB/min)
+by least squares over the minutes after the first (warm-up); jobs by state once the work has drained; wedged
+slots: jobs still queued or running after the drain, plus job slots a probe cannot use (as many one-second jobs
+as the runner has workers, submitted at once, must all run at once; one GPU-gated job must run).
 Goal: zero non-2xx, every job finished, no wedged slot, RSS slope <= 2 MB/min, p99 slope <= 5% of the median
-minute's p99 per minute. `--quick` runs three 10 s "minutes" on a smaller data set (the test that keeps it alive).
+minute's p99 per minute. ``--quick`` runs three 10 s "minutes" on less data (the test that keeps it alive).
 """
 
 from __future__ import annotations
@@ -225,9 +226,32 @@ def request_body() -> bytes:
     return json.dumps(body).encode()
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+class Sampler(threading.Thread):
+    """The daemon's RSS, once a second; a minute's figure is the median of its samples, so one moment's
+    allocation (a training set being read) does not pass for a trend."""
+
+    def __init__(self, pid: int):
+        super().__init__(name="soak-rss", daemon=True)
+        self.pid, self.samples, self.stopped = pid, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            try:
+                with open(f"/proc/{self.pid}/statm") as f:
+                    self.samples.append(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20)
+            except OSError:
+                return
+
+    def minute(self, since: int) -> tuple[float, float]:
+        """Median and peak RSS (MB) of the samples from index ``since`` on."""
+        taken = self.samples[since:] or self.samples[-1:]
+        return statistics.median(taken), max(taken)
+
+
+def wal_mb(home: Path) -> float:
+    """The store's write-ahead log: rows DuckDB holds in memory until its next checkpoint."""
+    wal = home / "store.duckdb.wal"
+    return wal.stat().st_size / 2**20 if wal.exists() else 0.0
 
 
 def slope(values: list[float], minute_s: float) -> float:
@@ -290,15 +314,19 @@ def main() -> int:
         print(f"set up in {time.monotonic() - t0:.0f} s; peak {peak['rps']:.0f} req/s (p99 {peak['p99_ms']:.2f} ms); "
               f"soak at {FRACTION:.0%}: {rate:.0f} req/s", file=sys.stderr)
         since = max((j["id"] for j in d.get("/jobs", params={"limit": 1}).json()), default=0)
-        work = Work(d, project, minute_s)
+        work, sampler = Work(d, project, minute_s), Sampler(d.proc.pid)
+        sampler.start()
         rows = []
         for n in range(minutes):
             work.start_minute(n)
+            first = len(sampler.samples)
             r = wrk(url, body, CONNECTIONS, minute_s, rate)
-            r["rss_mb"] = rss_mb(d.proc.pid)
+            r["rss_mb"], r["rss_peak_mb"] = sampler.minute(first)
+            r["wal_mb"] = wal_mb(d.home)
             rows.append(r)
             print(f"minute {n + 1}: {r['requests']} requests, {r['rps']:.0f} req/s, non-2xx {r['non2xx']}, "
                   f"p99 {r['p99_ms']:.2f} ms, RSS {r['rss_mb']:.0f} MB", file=sys.stderr)
+        sampler.stopped.set()
         work.join(600)
         states = drain(d, since, 600)
         stuck = states.get("queued", 0) + states.get("running", 0)
@@ -309,10 +337,10 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{'minute':>6}{'requests':>10}{'req/s':>8}{'non-2xx':>9}{'sock err':>9}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'RSS MB':>8}")
+          f"{'RSS MB':>8}{'peak MB':>8}{'WAL MB':>8}")
     for n, r in enumerate(rows, 1):
         print(f"{n:>6}{r['requests']:>10}{r['rps']:>8.0f}{r['non2xx']:>9}{r['socket_errors']:>9}{r['p50_ms']:>8.2f}"
-              f"{r['p99_ms']:>8.2f}{r['rss_mb']:>8.0f}")
+              f"{r['p99_ms']:>8.2f}{r['rss_mb']:>8.0f}{r['rss_peak_mb']:>8.0f}{r['wal_mb']:>8.0f}")
     p99 = [r["p99_ms"] for r in rows]
     rss = [r["rss_mb"] for r in rows]
     p99_slope, rss_slope = slope(p99, minute_s), slope(rss, minute_s)
@@ -331,6 +359,8 @@ def main() -> int:
                       "socket_errors": sum(r["socket_errors"] for r in rows),
                       "p99_ms": [round(x, 2) for x in p99], "p99_slope_ms_per_min": round(p99_slope, 3),
                       "rss_mb": [round(x, 1) for x in rss], "rss_slope_mb_per_min": round(rss_slope, 2),
+                      "rss_peak_mb": round(max(r["rss_peak_mb"] for r in rows), 1),
+                      "wal_mb": [round(r["wal_mb"], 1) for r in rows],
                       "jobs": states, "wedged_slots": wedged, "hot_swaps": work.swaps, "applies": work.applies,
                       "control_errors": len(work.errors),
                       "goal": f"0 non-2xx, every job finished, 0 wedged slots, RSS slope <= {GOAL_RSS_MB_PER_MIN:g} "
