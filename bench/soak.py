@@ -46,6 +46,7 @@ CONNECTIONS = 64  # for the peak and the soak: enough in flight for the paced ra
 GOAL_RSS_MB_PER_MIN = 2.0
 GOAL_P99_SLOPE = 0.05  # of the median minute's p99, per minute
 ENDED = ("succeeded", "failed", "cancelled")
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}  # wrk's latency units, in ms
 
 
 # ------------------------------------------------------------------------------------------------ load
@@ -70,7 +71,8 @@ end
 
 
 def wrk(url: str, body: bytes, connections: int, seconds: float, rate: float | None = None) -> dict:
-    """One wrk run, closed loop or paced at ``rate`` req/s: requests, req/s, p50/p99 (ms), non-2xx, socket errors."""
+    """One wrk run, closed loop or paced at ``rate`` req/s: requests, req/s, p50/p99 (ms), non-2xx, socket errors
+    (a timeout is an answer slower than wrk's 2 s)."""
     script = (f'wrk.method = "POST"\nwrk.body = {json.dumps(body.decode())}\n'
               'wrk.headers["Content-Type"] = "application/json"\n')
     if rate:
@@ -88,14 +90,18 @@ def wrk(url: str, body: bytes, connections: int, seconds: float, rate: float | N
 
     def ms(label: str) -> float:
         m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+        return float(m.group(1)) * UNITS[m.group(2)]
 
+    most = re.search(r"^\s*Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)\s", out, re.M)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50_ms": ms("50"),
-            "p99_ms": ms("99"), "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": sum(map(int, sockets.groups())) if sockets else 0}
+            "p99_ms": ms("99"), "max_ms": float(most.group(1)) * UNITS[most.group(2)],
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(map(int, sockets.groups())) if sockets else 0,
+            "socket_error_kinds": dict(zip(("connect", "read", "write", "timeout"),
+                                           map(int, sockets.groups()) if sockets else (0, 0, 0, 0), strict=True))}
 
 
 # ------------------------------------------------------------------------------------------------ the box's work
@@ -337,10 +343,10 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{'minute':>6}{'requests':>10}{'req/s':>8}{'non-2xx':>9}{'sock err':>9}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'RSS MB':>8}{'peak MB':>8}{'WAL MB':>8}")
+          f"{'max ms':>8}{'RSS MB':>8}{'peak MB':>8}{'WAL MB':>8}")
     for n, r in enumerate(rows, 1):
         print(f"{n:>6}{r['requests']:>10}{r['rps']:>8.0f}{r['non2xx']:>9}{r['socket_errors']:>9}{r['p50_ms']:>8.2f}"
-              f"{r['p99_ms']:>8.2f}{r['rss_mb']:>8.0f}{r['rss_peak_mb']:>8.0f}{r['wal_mb']:>8.0f}")
+              f"{r['p99_ms']:>8.2f}{r['max_ms']:>8.0f}{r['rss_mb']:>8.0f}{r['rss_peak_mb']:>8.0f}{r['wal_mb']:>8.0f}")
     p99 = [r["p99_ms"] for r in rows]
     rss = [r["rss_mb"] for r in rows]
     p99_slope, rss_slope = slope(p99, minute_s), slope(rss, minute_s)
@@ -356,8 +362,10 @@ def main() -> int:
     print(json.dumps({"bench": "soak", "minutes": minutes, "minute_s": minute_s, "peak_rps": round(peak["rps"]),
                       "offered_rps": round(rate), "served_rps": round(statistics.fmean(r["rps"] for r in rows)), "fraction": FRACTION,
                       "requests": sum(r["requests"] for r in rows), "non2xx": sum(r["non2xx"] for r in rows),
-                      "socket_errors": sum(r["socket_errors"] for r in rows),
+                      "socket_errors": {k: sum(r["socket_error_kinds"][k] for r in rows)
+                                        for k in ("connect", "read", "write", "timeout")},
                       "p99_ms": [round(x, 2) for x in p99], "p99_slope_ms_per_min": round(p99_slope, 3),
+                      "max_ms": [round(r["max_ms"]) for r in rows],
                       "rss_mb": [round(x, 1) for x in rss], "rss_slope_mb_per_min": round(rss_slope, 2),
                       "rss_peak_mb": round(max(r["rss_peak_mb"] for r in rows), 1),
                       "wal_mb": [round(r["wal_mb"], 1) for r in rows],
