@@ -91,7 +91,8 @@ def read(root: Path) -> dict:
         raise BadBackup(f"{path} is not valid JSON ({exc}); the backup cannot be trusted") from None
     except OSError as exc:
         raise BadBackup(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict) \
+            or not isinstance(data.get("tables"), dict) or not isinstance(data.get("bytes"), int):
         raise BadBackup(f"{path} is not a manifest this appliance understands (format {FORMAT})")
     return data
 

@@ -4,11 +4,12 @@ The catalog is copied with SQLite's online backup API (one read transaction, so 
 is exported to Parquet inside one DuckDB transaction (writers carry on; the export sees the moment it began),
 and artifacts, which are immutable files named by their hash, are copied (``copying``: a reflink where the
 filesystem has copy-on-write, else the bytes), never hard-linked: a backup shares no inode with the live home,
-so a bad write to one cannot damage the other. Backups share nothing with each other either: ``keep`` of them
-are that many independent chances, and the store's export, rewritten whole each time, dominates their size.
-An artifact whose bytes no longer match its hash is left out and named in the result. The order matters: the catalog first, then the store, then the artifacts, so whatever the catalog copy
-references (a materialized feature table, an artifact by hash) was already written when the later parts are
-taken; the later parts may hold a little more, never less. Everything lands in a hidden sibling directory
+so a bad write to one cannot damage the other. Backups share no files with each other either: ``keep`` of them
+are that many independent chances, and sharing would save only the artifacts, as the store's export is
+rewritten whole each time anyway. An artifact whose bytes no longer match its hash is left out and named in
+the result. The order matters: the catalog first, then the store, then the artifacts, so whatever the catalog
+copy references (a materialized feature table, an artifact by hash) was already written when the later parts
+are taken; the later parts may hold a little more, never less. Everything lands in a hidden sibling directory
 that is renamed into place only once its manifest is written, so a directory with a name and a manifest is
 always a complete backup. A backup is private like the home (0700 directories, 0600 files) and fsynced.
 """

@@ -187,3 +187,15 @@ def test_on_a_copy_on_write_disk_artifacts_are_reflinked_and_still_independent(c
         assert d.cli("backup", "verify", str(cow_disk / "backup")).returncode == 0
     # Independent, yet the copy took no bytes of its own until the live file was written.
     assert json.loads(out.stdout)["reflinked"] == json.loads(out.stdout)["artifacts"] == 1
+
+
+def test_a_manifest_missing_its_tables_is_refused_in_words(box, tmp_path):
+    edited = tmp_path / "edited"
+    shutil.copytree(box["backup"], edited)
+    data = json.loads((edited / "manifest.json").read_text())
+    del data["tables"]
+    (edited / "manifest.json").write_text(json.dumps(data))
+    for args in (("backup", "verify", str(edited)), ("restore", str(edited), "--home", str(tmp_path / "home"))):
+        out = box["daemon"].cli(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert "not a manifest this appliance understands" in out.stderr
