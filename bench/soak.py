@@ -43,6 +43,7 @@ from plugins.demo.project import generator, lay_out  # noqa: E402
 FRACTION = 0.7
 WORKERS = 4  # written into the project's [daemon] workers, so the slot probe knows how many there are
 CONNECTIONS = 64  # for the peak and the soak: enough in flight for the paced rate at a few ms per answer
+STALL_S = 1.0  # a watch request slower than this is reported with what was running
 GOAL_RSS_MB_PER_MIN = 2.0
 GOAL_P99_SLOPE = 0.05  # of the median minute's p99, per minute
 ENDED = ("succeeded", "failed", "cancelled")
@@ -116,6 +117,7 @@ class Work:
         self.jobs: list[int] = []
         self.errors: list[str] = []
         self.swaps = self.applies = 0
+        self.actions: list[tuple[float, str]] = []  # (wall time, what) of the swaps, backups and applies
         self._threads: list[threading.Thread] = []
 
     def client(self) -> httpx.Client:
@@ -185,6 +187,7 @@ class Work:
         versions = sorted(v["version"] for v in model["versions"])
         holder = next(v["version"] for v in model["versions"] if "champion" in v.get("aliases", []))
         target = versions[-1] if holder != versions[-1] else (versions[-2] if len(versions) > 1 else holder)
+        self.actions.append((time.time(), f"swap to v{target}"))
         if target != holder and self.call(c, "POST", "/models/fraud/aliases/champion",
                                           {"version": target, "reason": f"soak minute {n}"}) is not None:
             self.swaps += 1
@@ -197,6 +200,7 @@ class Work:
         text = toml.read_text()
         old, new = ('every_s = 30', 'every_s = 31') if n % 2 == 0 else ('every_s = 31', 'every_s = 30')
         toml.write_text(text.replace(f'kind = "box"\n{old}', f'kind = "box"\n{new}'))
+        self.actions.append((time.time(), "apply"))
         if self.call(c, "POST", "/apply", {}) is not None:
             self.applies += 1
 
@@ -230,6 +234,39 @@ def request_body() -> bytes:
 
     body, _ = Traffic("http://unused", generator().World(seed=7), seed=3).request(drifting=False)
     return json.dumps(body).encode()
+
+
+class Watch(threading.Thread):
+    """One request every 0.2 s beside the load, timed on its own: an answer slower than STALL_S (or none) is a
+    stall, kept with its wall-clock time so the report can name what the box was doing then."""
+
+    def __init__(self, url: str, body: bytes):
+        super().__init__(name="soak-watch", daemon=True)
+        self.url, self.body, self.stalls, self.stopped = url, body, [], threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as c:
+            while not self.stopped.wait(0.2):
+                start = time.time()
+                try:
+                    status = c.post(self.url, content=self.body,
+                                    headers={"Content-Type": "application/json"}).status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                if time.time() - start > STALL_S or status != 200:
+                    self.stalls.append({"at": start, "seconds": round(time.time() - start, 2), "status": status})
+
+    def explain(self, jobs: list[dict], actions: list[tuple[float, str]], t0: float) -> list[dict]:
+        """Each stall with the jobs running and the bench's actions taken during it (a second either side)."""
+        out = []
+        for stall in self.stalls:
+            lo, hi = stall["at"] - 1, stall["at"] + stall["seconds"] + 1
+            busy = [f"{j['kind']} {j['id']}" for j in jobs
+                    if j.get("started") and j["started"] < hi and (j.get("finished") or hi) > lo]
+            done = [what for at, what in actions if lo <= at <= hi]
+            out.append({"at_s": round(stall["at"] - t0, 1), "seconds": stall["seconds"], "status": stall["status"],
+                        "jobs": busy, "actions": done})
+        return out
 
 
 class Sampler(threading.Thread):
@@ -285,8 +322,9 @@ def probe_slots(d: DaemonProcess, tmp: Path) -> int:
     return WORKERS - most + int(gpu_stuck)
 
 
-def drain(d: DaemonProcess, since: int, timeout: float) -> dict[str, int]:
-    """Jobs created since job ``since``, by state, once none is queued or running (or at ``timeout``)."""
+def drain(d: DaemonProcess, since: int, timeout: float) -> tuple[dict[str, int], list[dict]]:
+    """Jobs created since job ``since``, counted by state and listed, once none is queued or running (or at
+    ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
         jobs = [j for j in d.get("/jobs", params={"limit": 10000}).json() if j["id"] > since]
@@ -294,7 +332,7 @@ def drain(d: DaemonProcess, since: int, timeout: float) -> dict[str, int]:
         for j in jobs:
             states[j["state"]] = states.get(j["state"], 0) + 1
         if not (states.get("queued") or states.get("running")) or time.monotonic() > deadline:
-            return states
+            return states, jobs
         time.sleep(1)
 
 
@@ -320,8 +358,10 @@ def main() -> int:
         print(f"set up in {time.monotonic() - t0:.0f} s; peak {peak['rps']:.0f} req/s (p99 {peak['p99_ms']:.2f} ms); "
               f"soak at {FRACTION:.0%}: {rate:.0f} req/s", file=sys.stderr)
         since = max((j["id"] for j in d.get("/jobs", params={"limit": 1}).json()), default=0)
-        work, sampler = Work(d, project, minute_s), Sampler(d.proc.pid)
+        work, sampler, watch = Work(d, project, minute_s), Sampler(d.proc.pid), Watch(url, body)
         sampler.start()
+        watch.start()
+        soak_started = time.time()
         rows = []
         for n in range(minutes):
             work.start_minute(n)
@@ -333,8 +373,10 @@ def main() -> int:
             print(f"minute {n + 1}: {r['requests']} requests, {r['rps']:.0f} req/s, non-2xx {r['non2xx']}, "
                   f"p99 {r['p99_ms']:.2f} ms, RSS {r['rss_mb']:.0f} MB", file=sys.stderr)
         sampler.stopped.set()
+        watch.stopped.set()
         work.join(600)
-        states = drain(d, since, 600)
+        states, jobs = drain(d, since, 600)
+        stalls = watch.explain(jobs, work.actions, soak_started)
         stuck = states.get("queued", 0) + states.get("running", 0)
         wedged = stuck + probe_slots(d, tmp)
     finally:
@@ -356,6 +398,9 @@ def main() -> int:
           f"wedged slots {wedged}; control API errors {len(work.errors)}")
     for e in work.errors:
         print(f"  {e}")
+    for stall in stalls:
+        print(f"stall at +{stall['at_s']} s: {stall['seconds']} s ({stall['status']}); jobs running: "
+              f"{', '.join(stall['jobs']) or 'none'}; bench actions: {', '.join(stall['actions']) or 'none'}")
     print(f"p99 slope {p99_slope:+.3f} ms/min, RSS slope {rss_slope:+.2f} MB/min")
     met = (failures == 0 and jobs_ok and wedged == 0 and not work.errors and rss_slope <= GOAL_RSS_MB_PER_MIN
            and p99_slope <= GOAL_P99_SLOPE * statistics.median(p99))
@@ -370,7 +415,7 @@ def main() -> int:
                       "rss_peak_mb": round(max(r["rss_peak_mb"] for r in rows), 1),
                       "wal_mb": [round(r["wal_mb"], 1) for r in rows],
                       "jobs": states, "wedged_slots": wedged, "hot_swaps": work.swaps, "applies": work.applies,
-                      "control_errors": len(work.errors),
+                      "control_errors": len(work.errors), "stalls": stalls,
                       "goal": f"0 non-2xx, every job finished, 0 wedged slots, RSS slope <= {GOAL_RSS_MB_PER_MIN:g} "
                               f"MB/min, p99 slope <= {GOAL_P99_SLOPE:.0%} of the median p99 per minute",
                       "met": met}))
