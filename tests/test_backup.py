@@ -190,9 +190,15 @@ def test_verify_passes_and_a_tampered_backup_fails_naming_the_file(backed_up, tm
     victim.write_bytes(bytes(data))
     out = d.cli("backup", "verify", str(tampered))
     assert out.returncode == 1
-    assert f"store/{victim.name}: sha256" in out.stderr and "Traceback" not in out.stderr
+    assert f"store/{victim.name} (recorded sha256 " in out.stderr and "Traceback" not in out.stderr
+    # Without its catalog a backup cannot be put back together: nothing is restored, and it says why.
+    catalog = tampered / "catalog.db"
+    data = bytearray(catalog.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    catalog.write_bytes(bytes(data))
     out = d.cli("restore", str(tampered), "--home", str(tmp_path / "never"))
-    assert out.returncode == 1 and "store/" in out.stderr
+    assert out.returncode == 1 and "nothing was restored, because catalog.db failed verification" in out.stderr
+    assert f"store/{victim.name}" in out.stderr
     assert not (tmp_path / "never").exists()
 
     # A swapped artifact with a manifest edited to match is still caught: an artifact is named by its hash.
@@ -205,7 +211,8 @@ def test_verify_passes_and_a_tampered_backup_fails_naming_the_file(backed_up, tm
         hashlib.sha256(b"not the model").hexdigest()
     (swapped / "manifest.json").write_text(json.dumps(manifest))
     out = d.cli("backup", "verify", str(swapped))
-    assert out.returncode == 1 and f"artifacts/{artifact.parent.name}/{artifact.name}: content hashes to" in out.stderr
+    assert f"artifacts/{artifact.parent.name}/{artifact.name} (recorded sha256 " in out.stderr
+    assert out.returncode == 1 and "which does not match its name" in out.stderr
 
 
 def test_restore_refuses_a_home_that_is_not_empty_and_a_directory_that_is_not_a_backup(backed_up, tmp_path):

@@ -1,8 +1,9 @@
 """Backups: consistent snapshots of a running box, checked by hash, restored into an empty home.
 
 ``appliance backup`` queues a ``backup`` job (``snapshot``) that copies the catalog, exports the store and
-links the artifacts into ``backups/<UTC timestamp>/`` (or ``--to DIR``) with a manifest of sha256 sums
-(``manifest``); ``backup verify`` and ``restore`` (``restore``) run in the shell without a daemon. A timer
+copies the artifacts (reflinks where the filesystem allows, never hard links: ``copying``) into
+``backups/<UTC timestamp>/`` (or ``--to DIR``) with a manifest of sha256 sums (``manifest``); ``backup verify``
+and ``restore`` (``restore``, in part when some files fail) run in the shell without a daemon. A timer
 (``schedule``) takes one every ``[backup] every_hours`` (24; 0 turns it off) and keeps the newest ``keep`` (7).
 """
 

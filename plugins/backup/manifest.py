@@ -60,12 +60,17 @@ def catalog_counts(path: Path) -> dict[str, int]:
         con.close()
 
 
-def write(root: Path, *, app: str, job_id: int | None, tables: dict) -> dict:
-    files = {rel: {"sha256": sha256(root / rel), "size": (root / rel).stat().st_size} for rel in files_under(root)}
+def hash_files(root: Path) -> dict[str, dict]:
+    """The sha256 and size of every file below ``root`` (the manifest excepted), keyed by relative path."""
+    return {rel: {"sha256": sha256(root / rel), "size": (root / rel).stat().st_size} for rel in files_under(root)}
+
+
+def write(root: Path, files: dict[str, dict], *, app: str, job_id: int | None, tables: dict) -> dict:
+    """Write the manifest of ``files`` (from ``hash_files``), fsynced, under its final name last."""
     data = {"format": FORMAT, "created": time.time(), "appliance": app, "job_id": job_id,
             "bytes": sum(f["size"] for f in files.values()), "tables": tables, "files": files}
     tmp = root / (NAME + ".tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", opener=lambda path, flags: os.open(path, flags, 0o600)) as f:
         json.dump(data, f, indent=1, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())
@@ -86,31 +91,45 @@ def read(root: Path) -> dict:
         raise BadBackup(f"{path} is not valid JSON ({exc}); the backup cannot be trusted") from None
     except OSError as exc:
         raise BadBackup(f"{path} cannot be read: {exc.strerror or exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict):
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("files"), dict) \
+            or not isinstance(data.get("tables"), dict) or not isinstance(data.get("bytes"), int):
         raise BadBackup(f"{path} is not a manifest this appliance understands (format {FORMAT})")
     return data
 
 
-def verify(root: Path) -> dict:
-    """Re-hash every file against the manifest; raises ``BadBackup`` naming each file that differs."""
+def check(root: Path) -> tuple[dict, list[dict]]:
+    """Re-hash every file against the manifest: the manifest, and every file that failed as ``{"path",
+    "sha256" (what the manifest recorded, or None), "reason"}``. Raises ``BadBackup`` only when there is no
+    manifest to check against."""
     root = Path(root)
     data = read(root)
     problems = []
+
+    def bad(rel: str, reason: str) -> None:
+        want = data["files"].get(rel)
+        problems.append({"path": rel, "sha256": want.get("sha256") if isinstance(want, dict) else None,
+                         "reason": reason})
+
     for rel, want in sorted(data["files"].items()):
         path = root / rel
         if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            problems.append(f"{rel}: a path outside the backup")
+            bad(rel, "a path outside the backup")
         elif not path.is_file():
-            problems.append(f"{rel}: missing")
+            bad(rel, "missing")
         elif (got := _readable_sha256(path)) is None:
-            problems.append(f"{rel}: cannot be read")
-        elif got != want.get("sha256"):
-            problems.append(f"{rel}: sha256 {got} does not match the manifest's {want.get('sha256')}")
+            bad(rel, "cannot be read")
+        elif not isinstance(want, dict) or got != want.get("sha256"):
+            bad(rel, f"content hashes to {got}, which does not match the manifest")
         elif rel.startswith("artifacts/") and Path(rel).name != got:
             # An artifact is named by its hash, which catches a manifest edited to match a changed file.
-            problems.append(f"{rel}: content hashes to {got}, not to its name")
-    problems += [f"{rel}: not in the manifest" for rel in files_under(root) if rel not in data["files"]]
-    if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise BadBackup(f"{root}: {len(problems)} problem(s): {shown}")
-    return data
+            bad(rel, f"content hashes to {got}, which does not match its name")
+    for rel in files_under(root):
+        if rel not in data["files"]:
+            bad(rel, "not in the manifest")
+    return data, problems
+
+
+def describe(problem: dict) -> str:
+    """One line per bad file: its path, the hash the manifest recorded for it, and what is wrong."""
+    recorded = f" (recorded sha256 {problem['sha256']})" if problem["sha256"] else ""
+    return f"{problem['path']}{recorded}: {problem['reason']}"

@@ -2,12 +2,16 @@
 
 The catalog is copied with SQLite's online backup API (one read transaction, so a consistent copy), the store
 is exported to Parquet inside one DuckDB transaction (writers carry on; the export sees the moment it began),
-and artifacts, which are immutable files named by their hash, are hard-linked (copied across filesystems).
-The order matters: the catalog first, then the store, then the artifacts, so whatever the catalog copy
-references (a materialized feature table, an artifact by hash) was already written when the later parts are
-taken; the later parts may hold a little more, never less. Everything lands in a hidden sibling directory
+and artifacts, which are immutable files named by their hash, are copied (``copying``: a reflink where the
+filesystem has copy-on-write, else the bytes), never hard-linked: a backup shares no inode with the live home,
+so a bad write to one cannot damage the other. Backups share no files with each other either: ``keep`` of them
+are that many independent chances, and sharing would save only the artifacts, as the store's export is
+rewritten whole each time anyway. An artifact whose bytes no longer match its hash is left out and named in
+the result. The order matters: the catalog first, then the store, then the artifacts, so whatever the catalog
+copy references (a materialized feature table, an artifact by hash) was already written when the later parts
+are taken; the later parts may hold a little more, never less. Everything lands in a hidden sibling directory
 that is renamed into place only once its manifest is written, so a directory with a name and a manifest is
-always a complete backup.
+always a complete backup. A backup is private like the home (0700 directories, 0600 files) and fsynced.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from appliance import ApplianceError, BadRequest
 
 from . import manifest
+from .copying import copy_file, fsync_dir, seal
 
 #: One backup at a time: two would compete for the disk and for the same destination directory.
 _LOCK = threading.Lock()
@@ -67,25 +72,30 @@ def take(app, job, to: str | None = None) -> dict:
             check_destination(dest, app.home)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)  # left by an attempt that died; this one starts over
-            partial.mkdir()
+            partial.mkdir(mode=0o700)
             job.progress(0.05, "copying the catalog")
             _copy_catalog(app.home.catalog_path, partial / "catalog.db")
             job.check_cancelled()
             job.progress(0.2, "exporting the store")
             store_counts = _export_store(app.store.cursor(), partial / "store")
             job.check_cancelled()
-            job.progress(0.5, "linking artifacts")
-            linked, copied = _link_artifacts(app.home.artifacts_dir, partial / "artifacts", job)
+            job.progress(0.5, "copying artifacts")
+            reflinked, copied = _copy_artifacts(app.home.artifacts_dir, partial / "artifacts", job)
             if app.home.plugins_dir.is_dir():
                 shutil.copytree(app.home.plugins_dir, partial / "plugins",
                                 ignore=shutil.ignore_patterns("__pycache__"))
             job.progress(0.7, "hashing")
-            written = manifest.write(partial, app=app.version, job_id=job.id,
+            files = manifest.hash_files(partial)
+            damaged = _drop_damaged_artifacts(partial, files)
+            seal(partial)
+            written = manifest.write(partial, files, app=app.version, job_id=job.id,
                                      tables={"catalog": manifest.catalog_counts(partial / "catalog.db"),
                                              "store": store_counts})
+            fsync_dir(partial)
             if dest.exists():
                 dest.rmdir()  # checked empty above; the rename needs the name free
             os.replace(partial, dest)
+            fsync_dir(dest.parent)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise ApplianceError(f"could not write the backup to {dest}: {exc.strerror or exc}",
@@ -94,10 +104,13 @@ def take(app, job, to: str | None = None) -> dict:
             shutil.rmtree(partial, ignore_errors=True)
             raise
     job.log(f"backup written to {dest}: {len(written['files'])} files, {written['bytes']} bytes "
-            f"({linked} artifacts linked, {copied} copied)")
+            f"({reflinked} artifacts reflinked, {copied} copied)")
+    for digest in damaged:
+        job.log(f"artifact {digest} in the home does not match its hash: left out of this backup; "
+                "an older backup may hold it intact")
     return {"path": str(dest), "files": len(written["files"]), "bytes": written["bytes"],
-            "artifacts": linked + copied, "tables": written["tables"],
-            "seconds": round(time.monotonic() - started, 3)}
+            "artifacts": reflinked + copied - len(damaged), "reflinked": reflinked, "damaged_artifacts": damaged,
+            "tables": written["tables"], "seconds": round(time.monotonic() - started, 3)}
 
 
 def _copy_catalog(src: Path, dest: Path) -> None:
@@ -137,8 +150,9 @@ def _export_store(cur, dest: Path) -> dict[str, int]:
     return counts
 
 
-def _link_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
-    linked = copied = 0
+def _copy_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
+    """Copy every artifact into ``dest``; returns how many were reflinked and how many copied byte for byte."""
+    reflinked = copied = 0
     dest.mkdir()
     for sub in sorted(p for p in src.iterdir() if p.is_dir() and len(p.name) == 2) if src.is_dir() else []:
         for path in sorted(sub.iterdir()):
@@ -147,15 +161,24 @@ def _link_artifacts(src: Path, dest: Path, job) -> tuple[int, int]:
             target = dest / sub.name / path.name
             target.parent.mkdir(exist_ok=True)
             try:
-                os.link(path, target)
-                linked += 1
+                if copy_file(path, target):
+                    reflinked += 1
+                else:
+                    copied += 1
             except FileNotFoundError:
                 continue  # pruned by retention since the listing: unreferenced, so not part of the snapshot
-            except OSError:
-                shutil.copy2(path, target)  # another filesystem (or no hard links there)
-                copied += 1
         job.check_cancelled()
-    return linked, copied
+    return reflinked, copied
+
+
+def _drop_damaged_artifacts(root: Path, files: dict[str, dict]) -> list[str]:
+    """Remove the copied artifacts whose content no longer hashes to their name (damaged in the home), from
+    the backup and from ``files``; returns their names. Kept, they would make the whole backup fail verify."""
+    damaged = [rel for rel, f in files.items() if rel.startswith("artifacts/") and Path(rel).name != f["sha256"]]
+    for rel in damaged:
+        (root / rel).unlink()
+        del files[rel]
+    return sorted(Path(rel).name for rel in damaged)
 
 
 def prune(backups_dir: Path, keep: int) -> list[str]:
