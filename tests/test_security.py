@@ -17,7 +17,7 @@ from appliance.testing import DaemonProcess
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     root = tmp_path_factory.mktemp("security")
-    project = make_project(root / "project", ["good/fixture_jobs"])
+    project = make_project(root / "project", ["good/fixture_jobs"], '[daemon]\nallowed_hosts = ["box.lan"]\n')
     with DaemonProcess(root / "home", project) as d:
         yield d
 
@@ -56,6 +56,25 @@ def test_foreign_host_is_403_even_with_the_token(daemon):
 def test_loopback_hosts_with_any_port_pass(daemon):
     for host in ("localhost", "127.0.0.1:1234", "[::1]:80", "localhost:9"):
         assert raw(daemon, "GET", "/health", auth(daemon, Host=host)).status_code == 200, host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.nip.io", "127.0.0.1.nip.io:80", "127.evil.example", "localhost.evil.example",
+                                  "127.0.0.1evil", "[::1].evil.example", "box.lan.evil.example"])
+def test_names_that_only_start_like_loopback_are_403(daemon, host):
+    # DNS rebinding: a page served from 127.0.0.1.nip.io resolves to 127.0.0.1, but its Host names the attacker.
+    r = raw(daemon, "GET", "/status", auth(daemon, Host=host))
+    assert r.status_code == 403, host
+    assert r.json()["error"]["title"] == "Forbidden host"
+    r = raw(daemon, "POST", "/jobs", auth(daemon, Origin=f"http://{host}"), json={"kind": "sleep"})
+    assert r.status_code == 403, host
+
+
+def test_loopback_addresses_localhost_and_allowed_hosts_pass(daemon):
+    for host in ("127.5.6.7", "127.255.255.254:8080", "[::1]", "LOCALHOST", "box.lan", "box.lan:7870"):
+        assert raw(daemon, "GET", "/health", auth(daemon, Host=host)).status_code == 200, host
+    r = raw(daemon, "POST", "/jobs", auth(daemon, Origin="http://box.lan:7870"),
+            json={"kind": "sleep", "params": {"seconds": 0}})
+    assert r.status_code == 202
 
 
 def test_cross_site_post_and_delete_are_403(daemon):

@@ -1,7 +1,8 @@
 """The control API's gate, as plain ASGI (no per-request middleware stack): Host, Origin, then the token.
 
-- Host must be a loopback name (any port) or one configured in ``[daemon] allowed_hosts``: this stops DNS
-  rebinding, where a web page's own name resolves to 127.0.0.1.
+- Host must be exactly a loopback name (``localhost``, ``[::1]`` or a 127.0.0.0/8 address, any port) or one
+  configured in ``[daemon] allowed_hosts``: this stops DNS rebinding, where a web page's own name resolves to
+  127.0.0.1. Names are compared whole, never by prefix.
 - A mutating request (anything but GET/HEAD/OPTIONS) that carries a cross-site ``Origin`` (or
   ``Sec-Fetch-Site: cross-site``) is refused, so a browser page cannot drive the daemon with a user's cookies
   or a guessed token. No CORS headers are ever sent.
@@ -11,25 +12,39 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain", "ip6-localhost"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_PORT = re.compile(r"^\d{1,5}$")
+LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 def host_name(value: str) -> str:
+    """The name in a Host header (or an Origin's netloc), lowercased, without its port; "" if malformed.
+
+    ``[::1]:80`` gives ``::1``; anything after the closing bracket but a port makes the whole value malformed,
+    so ``[::1].evil.example`` is not taken for ``::1``."""
     value = value.strip().lower()
     if value.startswith("["):
-        return value[1:].split("]", 1)[0]
-    if value.count(":") == 1:
-        return value.split(":", 1)[0]
-    return value
+        inside, _, rest = value[1:].partition("]")
+        return inside if rest == "" or (rest.startswith(":") and _PORT.match(rest[1:])) else ""
+    name, sep, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    return name if not sep or _PORT.match(port) else ""
 
 
 def is_loopback_name(name: str) -> bool:
-    return name in LOOPBACK_NAMES or name.startswith("127.")
+    """Exactly ``localhost``, ``::1`` or a literal 127.0.0.0/8 address: never a name that only starts like one
+    (``127.0.0.1.nip.io`` resolves to 127.0.0.1 but belongs to whoever registered it)."""
+    if name in ("localhost", "::1"):
+        return True
+    try:
+        return ipaddress.IPv4Address(name) in LOOPBACK_NET
+    except ValueError:
+        return False
 
 
 class Gate:
