@@ -134,3 +134,31 @@ def test_errors_are_json_without_paths_or_tracebacks(daemon):
     assert "not valid JSON" in r.json()["error"]["message"]
     r = raw(daemon, "POST", "/jobs", auth(daemon), json={"kind": "nope"})
     assert r.status_code == 404 and "unknown job kind 'nope'" in r.json()["error"]["message"]
+
+
+HUGE = str(2**64)
+
+
+@pytest.mark.parametrize("path, params, named", [
+    ("/jobs", {"before": HUGE}, "'before'"),
+    ("/jobs/1/logs", {"after": HUGE}, "'after'"),
+    ("/events", {"after": HUGE}, "'after'"),
+    ("/events/stream", {"after": HUGE}, "'after'"),
+    ("/runs", {"sweep": HUGE}, "'sweep'"),
+    ("/runs/compare", {"a": HUGE, "b": "1"}, "'a'"),
+    ("/runs/1/metrics", {"after": HUGE}, "'after'"),
+    ("/alerts", {"limit": HUGE}, "'limit'"),
+    ("/jobs/" + HUGE, {}, "id"),
+    ("/jobs/" + HUGE + "/logs", {}, "id"),
+    ("/batches/" + HUGE, {}, "id"),
+    ("/runs/" + HUGE, {}, "id"),
+    ("/sweeps/" + HUGE, {}, "id"),
+    ("/alerts/" + HUGE, {}, "id"),
+    ("/training-sets/" + HUGE, {}, HUGE),
+])
+def test_integers_beyond_64_bits_are_a_400_naming_the_parameter(daemon, path, params, named):
+    failures = len(daemon.get("/plugins").json()["failures"])
+    r = daemon.get(path, params=params)
+    assert r.status_code in (400, 404), r.text
+    assert named in r.json()["error"]["message"]
+    assert len(daemon.get("/plugins").json()["failures"]) == failures  # nothing recorded as a plugin failure

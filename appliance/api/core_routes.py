@@ -9,7 +9,7 @@ import time
 from ..contract import Reply, Route, Stream
 from ..errors import BadRequest
 from ..events import Subscriber
-from .request import ApiRequest
+from .request import ApiRequest, parse_int
 from .server import sse_chunks
 
 MAX_JOB_WAIT_S = 60
@@ -102,13 +102,12 @@ def list_events(req: ApiRequest) -> list:
 
 async def stream_events(req: ApiRequest) -> Stream:
     """SSE. Resumes after ``Last-Event-ID`` (or ``?after=``) with no gap; without either, live events only."""
-    after = req.headers.get("last-event-id") or req.query.get("after")
-    if after is not None and not str(after).isdigit():
-        raise BadRequest(f"'after' must be an event id, got {after!r}")
+    raw = req.headers.get("last-event-id") or req.query.get("after")
+    after = parse_int(raw, "'after' (an event id)") if raw else None
     types = tuple(t for t in (req.query.get("type") or "").split(",") if t)
     sub = Subscriber(asyncio.get_running_loop(), types)
     bus = req.app.events
-    backlog = bus.subscribe(sub, int(after) if after is not None else None)
+    backlog = bus.subscribe(sub, after)
     if types:
         backlog = [e for e in backlog if e.type.startswith(types)]
     return Stream(sse_chunks(bus, sub, backlog, None))
