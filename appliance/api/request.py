@@ -8,7 +8,6 @@ from typing import Any
 
 from ..errors import BadRequest
 
-MAX_JSON_BYTES = 16 * 1024 * 1024
 #: The largest integer SQLite and DuckDB store (a signed 64-bit integer).
 MAX_INT = 2**63 - 1
 
@@ -27,8 +26,6 @@ class ApiRequest:
         """The body parsed as JSON; an empty body is ``{}``. Bad JSON is a 400 that says where it broke."""
         if not self.body:
             return {}
-        if len(self.body) > MAX_JSON_BYTES:
-            raise BadRequest(f"request body is {len(self.body)} bytes; the limit is {MAX_JSON_BYTES}")
         try:
             return json.loads(self.body)
         except UnicodeDecodeError as exc:

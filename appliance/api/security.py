@@ -16,6 +16,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
+from functools import partial
 from urllib.parse import urlsplit
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -60,32 +61,36 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        # A refused request's body is never read: its connection closes once the refusal is sent.
+        deny = partial(_deny, send, close=headers.get("content-length", "0") != "0" or "transfer-encoding" in headers)
         host = host_name(headers.get("host", ""))
         if not host or not self._host_ok(host):
-            return await _deny(send, 403, "Forbidden host",
+            return await deny(403, "Forbidden host",
                                f"Host {host or '(none)'!r} is not allowed; use 127.0.0.1 or localhost, or add "
                                "the name to [daemon] allowed_hosts")
         if scope["method"] not in SAFE_METHODS:
             origin = headers.get("origin")
             if origin is not None and (origin == "null" or not self._host_ok(host_name(urlsplit(origin).netloc))):
-                return await _deny(send, 403, "Cross-site request",
+                return await deny(403, "Cross-site request",
                                    f"requests from origin {origin!r} may not change this daemon")
             if headers.get("sec-fetch-site") == "cross-site":
-                return await _deny(send, 403, "Cross-site request", "cross-site requests may not change this daemon")
+                return await deny(403, "Cross-site request", "cross-site requests may not change this daemon")
         auth = headers.get("authorization", "")
         scheme, _, given = auth.partition(" ")
         if scheme.lower() != "bearer" or not given:
-            return await _deny(send, 401, "Unauthorized",
+            return await deny(401, "Unauthorized",
                                "missing bearer token; the CLI reads it from the home's token file",
                                {"www-authenticate": "Bearer"})
         if not hmac.compare_digest(given.strip().encode(), self._token):
-            return await _deny(send, 401, "Unauthorized", "wrong token", {"www-authenticate": "Bearer"})
+            return await deny(401, "Unauthorized", "wrong token", {"www-authenticate": "Bearer"})
         return await self.app(scope, receive, send)
 
 
-async def _deny(send, status: int, title: str, message: str, extra: dict | None = None) -> None:
+async def _deny(send, status: int, title: str, message: str, extra: dict | None = None, *, close: bool) -> None:
     body = json.dumps({"error": {"title": title, "message": message}}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
