@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 from conftest import make_project
-from faults.harness import idle_connections
 
 from appliance.testing import DaemonProcess
+from faults.harness import idle_connections
 
 POLLS = 70  # more than the 40 threads that answer the API's plain routes
 
