@@ -65,6 +65,8 @@ def relation(con, spine: Any, spine_sql: Any, reach: Reach) -> tuple[str, str]:
     if spine_sql:
         return f"({checked_query(con, spine_sql, reach)})", spine_sql
     if TABLE.match(spine) and not spine.endswith(".parquet"):
+        schema, _, name = spine.rpartition(".")
+        _check_table(con, {"schema_name": schema, "table_name": name}, set())
         return ".".join(q(p) for p in spine.split(".")), spine
     if not spine.endswith(".parquet"):
         raise _bad(f"spine {spine!r} is neither a table name nor a Parquet path ending in .parquet")
@@ -133,7 +135,7 @@ def _check_table(con, ref: dict, ctes: set[str]) -> None:
                                        "current_database() and lower(table_schema) = lower(?) and lower(table_name) "
                                        "= lower(?)", [schema or "main", name])
     if not found:
-        raise _bad(f"spine_sql reads {shown!r}, which is no table of the store; read a file with read_parquet "
+        raise _bad(f"the spine reads {shown!r}, which is no table of the store; read a file with read_parquet "
                    "or read_csv")
 
 
