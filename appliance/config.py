@@ -71,6 +71,8 @@ def load(path: Path | str | None) -> Config:
     """Read and check a project file; ``None`` gives the defaults (a daemon without a project)."""
     if path is None:
         return Config()
+    if "\0" in str(path):
+        raise ConfigError(f"{str(path)!r}: a path may not contain a NUL byte")
     path = Path(path)
     if path.is_dir():
         path = path / FILENAME

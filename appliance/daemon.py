@@ -22,7 +22,7 @@ import uvicorn
 
 from . import __version__, memory, project
 from . import config as config_mod
-from .api import core_routes, server
+from .api import accepts, core_routes, server
 from .api.security import is_loopback_name
 from .app import Appliance
 from .artifacts import ArtifactStore
@@ -165,7 +165,7 @@ class Daemon:
     def run(self) -> int:
         app = self.build()
         token = self.home.token(create=True)
-        sock = listen(self.host_addr, self.port, hint="choose another --port")
+        sock = accepts.guarded(listen(self.host_addr, self.port, hint="choose another --port"))
         actual_port = sock.getsockname()[1]
         app.ports["control"] = actual_port
         asgi = server.build(app, self.routes(app), token=token,
@@ -181,6 +181,7 @@ class Daemon:
 
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
+            self.loop.set_exception_handler(accepts.AcceptLog(f"control port {info['url']}"))
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.loop.add_signal_handler(sig, self._begin_stop)
             serve = asyncio.create_task(self.server.serve(sockets=[sock]))

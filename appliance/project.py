@@ -1,19 +1,31 @@
 """Taking in the project: read ``appliance.toml``, let every plugin check its part, then switch to it.
 
-All-or-nothing: if any plugin refuses the new configuration, the running one stays.
+All-or-nothing: if any plugin refuses the new configuration, every plugin goes back to the running one. One
+apply at a time: a second waits its turn (up to ``APPLY_WAIT_S``), so two at once never mix their files.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import config as config_mod
-from .errors import ApplianceError, ConfigError
+from .errors import ApplianceError, ConfigError, Conflict
 
 if TYPE_CHECKING:
     from .app import Appliance
+
+log = logging.getLogger("appliance.project")
+
+#: How long an apply waits for one already running; under the CLI's 30 s request timeout, so the loser hears why.
+APPLY_WAIT_S = 20.0
+
+_applying = threading.Lock()
+_began = 0.0  # when the running apply began, for the message of one that gave up waiting
 
 
 def configure(app: Appliance, cfg: config_mod.Config) -> None:
@@ -34,12 +46,32 @@ def configure(app: Appliance, cfg: config_mod.Config) -> None:
 
 def apply(app: Appliance, path: Path | None = None) -> dict:
     """Re-read the project file (or ``path``) and apply it; returns what changed at the top level."""
+    global _began
+    if not _applying.acquire(timeout=APPLY_WAIT_S):
+        raise Conflict(f"another apply has been running for {time.monotonic() - _began:.0f} s; try again when "
+                       "it has finished", title="Apply in progress")
+    try:
+        _began = time.monotonic()
+        return _apply(app, path)
+    finally:
+        _applying.release()
+
+
+def _apply(app: Appliance, path: Path | None) -> dict:
     target = path or app.config.path
     if target is None:
         raise ConfigError("the daemon was started without a project; start it with `appliance up --project DIR`")
     cfg = config_mod.load(target)
-    configure(app, cfg)
     old = app.config
+    try:
+        configure(app, cfg)
+    except ConfigError:
+        # Plugins asked before the one that refused have switched already: put them back on the running file.
+        try:
+            configure(app, old)
+        except ApplianceError:
+            log.exception("restoring the running configuration after a refused apply failed")
+        raise
     app.config = cfg
     changed = sorted(k for k in set(old.data) | set(cfg.data) if old.data.get(k) != cfg.data.get(k))
     note = "restart the daemon to apply [daemon] changes" if "daemon" in changed else ""

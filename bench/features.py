@@ -37,6 +37,9 @@ START = np.datetime64("2024-01-01T00:00:00", "us")
 YEAR_US = 365 * 86400 * 1_000_000
 
 PROJECT = f"""
+[ingest]
+data_dirs = ["."]  # the spine lies beside the feature rows; a spine reads files only under the data dirs
+
 [entities.entity]
 join_keys = ["entity_id"]
 

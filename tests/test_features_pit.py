@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import tomllib
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from appliance import BadRequest
 from appliance.artifacts import ArtifactStore
 from appliance.config import Config
-from plugins.features import definitions, index, offline, pit
+from plugins.features import definitions, index, offline, pit, spine
 
 T0 = dt.datetime(2024, 1, 1)
 
@@ -349,7 +350,8 @@ def test_a_bare_parquet_file_name_is_a_path_not_a_table():
     text = '[entities.e]\njoin_keys = ["k"]\n[feature_views.p]\nsource = "x.parquet"\nentities = ["e"]\nevent_time = "ts"\n'
     view = definitions.parse(Config(path=None, data=tomllib.loads(text), text=text))["p"]
     assert not view.source_is_table and view.source.endswith("/x.parquet")
-    assert pit.spine_relation("spine.parquet", None, None)[0] == "read_parquet('spine.parquet')"
+    reach = spine.Reach(base=Path("/project"), roots=(Path("/project"),))
+    assert spine.relation(None, "spine.parquet", None, reach)[0] == "read_parquet('/project/spine.parquet')"
 
 
 @pytest.mark.parametrize("kid_high", [50, 1 << 50])

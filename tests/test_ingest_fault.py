@@ -83,3 +83,34 @@ def test_a_ledger_from_before_blake3_still_knows_its_files(tmp_path):
         assert ledger["content_hash"] == "sha256:" + hashlib.sha256(data.read_bytes()).hexdigest()
     finally:
         d.stop()
+
+
+def test_a_batch_that_fills_the_disk_gives_its_space_back(tmp_path):
+    """A file too big for the disk fails its ingest with ENOSPC; the store gives the space its rows took back,
+    so the failure is recorded, the next (smaller) file lands, and failing again does not grow the store."""
+    from faults.harness import free_bytes, small_disk
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "appliance.toml").write_text(
+        '[ingest]\ndata_dirs = ["data"]\n\n[sources.big]\nkind = "parquet"\nglob = "data/*.parquet"\n')
+    duckdb.sql(f"copy (select range as id, random() as x, md5(range::varchar) as s from range(1000000)) "
+               f"to '{project / 'data/big.parquet'}'")
+    with small_disk(tmp_path / "disk", mb=24) as disk:
+        d = DaemonProcess(disk / "home", project=project)
+        d.stderr_path = tmp_path / "daemon-stderr.log"
+        d.start()
+        try:
+            free = free_bytes(disk)
+            for _ in range(2):
+                job = d.wait_job(d.post("/sources/big/ingest", {"files": ["data/big.parquet"]}).json()["id"],
+                                 timeout=30)
+                assert job["state"] == "failed", job
+                assert "No space left on device" in job["error"]
+                assert free_bytes(disk) > free - (2 << 20), "the failed batch kept its space"
+            duckdb.sql(f"copy (select 1 as id, 0.5 as x, 'a' as s) to '{project / 'data/small.parquet'}'")
+            job = d.wait_job(d.post("/sources/big/ingest", {"files": ["data/small.parquet"]}).json()["id"])
+            assert job["state"] == "succeeded", job["error"]
+            assert d.get("/sources/big").json()["rows"] == 1
+        finally:
+            d.stop()

@@ -200,3 +200,14 @@ def test_quotes_and_semicolons_in_names(daemon, project):
     out = daemon.cli("apply", str(bad))
     assert out.returncode == 1 and "ingest.data_dirs" in out.stderr and "outside the project" in out.stderr
     assert daemon.get("/sources/bom").status_code == 200  # the running configuration stayed
+
+
+def test_a_nul_byte_in_a_path_is_a_400_naming_the_path(daemon):
+    failures = len(daemon.get("/plugins").json()["failures"])
+    r = daemon.post("/sources/bom/ingest", {"files": ["data/bom\x00.csv"]})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "'data/bom\\x00.csv'" in message and "NUL" in message
+    r = daemon.post("/apply", {"project": "elsewhere\x00/appliance.toml"})
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
+    assert len(daemon.get("/plugins").json()["failures"]) == failures

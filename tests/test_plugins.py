@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -191,6 +193,25 @@ def test_hook_register_commands(daemon):
     out = daemon.cli("fixture-hello")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "cli"
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_the_cli_imports_nothing_from_the_current_directory(tmp_path, how):
+    """A cloned repository's plugins/ is not the project: `appliance --help` there must not run its code."""
+    here = tmp_path / "untrusted"
+    (here / "plugins").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    payload = f"import pathlib\npathlib.Path({str(marker)!r}).write_text(__name__)\n"
+    (here / "plugins" / "evil.py").write_text(payload)
+    (here / "plugins" / "__init__.py").write_text(payload)  # would shadow the built-ins if the cwd were on sys.path
+    (here / "tui.py").write_text(payload)
+    cli = [str(Path(sys.executable).parent / "appliance")] if how == "script" else [sys.executable, "-m", "appliance"]
+    for args in (["--help"], ["deployments"], ["restore", "--help"], ["plugins"]):
+        out = subprocess.run([*cli, "--home", str(tmp_path / "home"), *args], cwd=here, capture_output=True,
+                             text=True, timeout=60)
+        assert "Traceback" not in out.stderr, out.stderr
+        assert not marker.exists(), f"{args}: imported {marker.read_text()}"
+    assert "restore" in subprocess.run([*cli, "--help"], cwd=here, capture_output=True, text=True).stdout
 
 
 def test_hook_startup(daemon):

@@ -17,7 +17,7 @@ from appliance.testing import DaemonProcess
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     root = tmp_path_factory.mktemp("security")
-    project = make_project(root / "project", ["good/fixture_jobs"])
+    project = make_project(root / "project", ["good/fixture_jobs"], '[daemon]\nallowed_hosts = ["box.lan"]\n')
     with DaemonProcess(root / "home", project) as d:
         yield d
 
@@ -56,6 +56,25 @@ def test_foreign_host_is_403_even_with_the_token(daemon):
 def test_loopback_hosts_with_any_port_pass(daemon):
     for host in ("localhost", "127.0.0.1:1234", "[::1]:80", "localhost:9"):
         assert raw(daemon, "GET", "/health", auth(daemon, Host=host)).status_code == 200, host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.nip.io", "127.0.0.1.nip.io:80", "127.evil.example", "localhost.evil.example",
+                                  "127.0.0.1evil", "[::1].evil.example", "box.lan.evil.example"])
+def test_names_that_only_start_like_loopback_are_403(daemon, host):
+    # DNS rebinding: a page served from 127.0.0.1.nip.io resolves to 127.0.0.1, but its Host names the attacker.
+    r = raw(daemon, "GET", "/status", auth(daemon, Host=host))
+    assert r.status_code == 403, host
+    assert r.json()["error"]["title"] == "Forbidden host"
+    r = raw(daemon, "POST", "/jobs", auth(daemon, Origin=f"http://{host}"), json={"kind": "sleep"})
+    assert r.status_code == 403, host
+
+
+def test_loopback_addresses_localhost_and_allowed_hosts_pass(daemon):
+    for host in ("127.5.6.7", "127.255.255.254:8080", "[::1]", "LOCALHOST", "box.lan", "box.lan:7870"):
+        assert raw(daemon, "GET", "/health", auth(daemon, Host=host)).status_code == 200, host
+    r = raw(daemon, "POST", "/jobs", auth(daemon, Origin="http://box.lan:7870"),
+            json={"kind": "sleep", "params": {"seconds": 0}})
+    assert r.status_code == 202
 
 
 def test_cross_site_post_and_delete_are_403(daemon):
@@ -115,3 +134,31 @@ def test_errors_are_json_without_paths_or_tracebacks(daemon):
     assert "not valid JSON" in r.json()["error"]["message"]
     r = raw(daemon, "POST", "/jobs", auth(daemon), json={"kind": "nope"})
     assert r.status_code == 404 and "unknown job kind 'nope'" in r.json()["error"]["message"]
+
+
+HUGE = str(2**64)
+
+
+@pytest.mark.parametrize("path, params, named", [
+    ("/jobs", {"before": HUGE}, "'before'"),
+    ("/jobs/1/logs", {"after": HUGE}, "'after'"),
+    ("/events", {"after": HUGE}, "'after'"),
+    ("/events/stream", {"after": HUGE}, "'after'"),
+    ("/runs", {"sweep": HUGE}, "'sweep'"),
+    ("/runs/compare", {"a": HUGE, "b": "1"}, "'a'"),
+    ("/runs/1/metrics", {"after": HUGE}, "'after'"),
+    ("/alerts", {"limit": HUGE}, "'limit'"),
+    ("/jobs/" + HUGE, {}, "id"),
+    ("/jobs/" + HUGE + "/logs", {}, "id"),
+    ("/batches/" + HUGE, {}, "id"),
+    ("/runs/" + HUGE, {}, "id"),
+    ("/sweeps/" + HUGE, {}, "id"),
+    ("/alerts/" + HUGE, {}, "id"),
+    ("/training-sets/" + HUGE, {}, HUGE),
+])
+def test_integers_beyond_64_bits_are_a_400_naming_the_parameter(daemon, path, params, named):
+    failures = len(daemon.get("/plugins").json()["failures"])
+    r = daemon.get(path, params=params)
+    assert r.status_code in (400, 404), r.text
+    assert named in r.json()["error"]["message"]
+    assert len(daemon.get("/plugins").json()["failures"]) == failures  # nothing recorded as a plugin failure

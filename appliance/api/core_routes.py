@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+
+from starlette.concurrency import run_in_threadpool
 
 from ..contract import Reply, Route, Stream
 from ..errors import BadRequest
 from ..events import Subscriber
-from .request import ApiRequest
+from ..jobs.runner import TERMINAL
+from .request import ApiRequest, parse_int
 from .server import sse_chunks
 
 MAX_JOB_WAIT_S = 60
+#: Longest a long poll goes without looking at its job again.
+RELOOK_S = 5.0
+END_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
 
 
 def health(req: ApiRequest) -> dict:
@@ -72,11 +79,44 @@ def submit_job(req: ApiRequest) -> Reply:
     return Reply(job, 202)
 
 
-def get_job(req: ApiRequest) -> dict:
+async def get_job(req: ApiRequest) -> dict:
     # ?wait=N: answer when the job ends, or after N seconds with it as it is then (a long poll, so a client
-    # waiting on a job neither polls the daemon nor learns of the end up to a poll interval late).
+    # waiting on a job neither polls the daemon nor learns of the end up to a poll interval late). The wait is
+    # on the event loop, not in a worker thread: a hundred waiting clients must not starve the other routes.
     job_id, wait = req.int_param("id"), req.int_query("wait", 0, maximum=MAX_JOB_WAIT_S)
-    return req.app.jobs.wait(job_id, timeout=wait) if wait else req.app.jobs.get(job_id)
+    jobs = req.app.jobs
+    if not wait:
+        return await run_in_threadpool(jobs.get, job_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    watch = _JobEnd(loop, f"job:{job_id}")
+    req.app.events.subscribe(watch, None)
+    try:
+        while True:
+            job = await run_in_threadpool(jobs.get, job_id)
+            left = deadline - loop.time()
+            if job["state"] in TERMINAL or left <= 0 or req.app.stopping.is_set():
+                return job
+            watch.news.clear()
+            # Woken by the job's end (or a failure it will retry); looking again every few seconds regardless
+            # keeps a client from waiting out its whole wait for a state that changed without an event.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.news.wait(), min(left, RELOOK_S))
+    finally:
+        req.app.events.unsubscribe(watch)
+
+
+class _JobEnd:
+    """An event-bus subscriber that wakes one long poll when its job ends (or the daemon ends the streams)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, subject: str):
+        self.loop, self.subject = loop, subject
+        self.news = asyncio.Event()
+
+    def offer(self, event) -> None:
+        if event is None or (event.subject == self.subject and event.type in END_EVENTS):
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+                self.loop.call_soon_threadsafe(self.news.set)
 
 
 def job_logs(req: ApiRequest) -> list:
@@ -102,13 +142,12 @@ def list_events(req: ApiRequest) -> list:
 
 async def stream_events(req: ApiRequest) -> Stream:
     """SSE. Resumes after ``Last-Event-ID`` (or ``?after=``) with no gap; without either, live events only."""
-    after = req.headers.get("last-event-id") or req.query.get("after")
-    if after is not None and not str(after).isdigit():
-        raise BadRequest(f"'after' must be an event id, got {after!r}")
+    raw = req.headers.get("last-event-id") or req.query.get("after")
+    after = parse_int(raw, "'after' (an event id)") if raw else None
     types = tuple(t for t in (req.query.get("type") or "").split(",") if t)
     sub = Subscriber(asyncio.get_running_loop(), types)
     bus = req.app.events
-    backlog = bus.subscribe(sub, int(after) if after is not None else None)
+    backlog = bus.subscribe(sub, after)
     if types:
         backlog = [e for e in backlog if e.type.startswith(types)]
     return Stream(sse_chunks(bus, sub, backlog, None))

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..errors import BadRequest
 
-MAX_JSON_BYTES = 16 * 1024 * 1024
+#: The largest integer SQLite and DuckDB store (a signed 64-bit integer).
+MAX_INT = 2**63 - 1
 
 
 class ApiRequest:
@@ -25,8 +26,6 @@ class ApiRequest:
         """The body parsed as JSON; an empty body is ``{}``. Bad JSON is a 400 that says where it broke."""
         if not self.body:
             return {}
-        if len(self.body) > MAX_JSON_BYTES:
-            raise BadRequest(f"request body is {len(self.body)} bytes; the limit is {MAX_JSON_BYTES}")
         try:
             return json.loads(self.body)
         except UnicodeDecodeError as exc:
@@ -44,22 +43,26 @@ class ApiRequest:
         return data
 
     def int_query(self, name: str, default: int | None = None, *, minimum: int = 0,
-                  maximum: int | None = None) -> int | None:
+                  maximum: int = MAX_INT) -> int | None:
+        """Query parameter ``name`` as an integer within [minimum, maximum]; anything else is a 400 naming it."""
         raw = self.query.get(name)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-            raise BadRequest(f"query parameter {name!r} must be {bounds}, got {value}")
-        return value
+        return parse_int(raw, f"query parameter {name!r}", minimum, maximum)
 
     def int_param(self, name: str) -> int:
-        raw = self.path_params.get(name, "")
-        try:
-            return int(raw)
-        except ValueError:
-            raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
+        """Path parameter ``name`` (an id) as a non-negative 64-bit integer; anything else is a 400 naming it."""
+        return parse_int(self.path_params.get(name, ""), name, 0, MAX_INT)
+
+
+def parse_int(raw: str, what: str, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """``raw`` as an integer in [minimum, maximum], else a ``BadRequest`` naming ``what``. Every integer the API
+    reads from a URL or header goes through here, so none reaches SQLite or DuckDB beyond their 64 bits."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{what} must be an integer, got {raw[:40]!r}") from None
+    if not minimum <= value <= maximum:
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        raise BadRequest(f"{what} must be >= {minimum} and <= {maximum}, got {shown}")
+    return value

@@ -18,13 +18,15 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
 from ..contract import Reply, Route, Stream
-from ..errors import ApplianceError
+from ..errors import ApplianceError, BadRequest
 from .request import ApiRequest
 from .security import Gate
 
 log = logging.getLogger("appliance.api")
 
 PREFIX = "/api/v1"
+#: The largest request body the control API takes; refused by its declared length before a byte is read.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def json_response(data: Any, status: int = 200, headers: dict | None = None) -> Response:
@@ -41,7 +43,11 @@ def _endpoint(app: Any, route: Route, owner: str):
     is_async = inspect.iscoroutinefunction(handler)
 
     async def endpoint(request: Request) -> Response:
-        body = await request.body() if request.method not in ("GET", "HEAD") else b""
+        try:
+            body = await read_body(request) if request.method not in ("GET", "HEAD") else b""
+        except ApplianceError as exc:
+            # The rest of the body is never read: the connection closes once the refusal is sent.
+            return json_response(exc.to_dict(), exc.status, {"connection": "close"})
         req = ApiRequest(app, request.method, request.path_params, request.query_params, request.headers, body)
         try:
             result = await handler(req) if is_async else await run_in_threadpool(handler, req)
@@ -63,6 +69,29 @@ def _endpoint(app: Any, route: Route, owner: str):
         return json_response(result)
 
     return endpoint
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request's body, refused (413) by its Content-Length before any of it is read, or, sent chunked, as
+    soon as what arrived passes ``limit``: a client cannot make the daemon hold more than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(f"Content-Length must be a number of bytes, got {declared[:40]!r}")
+        if int(declared) > limit:
+            raise _too_large(f"the request body is {declared} bytes", limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large("the request body passed the limit", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int) -> ApplianceError:
+    return ApplianceError(f"{what}; the control API takes at most {limit} bytes", title="Request too large",
+                          status=413)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

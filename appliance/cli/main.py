@@ -27,8 +27,10 @@ class ApplianceGroup(click.Group):
             # Commands are resolved before the group callback runs, so read --home from the parsed params.
             home = Home(ctx.params.get("home") or default_home())
             host = PluginHost()
-            dirs = [home.plugins_dir, Path.cwd() / "plugins"]
-            try:  # the running daemon's project plugins too, wherever the command is run from
+            # Drop-ins come from the home and the running daemon's project only, never from the current
+            # directory: `appliance --help` inside a cloned repository must not run that repository's code.
+            dirs = [home.plugins_dir]
+            try:
                 project = home.read_daemon_info().get("project")
                 if project:
                     dirs.append(Path(project) / "plugins")

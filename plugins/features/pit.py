@@ -65,21 +65,6 @@ def parse_ref(ref: object) -> tuple[str, int | None, str]:
     return m["view"], int(m["version"]) if m["version"] else None, m["feature"]
 
 
-def spine_relation(spine: str | None, spine_sql: str | None, base: Path | None) -> tuple[str, str]:
-    """The spine as SQL, and how the manifest names it: a table, a Parquet path or a query."""
-    if bool(spine) == bool(spine_sql) or not isinstance(spine or spine_sql, str):
-        raise BadRequest("give the spine as exactly one of spine (a table or Parquet path) or spine_sql (a query)",
-                         title="Bad spine")
-    if spine_sql:
-        return f"({spine_sql})", spine_sql
-    if re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$", spine) and not spine.endswith(".parquet"):
-        return ".".join(q(p) for p in spine.split(".")), spine
-    if not spine.endswith(".parquet") or "'" in spine:
-        raise BadRequest(f"spine {spine!r} is neither a table name nor a Parquet path ending in .parquet")
-    path = Path(spine) if Path(spine).is_absolute() or base is None else base / spine
-    return f"read_parquet('{path}')", str(path)
-
-
 def describe_spine(con, relation: str, event_time: str) -> dict[str, str]:
     try:
         cols = dict(r[:2] for r in fetch(con, f"describe select * from {relation} _spine"))

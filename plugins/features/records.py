@@ -108,7 +108,7 @@ def add_training_set(db, name: str, sha256: str, manifest: dict, job_id: int | N
 def training_set(db, id_or_name: int | str) -> dict[str, Any]:
     """A training set by id, or the newest one of that name."""
     key = str(id_or_name)
-    if key.isdigit():
+    if key.isdigit() and int(key) < 2**63:  # a longer number is no id SQLite can hold, and no name either
         rows = list(db.query("select * from training_sets where id = ?", [int(key)]))
     else:
         rows = list(db.query("select * from training_sets where name = ? order by id desc limit 1", [key]))

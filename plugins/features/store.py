@@ -15,7 +15,7 @@ from typing import Any
 
 from appliance import BadRequest, NotFound
 
-from . import definitions, index, offline, pit, records, stats
+from . import definitions, index, offline, pit, records, spine, stats
 from .definitions import FeatureView
 from .offline import Schema, SourceMissing, ViewError
 from .online import OnlineStore
@@ -194,9 +194,8 @@ class FeatureStore:
         event_time = params.get("event_time", "event_time")
         if not isinstance(event_time, str):
             raise BadRequest(f"event_time must be the spine's timestamp column name, got {event_time!r}")
-        relation, label = pit.spine_relation(params.get("spine"), params.get("spine_sql"),
-                                             self.app.config.project_dir)
         con = self.app.store.cursor()
+        relation, label = spine.relation(con, params.get("spine"), params.get("spine_sql"), self._reach())
         spine_cols = pit.describe_spine(con, relation, event_time)
         pit.check_keys(spine_cols, selections)
         for sel in selections:
@@ -206,6 +205,13 @@ class FeatureStore:
         columns = pit.output_columns(spine_cols, selections)
         return {"name": name, "relation": relation, "spine": label, "event_time": event_time,
                 "spine_columns": spine_cols, "selections": selections, "columns": columns}
+
+    def _reach(self) -> spine.Reach:
+        """Where a spine may read files: the home and the data directories (the ingest plugin's service)."""
+        app = self.app
+        data_dirs = app.registry("services").get("data_dirs")
+        roots = (app.home.root.resolve(), *(data_dirs.paths() if data_dirs else ()))
+        return spine.Reach(base=app.config.project_dir, roots=roots)
 
     def build_training_set(self, job) -> dict[str, Any]:
         """The ``build_training_set`` job: a Parquet snapshot in the artifact store, recorded with a manifest."""

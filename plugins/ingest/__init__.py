@@ -10,7 +10,7 @@ from __future__ import annotations
 from appliance import JobKind, hookimpl
 
 from .kinds import BUILTIN_KINDS
-from .service import service
+from .service import DataDirs, service
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -40,6 +40,11 @@ def register_commands(register):
 
     for command in COMMANDS:
         register(command)
+
+
+@hookimpl
+def register_services(register):
+    register(DataDirs(service))
 
 
 @hookimpl

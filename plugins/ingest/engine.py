@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from appliance.errors import ApplianceError
 
 from . import guard
 from .sql import ident, literal
+
+log = logging.getLogger("appliance.ingest")
 
 DDL = [
     "create schema if not exists raw",
@@ -173,15 +176,26 @@ class Batch:
         except BaseException as exc:
             self.q("rollback")
             self._drop_temps()
+            self._give_space_back()
             if isinstance(exc, ApplianceError) or not _is_duckdb_error(exc):
                 raise
             raise IngestError(f"{self.file}: {self._clean(str(exc))}") from None
         if result.get("duplicate_of"):
             self.q("rollback")
+            self._drop_temps()
+            self._give_space_back()
         else:
             self.q("commit")
-        self._drop_temps()
+            self._drop_temps()
         return result
+
+    def _give_space_back(self) -> None:
+        """After a rollback: a checkpoint returns the blocks the batch's rows took to the disk. Until then the
+        store file keeps its size; on a full disk, the catalog could not even record that the ingest failed."""
+        try:
+            self.q("checkpoint")
+        except Exception as exc:  # another transaction is busy: its commit or the next checkpoint reuses them
+            log.info("checkpoint after a rolled-back batch of %s skipped: %s", self.file, exc)
 
     def _ledger(self, digest: str, size: int) -> dict | None:
         rows = self.q("select id, state, file from ingest.batches where source = ? and content_hash = ?",

@@ -162,4 +162,17 @@ class IngestService:
                     app.jobs.submit("ingest", {"source": src.name, "files": [rel]}, origin="watch")
 
 
+class DataDirs:
+    """The ``data_dirs`` service: the directories the project lets the box read files from (``[ingest]
+    data_dirs``), resolved. Other plugins confine the paths a request names to these (and the home)."""
+
+    name = "data_dirs"
+
+    def __init__(self, ingest: IngestService):
+        self._ingest = ingest
+
+    def paths(self) -> tuple[Path, ...]:
+        return self._ingest.settings.data_dirs
+
+
 service = IngestService()

@@ -103,6 +103,8 @@ def confine(settings: Settings, path: str | Path) -> Path:
 
     if not settings.data_dirs:
         raise BadRequest("no data directories are declared; add [ingest] data_dirs to appliance.toml")
+    if "\0" in str(path):  # no file has one in its name; the OS would refuse it deep inside a read
+        raise BadRequest(f"{str(path)!r}: a path may not contain a NUL byte", title="Path refused")
     base = settings.project_dir or Path.cwd()
     resolved = (base / path).resolve()
     if not any(resolved == d or d in resolved.parents for d in settings.data_dirs):
