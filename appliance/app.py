@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .config import Config
     from .events import EventBus
+    from .health import Health
     from .home import Home
     from .host import PluginHost
     from .jobs import JobRunner
@@ -30,6 +31,9 @@ class Appliance:
     store: Store
     artifacts: ArtifactStore
     events: EventBus
+    #: What is damaged or failing now (``/api/v1/health``): ``app.health.report(part, level, problem, remedy)``
+    #: for a part a plugin finds damaged, ``app.health.restore_remedy()`` for the words that say how to repair it.
+    health: Health
     jobs: JobRunner = None  # type: ignore[assignment]
     version: str = __version__
     started: float = field(default_factory=time.time)

@@ -30,6 +30,7 @@ from .catalog import Catalog
 from .catalog import core as core_migrations
 from .errors import ApplianceError, ConfigError
 from .events import EventBus
+from .health import Health
 from .home import Home
 from .host import PluginHost
 from .jobs import JobRunner
@@ -108,7 +109,9 @@ class Daemon:
         if self.cfg.project_dir:
             dropins.append(self.cfg.project_dir / "plugins")
         host.load_all(dropin_dirs=dropins)
-        catalog = Catalog(self.home.catalog_path)
+        health = Health(self.home)
+        catalog = Catalog(self.home.catalog_path, on_damage=lambda detail: health.report(
+            "catalog.db", "damaged", f"catalog.db is damaged: {detail}", health.restore_remedy()))
         catalog.migrate(core_migrations)
         for name, mig in host.registries["migrations"].items():
             try:
@@ -121,7 +124,7 @@ class Daemon:
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
         app = Appliance(home=self.home, config=self.cfg, host=host, catalog=catalog, store=store,
-                        artifacts=artifacts, events=events, stopping=self.stopping,
+                        artifacts=artifacts, events=events, health=health, stopping=self.stopping,
                         request_stop=self.request_stop)
         host.on_failure = lambda f: events.emit("plugin.failed", subject=f"plugin:{f.plugin}",
                                                 data={"plugin": f.plugin, "hook": f.hook, "message": f.message})
