@@ -30,7 +30,7 @@ from .catalog import Catalog
 from .catalog import core as core_migrations
 from .errors import ApplianceError, ConfigError
 from .events import EventBus
-from .health import Health
+from .health import Health, disk_full, disk_is_full, disk_watch, explain_os_error
 from .home import Home
 from .host import PluginHost
 from .jobs import JobRunner
@@ -77,21 +77,39 @@ def run(home_dir: Path, *, project: Path | None = None, host: str | None = None,
     host = host or cfg.daemon.get("host", "127.0.0.1")
     port = cfg.daemon.get("port", config_mod.DEFAULT_PORT) if port is None else port
     check_bind(host, allow_remote)
-    home.ensure()
-    note = home.acquire_lock()
-    _setup_logging(home, cfg.daemon.get("log_level", "info"))
-    if note:
-        log.warning("%s", note)
-    if home.daemon_file.exists():
-        try:
-            home.read_daemon_info()
-        except ApplianceError as exc:
-            log.warning("replacing daemon.json: %s", exc.message)
     try:
+        home.ensure()
+        note = home.acquire_lock()
+        _setup_logging(home, cfg.daemon.get("log_level", "info"))
+        if note:
+            log.warning("%s", note)
+        if home.daemon_file.exists():
+            try:
+                home.read_daemon_info()
+            except ApplianceError as exc:
+                log.warning("replacing daemon.json: %s", exc.message)
         return Daemon(home, cfg, host, port).run()
+    except Exception as exc:
+        problem = _start_problem(exc, home)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
-        home.clear_daemon_info()
+        with contextlib.suppress(OSError):
+            home.clear_daemon_info()
         home.release_lock()
+
+
+def _start_problem(exc: Exception, home: Home) -> ApplianceError | None:
+    """What stopped the daemon from starting, said so a person can fix it: a full disk above all (SQLite,
+    DuckDB and the log each fail in their own words there), a file it may not write, no descriptors left."""
+    if isinstance(exc, ApplianceError):
+        return exc
+    if isinstance(exc, OSError) and (known := explain_os_error(exc, home.root, "the daemon cannot start")):
+        return known
+    if disk_is_full(home.root):
+        return disk_full(home.root, f"the daemon cannot start ({type(exc).__name__}: {exc})")
+    return None
 
 
 class Daemon:
@@ -110,6 +128,7 @@ class Daemon:
             dropins.append(self.cfg.project_dir / "plugins")
         host.load_all(dropin_dirs=dropins)
         health = Health(self.home)
+        health.watch(disk_watch(self.home.root))
         catalog = Catalog(self.home.catalog_path, on_damage=lambda detail: health.report(
             "catalog.db", "damaged", f"catalog.db is damaged: {detail}", health.restore_remedy()))
         catalog.migrate(core_migrations)
@@ -201,17 +220,29 @@ class Daemon:
         try:
             asyncio.run(main())
         finally:
-            self.stopping.set()
-            self.home.clear_daemon_info()
-            drain = float(self.cfg.daemon.get("drain_seconds", 10))
-            app.jobs.stop(drain)
-            app.host.call("shutdown", app=app)
-            app.events.emit("daemon.stopped", subject="daemon", data={"pid": os.getpid()})
-            app.events.close()
-            app.store.close()
-            app.catalog.close()
-            log.info("stopped")
+            self.stop(app)
         return 0
+
+    def stop(self, app: Appliance) -> None:
+        """Every step of the stop, in order; one that fails (a full disk refuses the last event) is logged and
+        the next still runs, so the stores are always closed."""
+        self.stopping.set()
+        drain = float(self.cfg.daemon.get("drain_seconds", 10))
+        steps = [("remove daemon.json", self.home.clear_daemon_info),
+                 ("drain the jobs", lambda: app.jobs.stop(drain)),
+                 ("call the plugins' shutdown", lambda: app.host.call("shutdown", app=app)),
+                 ("record daemon.stopped", lambda: app.events.emit("daemon.stopped", subject="daemon",
+                                                                   data={"pid": os.getpid()})),
+                 ("end the event streams", app.events.close),
+                 ("close store.duckdb", app.store.close),
+                 ("close catalog.db", app.catalog.close)]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                why = exc.message if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
+                log.error("stopping: could not %s: %s", what, why)
+        log.info("stopped")
 
     async def _watch_stop(self, app: Appliance) -> None:
         """When stopping, end the event streams so open SSE connections do not hold the server up."""

@@ -99,6 +99,25 @@ class Health:
                 f"`appliance --home NEW_HOME up`")
 
 
+#: Below this, a disk is full for the stores: SQLite and DuckDB write whole pages and blocks (256 KiB).
+FULL_BELOW = 1 << 20
+
+
+def disk_is_full(path: Path) -> bool:
+    free = free_bytes(path)
+    return free is not None and free < FULL_BELOW
+
+
+def disk_watch(path: Path) -> Callable[[], list[Problem]]:
+    """A ``Health`` source: the disk holding ``path`` is full."""
+    def look() -> list[Problem]:
+        if not disk_is_full(path):
+            return []
+        return [Problem("disk", "degraded", f"{full_at(path)}: the stores cannot grow",
+                        "free some space on that disk (`appliance disk` shows what the home holds)")]
+    return look
+
+
 def free_bytes(path: Path) -> int | None:
     try:
         st = os.statvfs(path)
@@ -107,10 +126,13 @@ def free_bytes(path: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
-def disk_full(path: Path, what: str) -> DiskFull:
+def full_at(path: Path) -> str:
     free = free_bytes(path)
-    left = "unknown" if free is None else f"{free} bytes free"
-    return DiskFull(f"disk full at {path} ({left}): {what}. Free some space on that disk and try again")
+    return f"disk full at {path} ({'unknown' if free is None else free} bytes free)"
+
+
+def disk_full(path: Path, what: str, then: str = "and try again") -> DiskFull:
+    return DiskFull(f"{full_at(path)}: {what}. Free some space on that disk {then}")
 
 
 def out_of_descriptors(what: str) -> OutOfDescriptors:

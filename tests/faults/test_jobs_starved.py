@@ -50,9 +50,10 @@ def test_a_job_failing_on_a_full_disk_is_recorded_once_there_is_room(tmp_path):
         d.wait_job(bad["id"], states=("running",))
         filler = fill_disk(disk, leave=0)
         marker.touch()
-        assert _until(lambda: d.get("/health").json()["status"] == "degraded")
-        seen = d.get(f"/jobs/{bad['id']}").json()
-        assert seen["state"] == "failed" and "not recorded yet" in seen["message"]
+        assert _until(lambda: d.get(f"/jobs/{bad['id']}").json()["state"] == "failed")
+        assert "not recorded yet" in d.get(f"/jobs/{bad['id']}").json()["message"]
+        health = d.get("/health").json()
+        assert health["status"] == "degraded" and {p["part"] for p in health["problems"]} == {"disk", "jobs"}
         refused = d.post("/jobs", {"kind": "sleep", "params": {"seconds": 0.05}})
         assert refused.status_code == 507
         message = refused.json()["error"]["message"]
