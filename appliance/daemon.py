@@ -77,6 +77,9 @@ def run(home_dir: Path, *, project: Path | None = None, host: str | None = None,
     host = host or cfg.daemon.get("host", "127.0.0.1")
     port = cfg.daemon.get("port", config_mod.DEFAULT_PORT) if port is None else port
     check_bind(host, allow_remote)
+    # Everything the daemon (and each job's child process) creates is its user's alone: the catalog, the store,
+    # logs, artifacts, backups. PostgreSQL does the same for its data directory.
+    os.umask(0o077)
     try:
         home.ensure()
         note = home.acquire_lock()
