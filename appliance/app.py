@@ -31,8 +31,9 @@ class Appliance:
     store: Store
     artifacts: ArtifactStore
     events: EventBus
-    #: What is damaged or failing now (``/api/v1/health``): ``app.health.report(part, level, problem, remedy)``
-    #: for a part a plugin finds damaged, ``app.health.restore_remedy()`` for the words that say how to repair it.
+    #: What is damaged or failing now, as ``/api/v1/health`` shows it: ``app.health.report(part, level, problem,
+    #: remedy)`` records a problem a plugin found; ``app.store.damage(exc)`` turns a DuckDB error that means a
+    #: damaged file into the 503 to raise instead (and reports it here).
     health: Health
     jobs: JobRunner = None  # type: ignore[assignment]
     version: str = __version__

@@ -33,6 +33,7 @@ from .events import EventBus
 from .health import Health, disk_full, disk_is_full, disk_watch, explain_os_error
 from .home import Home
 from .host import PluginHost
+from .integrity import IntegrityWatch
 from .jobs import JobRunner
 from .net import listen
 from .store import Store
@@ -121,6 +122,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: _Server | None = None
+        self.integrity: IntegrityWatch | None = None
 
     def build(self) -> Appliance:
         t0 = time.perf_counter()
@@ -132,8 +134,9 @@ class Daemon:
         host.load_all(dropin_dirs=dropins)
         health = Health(self.home)
         health.watch(disk_watch(self.home.root))
-        catalog = Catalog(self.home.catalog_path, on_damage=lambda detail: health.report(
-            "catalog.db", "damaged", f"catalog.db is damaged: {detail}", health.restore_remedy()))
+        catalog = Catalog(self.home.catalog_path, health)
+        if damage := catalog.check():
+            log.error("%s", damage)
         catalog.migrate(core_migrations)
         for name, mig in host.registries["migrations"].items():
             try:
@@ -142,7 +145,7 @@ class Daemon:
                 owner = host.registries["migrations"].owner(name) or "?"
                 raise ApplianceError(f"migration set {name!r} of plugin {owner!r} failed: {exc}",
                                      title="Migration failed") from exc
-        store = Store(self.home.store_path)
+        store = Store(self.home.store_path, health)
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
         app = Appliance(home=self.home, config=self.cfg, host=host, catalog=catalog, store=store,
@@ -199,6 +202,7 @@ class Daemon:
                                 timeout_graceful_shutdown=2, loop="asyncio", http="auto")
         self.server = _Server(config)
         app.jobs.start()
+        self.integrity = IntegrityWatch(app)
         url_host = f"[{self.host_addr}]" if ":" in self.host_addr else self.host_addr
         info = {"pid": os.getpid(), "version": __version__, "host": self.host_addr, "port": actual_port,
                 "url": f"http://{url_host}:{actual_port}", "ports": app.ports, "started": app.started,
@@ -216,6 +220,7 @@ class Daemon:
                 app.events.emit("daemon.started", subject="daemon", data={"pid": os.getpid(), "port": actual_port})
                 log.info("appliance %s ready on %s (home %s)", __version__, info["url"], self.home.root)
                 memory.settle()
+                self.integrity.start()
             stopper = asyncio.create_task(self._watch_stop(app))
             await serve
             stopper.cancel()
@@ -237,6 +242,7 @@ class Daemon:
                  ("record daemon.stopped", lambda: app.events.emit("daemon.stopped", subject="daemon",
                                                                    data={"pid": os.getpid()})),
                  ("end the event streams", app.events.close),
+                 ("stop the integrity check", self.integrity.stop if self.integrity else lambda: None),
                  ("close store.duckdb", app.store.close),
                  ("close catalog.db", app.catalog.close)]
         for what, step in steps:

@@ -54,7 +54,8 @@ class Problem:
 
 
 class Health:
-    """The problems of the box now: those reported (kept until cleared) and those its sources report live."""
+    """The problems of the box now: those reported (kept until the daemon stops) and those its sources report
+    live."""
 
     def __init__(self, home=None) -> None:
         self.home = home
@@ -66,13 +67,6 @@ class Health:
         """Record a problem with ``part`` (``catalog.db``, ``store.duckdb``); a later report replaces it."""
         with self._lock:
             self._found[part] = Problem(part, level, problem, remedy)
-
-    def clear(self, part: str) -> None:
-        with self._lock:
-            self._found.pop(part, None)
-
-    def problem(self, part: str) -> Problem | None:
-        return self._found.get(part)
 
     def watch(self, source: Callable[[], list[Problem]]) -> None:
         """Ask ``source`` for its problems on every look (it must be quick and must not raise)."""
@@ -86,6 +80,13 @@ class Health:
             problems += source()
         status = max((p.level for p in problems), key=LEVELS.index, default="ok")
         return {"status": status, "problems": [asdict(p) for p in problems]}
+
+    def damaged(self, part: str, detail: str) -> Damaged:
+        """``part`` (``catalog.db``, ``store.duckdb``) is damaged: reported, and the 503 a request gets for it."""
+        remedy = self.restore_remedy()
+        self.report(part, "damaged", f"{part} is damaged: {detail}", remedy)
+        return Damaged(f"{part} is damaged ({detail}); the daemon cannot trust what it reads there. To repair "
+                       f"it, {remedy}")
 
     def restore_remedy(self) -> str:
         """How to get a damaged home back: restore its newest backup (by name) into a new home."""
