@@ -60,15 +60,15 @@ def _tree(root: Path):
 def _make_private(path: Path, root: Path) -> None:
     if not _open(path):
         return
-    mode = stat.S_IMODE(os.lstat(path).st_mode)
+    st = os.lstat(path)
     try:
-        os.chmod(path, mode & 0o700)
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
     except FileNotFoundError:
         pass
     except PermissionError:
         raise ApplianceError(
-            f"the home {root} must be private to the daemon's user, but {path} ({stat.filemode(mode)}, owner uid "
-            f"{os.lstat(path).st_uid}) is open to others and this user (uid {os.geteuid()}) cannot change that: "
+            f"the home {root} must be private to the daemon's user, but {path} ({stat.filemode(st.st_mode)}, "
+            f"owner uid {st.st_uid}) is open to others and this user (uid {os.geteuid()}) cannot change that: "
             "chown the home to this user, or choose another --home", title="Home not private") from None
 
 
@@ -95,12 +95,11 @@ class Home:
         whoever created it. A home left open (by an older daemon, by ``appliance demo``) is made private all
         the way down, once; after that only its top level is looked at, each start."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for d in (self.artifacts_dir, self.plugins_dir, self.logs_dir, self.backups_dir):
-            d.mkdir(exist_ok=True, mode=0o700)
-        top = [self.root, *self.root.iterdir()]
-        if any(_open(p) for p in top):
+        if any(_open(p) for p in [self.root, *self.root.iterdir()]):
             for path in [self.root, *_tree(self.root)]:
                 _make_private(path, self.root)
+        for d in (self.artifacts_dir, self.plugins_dir, self.logs_dir, self.backups_dir):
+            d.mkdir(exist_ok=True, mode=0o700)
 
     # -------------------------------------------------------------------------------------------- token
 

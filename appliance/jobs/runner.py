@@ -136,7 +136,7 @@ class JobRunner:
         end = self._unrecorded.get(job["id"])
         if end is None or end.written:
             return job
-        note = f"ended; not recorded yet: {end.refused}"
+        note = f"not recorded yet: {end.refused}"
         return {**job, "state": end.state, "error": end.error if end.state != "cancelled" else job["error"],
                 "message": f"{end.message()} ({note})" if end.message() else note}
 
@@ -391,7 +391,8 @@ class JobRunner:
     def _execute(self, running: _Running, row: dict) -> None:
         try:
             outcome, result, error = self._run(running)
-        except BaseException as exc:  # only a bug of ours gets here; the job still ends, and its worker is freed
+            fault_point("jobs.ended")
+        except BaseException as exc:  # a bug of ours (or a fault point) gets here; the job still ends, worker freed
             log.exception("job %s: the runner failed around it", running.job_id)
             outcome, result, error = "failed", None, _why(exc)
         with contextlib.suppress(Exception):
@@ -404,7 +405,6 @@ class JobRunner:
             outcome, error = "cancelled", None
         elif running.shutdown:
             outcome = "interrupted"
-        fault_point("jobs.ended")
         with self._cv:
             try:
                 attempt = running.handle.attempt

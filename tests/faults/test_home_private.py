@@ -4,8 +4,14 @@ left open to everyone, and for everything the daemon writes into it; a link in i
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from appliance.testing import DaemonProcess
 
@@ -46,3 +52,21 @@ def test_an_open_home_is_made_private_at_start_without_following_links(tmp_path)
     with DaemonProcess(home):
         assert _open_to_others(home) == []
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o644  # the link's target is not the daemon's
+
+
+def test_a_home_this_user_cannot_make_private_is_refused():
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root, to run the daemon as another user")
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # pytest's own tmp dirs are closed to other users
+        shared = Path(top) / "shared"
+        (shared / "home").mkdir(parents=True)
+        (shared / "home" / "catalog.db").write_text("")
+        for path, mode in ((Path(top), 0o755), (shared, 0o777), (shared / "home", 0o777),
+                           (shared / "home" / "catalog.db", 0o644)):
+            os.chmod(path, mode)
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                              "-m", "appliance", "--home", str(shared / "home"), "up", "--port", "0"],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert "error: Home not private:" in out.stderr and "(drwxrwxrwx, owner uid 0)" in out.stderr
+        assert sorted(p.name for p in (shared / "home").iterdir()) == ["catalog.db"]  # refused before writing
