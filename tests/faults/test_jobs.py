@@ -94,6 +94,22 @@ def test_progress_and_log_lines_the_catalog_refuses_do_not_fail_the_job(tmp_path
         assert d.wait_job(failing["id"], timeout=10)["state"] == "failed"
 
 
+def test_a_start_whose_recovery_the_catalog_refuses_still_starts_and_records_it_later(tmp_path):
+    d = DaemonProcess(tmp_path / "home", _project(tmp_path)).start()
+    job = d.submit("sleep", {"seconds": 30}, retries=0)
+    d.wait_job(job["id"], states=("running",))
+    d.kill()
+    d.env.update(faults_env(f"jobs.record_failure=oserror:{ENOSPC}"))
+    with d:  # the cut-off job cannot be recorded as failed: the daemon starts anyway, and says so
+        seen = d.get(f"/jobs/{job['id']}").json()
+        assert seen["state"] == "failed" and "not recorded yet" in seen["message"]
+        assert d.get("/health").json()["status"] == "degraded"
+    d.env.pop("APPLIANCE_FAULTS")
+    with d:
+        done = d.get(f"/jobs/{job['id']}").json()
+        assert done["state"] == "failed" and "the daemon stopped while this job was running" in done["error"]
+
+
 # ------------------------------------------------------------------------------------------- kill -9
 
 
