@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .config import Config
     from .events import EventBus
+    from .health import Health
     from .home import Home
     from .host import PluginHost
     from .jobs import JobRunner
@@ -30,6 +31,10 @@ class Appliance:
     store: Store
     artifacts: ArtifactStore
     events: EventBus
+    #: What is damaged or failing now, as ``/api/v1/health`` shows it: ``app.health.report(part, level, problem,
+    #: remedy)`` records a problem a plugin found; ``app.store.damage(exc)`` turns a DuckDB error that means a
+    #: damaged file into the 503 to raise instead (and reports it here).
+    health: Health
     jobs: JobRunner = None  # type: ignore[assignment]
     version: str = __version__
     started: float = field(default_factory=time.time)

@@ -30,8 +30,10 @@ from .catalog import Catalog
 from .catalog import core as core_migrations
 from .errors import ApplianceError, ConfigError
 from .events import EventBus
+from .health import Health, disk_full, disk_is_full, disk_watch, explain_os_error
 from .home import Home
 from .host import PluginHost
+from .integrity import IntegrityWatch
 from .jobs import JobRunner
 from .net import listen
 from .store import Store
@@ -76,21 +78,42 @@ def run(home_dir: Path, *, project: Path | None = None, host: str | None = None,
     host = host or cfg.daemon.get("host", "127.0.0.1")
     port = cfg.daemon.get("port", config_mod.DEFAULT_PORT) if port is None else port
     check_bind(host, allow_remote)
-    home.ensure()
-    note = home.acquire_lock()
-    _setup_logging(home, cfg.daemon.get("log_level", "info"))
-    if note:
-        log.warning("%s", note)
-    if home.daemon_file.exists():
-        try:
-            home.read_daemon_info()
-        except ApplianceError as exc:
-            log.warning("replacing daemon.json: %s", exc.message)
+    # Everything the daemon (and each job's child process) creates is its user's alone: the catalog, the store,
+    # logs, artifacts, backups. PostgreSQL does the same for its data directory.
+    os.umask(0o077)
     try:
+        home.ensure()
+        note = home.acquire_lock()
+        _setup_logging(home, cfg.daemon.get("log_level", "info"))
+        if note:
+            log.warning("%s", note)
+        if home.daemon_file.exists():
+            try:
+                home.read_daemon_info()
+            except ApplianceError as exc:
+                log.warning("replacing daemon.json: %s", exc.message)
         return Daemon(home, cfg, host, port).run()
+    except Exception as exc:
+        problem = _start_problem(exc, home)
+        if problem is None:
+            raise
+        raise problem from None
     finally:
-        home.clear_daemon_info()
+        with contextlib.suppress(OSError):
+            home.clear_daemon_info()
         home.release_lock()
+
+
+def _start_problem(exc: Exception, home: Home) -> ApplianceError | None:
+    """What stopped the daemon from starting, said so a person can fix it: a full disk above all (SQLite,
+    DuckDB and the log each fail in their own words there), a file it may not write, no descriptors left."""
+    if isinstance(exc, ApplianceError):
+        return exc
+    if isinstance(exc, OSError) and (known := explain_os_error(exc, home.root, "the daemon cannot start")):
+        return known
+    if disk_is_full(home.root):
+        return disk_full(home.root, f"the daemon cannot start ({type(exc).__name__}: {exc})")
+    return None
 
 
 class Daemon:
@@ -99,6 +122,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: _Server | None = None
+        self.integrity: IntegrityWatch | None = None
 
     def build(self) -> Appliance:
         t0 = time.perf_counter()
@@ -108,7 +132,11 @@ class Daemon:
         if self.cfg.project_dir:
             dropins.append(self.cfg.project_dir / "plugins")
         host.load_all(dropin_dirs=dropins)
-        catalog = Catalog(self.home.catalog_path)
+        health = Health(self.home)
+        health.watch(disk_watch(self.home.root))
+        catalog = Catalog(self.home.catalog_path, health)
+        if damage := catalog.check():
+            log.error("%s", damage)
         catalog.migrate(core_migrations)
         for name, mig in host.registries["migrations"].items():
             try:
@@ -117,11 +145,11 @@ class Daemon:
                 owner = host.registries["migrations"].owner(name) or "?"
                 raise ApplianceError(f"migration set {name!r} of plugin {owner!r} failed: {exc}",
                                      title="Migration failed") from exc
-        store = Store(self.home.store_path)
+        store = Store(self.home.store_path, health)
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
         app = Appliance(home=self.home, config=self.cfg, host=host, catalog=catalog, store=store,
-                        artifacts=artifacts, events=events, stopping=self.stopping,
+                        artifacts=artifacts, events=events, health=health, stopping=self.stopping,
                         request_stop=self.request_stop)
         host.on_failure = lambda f: events.emit("plugin.failed", subject=f"plugin:{f.plugin}",
                                                 data={"plugin": f.plugin, "hook": f.hook, "message": f.message})
@@ -174,6 +202,7 @@ class Daemon:
                                 timeout_graceful_shutdown=2, loop="asyncio", http="auto")
         self.server = _Server(config)
         app.jobs.start()
+        self.integrity = IntegrityWatch(app)
         url_host = f"[{self.host_addr}]" if ":" in self.host_addr else self.host_addr
         info = {"pid": os.getpid(), "version": __version__, "host": self.host_addr, "port": actual_port,
                 "url": f"http://{url_host}:{actual_port}", "ports": app.ports, "started": app.started,
@@ -192,6 +221,7 @@ class Daemon:
                 app.events.emit("daemon.started", subject="daemon", data={"pid": os.getpid(), "port": actual_port})
                 log.info("appliance %s ready on %s (home %s)", __version__, info["url"], self.home.root)
                 memory.settle()
+                self.integrity.start()
             stopper = asyncio.create_task(self._watch_stop(app))
             await serve
             stopper.cancel()
@@ -199,17 +229,30 @@ class Daemon:
         try:
             asyncio.run(main())
         finally:
-            self.stopping.set()
-            self.home.clear_daemon_info()
-            drain = float(self.cfg.daemon.get("drain_seconds", 10))
-            app.jobs.stop(drain)
-            app.host.call("shutdown", app=app)
-            app.events.emit("daemon.stopped", subject="daemon", data={"pid": os.getpid()})
-            app.events.close()
-            app.store.close()
-            app.catalog.close()
-            log.info("stopped")
+            self.stop(app)
         return 0
+
+    def stop(self, app: Appliance) -> None:
+        """Every step of the stop, in order; one that fails (a full disk refuses the last event) is logged and
+        the next still runs, so the stores are always closed."""
+        self.stopping.set()
+        drain = float(self.cfg.daemon.get("drain_seconds", 10))
+        steps = [("remove daemon.json", self.home.clear_daemon_info),
+                 ("drain the jobs", lambda: app.jobs.stop(drain)),
+                 ("call the plugins' shutdown", lambda: app.host.call("shutdown", app=app)),
+                 ("record daemon.stopped", lambda: app.events.emit("daemon.stopped", subject="daemon",
+                                                                   data={"pid": os.getpid()})),
+                 ("end the event streams", app.events.close),
+                 ("stop the integrity check", self.integrity.stop if self.integrity else lambda: None),
+                 ("close store.duckdb", app.store.close),
+                 ("close catalog.db", app.catalog.close)]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                why = exc.message if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
+                log.error("stopping: could not %s: %s", what, why)
+        log.info("stopped")
 
     async def _watch_stop(self, app: Appliance) -> None:
         """When stopping, end the event streams so open SSE connections do not hold the server up."""

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,36 @@ class HomeLocked(ApplianceError):
     default_title = "Home in use"
 
 
+def _open(path: Path) -> bool:
+    """Group or others may use ``path`` (a link is never looked through: its target is not the home's)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return not stat.S_ISLNK(st.st_mode) and bool(st.st_mode & 0o077)
+
+
+def _tree(root: Path):
+    for dirpath, dirnames, filenames in os.walk(root):  # never into linked directories
+        for name in dirnames + filenames:
+            yield Path(dirpath, name)
+
+
+def _make_private(path: Path, root: Path) -> None:
+    if not _open(path):
+        return
+    st = os.lstat(path)
+    try:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        raise ApplianceError(
+            f"the home {root} must be private to the daemon's user, but {path} ({stat.filemode(st.st_mode)}, "
+            f"owner uid {st.st_uid}) is open to others and this user (uid {os.geteuid()}) cannot change that: "
+            "chown the home to this user, or choose another --home", title="Home not private") from None
+
+
 @dataclass
 class Home:
     root: Path
@@ -60,9 +91,15 @@ class Home:
     lock_file = property(lambda self: self.root / "lock")
 
     def ensure(self) -> None:
+        """Create the home, or make an existing one private: the home 0700, its directories 0700, its files 0600,
+        whoever created it. A home left open (by an older daemon, by ``appliance demo``) is made private all
+        the way down, once; after that only its top level is looked at, each start."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if any(_open(p) for p in [self.root, *self.root.iterdir()]):
+            for path in [self.root, *_tree(self.root)]:
+                _make_private(path, self.root)
         for d in (self.artifacts_dir, self.plugins_dir, self.logs_dir, self.backups_dir):
-            d.mkdir(exist_ok=True)
+            d.mkdir(exist_ok=True, mode=0o700)
 
     # -------------------------------------------------------------------------------------------- token
 

@@ -3,6 +3,9 @@
 DuckDB allows one read-write process per file, so only the daemon opens it; everything else asks the daemon.
 A cursor is a per-thread view of the same database. Always drain a result before the next ``execute`` on the
 same cursor: an undrained result blocks it.
+
+DuckDB checksums every block and checks the sum when it reads the block; it has no verification pragma. Opening
+the file reads its headers and catalog (their damage stops the start); ``verify`` reads every other block.
 """
 
 from __future__ import annotations
@@ -12,7 +15,12 @@ from pathlib import Path
 
 import duckdb
 
+from .health import Damaged, Health
 from .threads import in_background
+
+#: What DuckDB says when a block fails its checksum or its metadata cannot be read (lowercase).
+DAMAGE_WORDS = ("corrupt database file", "no more data remaining in metadatareader", "failed to load metadata",
+                "not a valid duckdb database")
 
 #: WAL size that triggers DuckDB's automatic checkpoint (its default is 16 MB). The prediction log appends
 #: ~15 MB/s of WAL at 30k predictions/s, and each checkpoint rewrites (and recompresses) the table's open row
@@ -26,14 +34,19 @@ CHECKPOINT_THRESHOLD = "512MB"
 
 
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, health: Health | None = None):
         self.path = Path(path)
+        self.health = health or Health()
         # Opened from a background thread: DuckDB starts its worker pool here, and the workers inherit that
         # priority (appliance.threads), so bulk query work yields to serving when the cores are all busy. The
         # thread that runs a query takes part in it at its own priority.
-        self._con = in_background(lambda: duckdb.connect(str(self.path), config={
-            "checkpoint_threshold": CHECKPOINT_THRESHOLD}), "duckdb")
+        try:
+            self._con = in_background(lambda: duckdb.connect(str(self.path), config={
+                "checkpoint_threshold": CHECKPOINT_THRESHOLD}), "duckdb")
+        except duckdb.Error as exc:
+            raise self.damage(exc) or exc from exc
         self._local = threading.local()
+        self._verifying: duckdb.DuckDBPyConnection | None = None
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
 
@@ -62,6 +75,46 @@ class Store:
         except duckdb.Error:
             pass
 
+    def damage(self, exc: BaseException) -> Damaged | None:
+        """If ``exc``, met reading or writing this store, says its file is damaged: reported to health, and
+        returned as the error to raise instead (a 503 that says so and how to restore a backup)."""
+        if not isinstance(exc, duckdb.Error):
+            return None
+        text = str(exc)
+        if not any(words in text.lower() for words in DAMAGE_WORDS):
+            return None
+        return self.health.damaged(self.path.name, text.splitlines()[0] if text else type(exc).__name__)
+
+    def verify(self) -> str | None:
+        """Read every block of every table (each column hashed, so each is read and its checksum checked):
+        None when all are sound, else what was found (also reported to health). It costs a full read of the
+        store (0.11 s for a 38 MB one here); the daemon runs it in the background after start, then daily."""
+        cur = self._verifying = self.cursor()
+        try:
+            tables = cur.execute("select schema_name, table_name from duckdb_tables() "
+                                 "where database_name = current_database() and not temporary").fetchall()
+            for schema, table in tables:
+                columns = cur.execute("select column_name from duckdb_columns() where database_name = "
+                                      "current_database() and schema_name = ? and table_name = ?",
+                                      [schema, table]).fetchall()
+                reads = "".join(f", bit_xor(hash({_quote(c)}))" for (c,) in columns)
+                try:
+                    cur.execute(f"select count(*){reads} from {_quote(schema)}.{_quote(table)}").fetchall()
+                except duckdb.Error as exc:
+                    if found := self.damage(exc):
+                        return f"table {schema}.{table}: {found.message}"
+                    raise
+        finally:
+            self._verifying = None
+            self.release()
+        return None
+
+    def stop_verifying(self) -> None:
+        """End a ``verify`` in progress now (it raises ``duckdb.InterruptException`` in its thread)."""
+        cur = self._verifying
+        if cur is not None:
+            cur.interrupt()
+
     def close(self) -> None:
         with self._lock:
             for cur in self._cursors:
@@ -71,3 +124,7 @@ class Store:
                     pass
             self._cursors.clear()
             self._con.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

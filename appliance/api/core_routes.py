@@ -23,7 +23,12 @@ END_EVENTS = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
 
 
 def health(req: ApiRequest) -> dict:
-    return {"status": "stopping" if req.app.stopping.is_set() else "ok", "version": req.app.version}
+    """``status``: ok, degraded (something fails, the box copes) or damaged (a store needs repair), or stopping;
+    ``problems``: each with its part, what is wrong and the remedy."""
+    report = req.app.health.summary()
+    if req.app.stopping.is_set():
+        report["status"] = "stopping"
+    return {**report, "version": req.app.version}
 
 
 def status(req: ApiRequest) -> dict:

@@ -108,6 +108,7 @@ def up(ctx, project, host, port, allow_remote):
 @click.pass_context
 def down(ctx, timeout):
     """Stop the daemon gracefully: it finishes running jobs (up to its drain time) and exits."""
+    from ..health import disk_full, disk_is_full
     from ..home import pid_alive
 
     c = client(ctx)
@@ -119,16 +120,24 @@ def down(ctx, timeout):
     if pid_alive(pid):
         raise ApplianceError(f"the daemon (pid {pid}) is still draining after {timeout:g} s", title="Still running")
     click.echo(f"stopped daemon (pid {pid})")
+    if disk_is_full(c.home.root):
+        full = disk_full(c.home.root, "the daemon closed its stores, but its last events and log lines may be lost",
+                         then="before `appliance up`")
+        click.echo(f"warning: {full.message}", err=True)
 
 
 @cli.command()
 @json_option
 @click.pass_context
 def status(ctx, as_json):
-    """What the daemon is doing: version, uptime, plugins, jobs."""
-    s = client(ctx).get("/status")
+    """What the daemon is doing: health (and how to repair what is damaged), version, uptime, plugins, jobs."""
+    c = client(ctx)
+    s, health = c.get("/status"), c.get("/health")
     if as_json:
-        return emit_json(s)
+        return emit_json({**s, "health": health})
+    click.echo(f"health: {health['status']}")
+    for p in health.get("problems", []):
+        click.echo(f"  {p['level']}: {p['problem']}\n    remedy: {p['remedy']}")
     click.echo(f"appliance {s['version']}  pid {s['pid']}  up {s['uptime_s']:.0f} s  home {s['home']}")
     click.echo(f"control API port {s['ports'].get('control')}   project {s['project'] or '-'}")
     p = s["plugins"]

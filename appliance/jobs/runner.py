@@ -2,16 +2,18 @@
 
 Every state change is written to ``jobs`` before its event goes out, so a daemon killed at any point restarts
 knowing what ran: jobs it finds ``running`` were cut off, and are failed, then retried if their policy allows.
+A write the catalog refuses (a full disk, no descriptors left) never costs a job or a worker: the job's end is
+kept (``ends``) and written again by the dispatcher until the catalog takes it, while the worker runs the next
+job; progress and log lines it refuses are dropped, and the job runs on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -20,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract import JobKind
 from ..errors import ApplianceError, BadRequest, Conflict, NotFound
+from ..faults import fault_point
+from ..health import Problem
+from . import ends
+from .ends import End
 from .handle import Cancelled, JobHandle
+from .process import run_in_child
 
 if TYPE_CHECKING:
     from ..app import Appliance
@@ -29,7 +36,9 @@ log = logging.getLogger("appliance.jobs")
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-MAX_BACKOFF_S = 300.0
+
+#: How often the dispatcher tries again to record the ends the catalog refused.
+RECORD_RETRY_S = 1.0
 
 
 class Stopping(ApplianceError):
@@ -50,6 +59,12 @@ class _Running:
     shutdown: bool = False
     timer: threading.Timer | None = None
     log_seq: list[int] = field(default_factory=lambda: [0])
+    #: Progress and log writes the catalog refused: dropped (the job runs on), said once in the daemon's log.
+    dropped: int = 0
+
+
+def _why(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ApplianceError) else f"{type(exc).__name__}: {exc}"
 
 
 def job_row(row: dict) -> dict:
@@ -68,9 +83,13 @@ class JobRunner:
         self.gpu_slots = max(0, gpu_slots)
         self._cv = threading.Condition()
         self._running: dict[int, _Running] = {}
+        #: Ends the catalog refused, by job id, until the dispatcher has written them.
+        self._unrecorded: dict[int, End] = {}
         self._accepting = True
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self._last_dispatch_error = ""
+        app.health.watch(self._health)
 
     @property
     def db(self):
@@ -79,13 +98,20 @@ class JobRunner:
     def _emit(self, type: str, job_id: int, **data: Any) -> None:
         self.app.events.emit(type, subject=f"job:{job_id}", data={"job_id": job_id, **data})
 
+    def _emit_news(self, type: str, job_id: int, **data: Any) -> None:
+        """An event that is news, not a record (queued, started): lost, not fatal, if the catalog refuses it."""
+        try:
+            self._emit(type, job_id, **data)
+        except Exception as exc:
+            log.warning("job %s: event %s not recorded: %s", job_id, type, _why(exc))
+
     # ------------------------------------------------------------------------------------------- reading
 
     def get(self, job_id: int) -> dict:
         rows = list(self.db.query("select * from jobs where id = ?", [int(job_id)]))
         if not rows:
             raise NotFound(f"no job {job_id}")
-        return job_row(rows[0])
+        return self._as_ended(job_row(rows[0]))
 
     def list(self, *, state: str | None = None, kind: str | None = None, limit: int = 100,
              before: int | None = None) -> list[dict]:
@@ -103,7 +129,25 @@ class JobRunner:
             args.append(int(before))
         sql += " order by id desc limit ?"
         args.append(int(limit))
-        return [job_row(r) for r in self.db.query(sql, args)]
+        return [self._as_ended(job_row(r)) for r in self.db.query(sql, args)]
+
+    def _as_ended(self, job: dict) -> dict:
+        """The job as its end will be recorded, when the catalog refused that end so far."""
+        end = self._unrecorded.get(job["id"])
+        if end is None or end.written:
+            return job
+        note = f"not recorded yet: {end.refused}"
+        return {**job, "state": end.state, "error": end.error if end.state != "cancelled" else job["error"],
+                "message": f"{end.message()} ({note})" if end.message() else note}
+
+    def _health(self) -> list[Problem]:
+        refused = [end for end in list(self._unrecorded.values()) if end.refused]
+        if not refused:
+            return []
+        return [Problem("jobs", "degraded", f"{len(refused)} job end(s) not recorded yet: {refused[-1].refused}",
+                        "the runner records them once the catalog takes writes again (free space on the home's "
+                        "disk, close idle connections); a daemon stopped before that fails them at its next "
+                        "start and retries them as their policy says")]
 
     def logs(self, job_id: int, *, after: int = 0, limit: int = 1000) -> list[dict]:
         self.get(job_id)
@@ -143,12 +187,19 @@ class JobRunner:
                 [kind, params_json, retries + 1, spec.backoff_s if backoff_s is None else float(backoff_s),
                  spec.timeout_s if timeout_s is None else float(timeout_s), int(spec.gpu), now, origin])
             job_id = cur.lastrowid
-            self._emit("job.queued", job_id, kind=kind, origin=origin)
+            self._emit_news("job.queued", job_id, kind=kind, origin=origin)
             job = self.get(job_id)  # read before the dispatcher wakes: the caller sees it queued
             self._cv.notify_all()
         return job
 
     def cancel(self, job_id: int) -> dict:
+        with self._cv:
+            end = self._unrecorded.get(int(job_id))
+            if end is not None and not end.written:
+                if not end.cancel():
+                    raise Conflict(f"job {job_id} has already {end.state}; there is nothing to cancel")
+                self._settle(end)
+                return self.get(job_id)
         job = self.get(job_id)
         if job["state"] in TERMINAL:
             raise Conflict(f"job {job_id} has already {job['state']}; there is nothing to cancel")
@@ -183,7 +234,8 @@ class JobRunner:
         """Fail the jobs a dead daemon left running, and queue their retries where the policy allows."""
         for row in list(self.db.query("select * from jobs where state = 'running'")):
             error = f"the daemon stopped while this job was running (daemon pid {row['daemon_pid']})"
-            self._after_failure(row, error)
+            with self._cv:
+                self._settle(ends.failure(row, row["attempt"], error))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="job-dispatcher", daemon=True)
@@ -208,20 +260,33 @@ class JobRunner:
             self._cv.notify_all()
         if self._thread:
             self._thread.join(2)
+        with self._cv:
+            self._record_refused()
+            if self._unrecorded:
+                log.error("%d job end(s) could not be recorded (%s); the next start fails them and retries them "
+                          "as their policy says", len(self._unrecorded), next(iter(self._unrecorded.values())).refused)
 
     # ------------------------------------------------------------------------------------------- dispatch
 
     def _loop(self) -> None:
+        # Nothing that fails here may end this thread: it is the only one that starts jobs.
         while True:
             with self._cv:
                 if self._stopped:
                     return
                 wake = 1.0
                 try:
-                    wake = self._dispatch()
-                except Exception:
-                    log.exception("job dispatch failed")
+                    wake = min(self._record_refused(), self._dispatch())
+                except Exception as exc:
+                    self._dispatch_failed(exc)
                 self._cv.wait(wake)
+
+    def _dispatch_failed(self, exc: Exception) -> None:
+        why = _why(exc)
+        if why != self._last_dispatch_error:  # once per distinct failure, not once a second
+            log.error("job dispatch failed; trying again every second: %s", why,
+                      exc_info=not isinstance(exc, ApplianceError))
+            self._last_dispatch_error = why
 
     def _dispatch(self) -> float:
         if not self._accepting:
@@ -235,39 +300,50 @@ class JobRunner:
             if row["not_before"] > now:
                 wake = min(wake, row["not_before"] - now)
                 continue
+            if row["id"] in self._unrecorded:
+                continue
             kind = self.kinds.get(row["kind"])
             if kind is None:
-                self.db.execute("update jobs set state='failed', finished=?, error=? where id=?",
-                                [now, f"job kind {row['kind']!r} is not registered (is its plugin loaded?)",
-                                 row["id"]])
-                self._emit("job.failed", row["id"], kind=row["kind"], error="job kind not registered")
+                error = f"job kind {row['kind']!r} is not registered (is its plugin loaded?)"
+                self._settle(End(row["id"], row["kind"], "failed", row["attempt"], error=error))
                 continue
             if row["gpu"]:
                 if gpu_busy >= self.gpu_slots:
                     continue
                 gpu_busy += 1
             self._launch(row, kind)
+        self._last_dispatch_error = ""
         return max(0.05, wake)
 
     def _launch(self, row: dict, kind: JobKind) -> None:
         job_id = row["id"]
         attempt = row["attempt"] + 1
+        # Refused, this changes nothing: the job stays queued, and the dispatcher tries again.
         self.db.execute("update jobs set state='running', started=?, attempt=?, daemon_pid=?, progress=0, "
                         "message='' where id=?", [time.time(), attempt, os.getpid(), job_id])
-        seq = self.db.execute("select coalesce(max(seq), 0) from job_logs where job_id=?", [job_id]).fetchone()[0]
         running = _Running(job_id, kind, None, bool(row["gpu"]))  # type: ignore[arg-type]
-        running.log_seq[0] = seq
-        running.handle = JobHandle(job_id, kind.name, json.loads(row["params"]), attempt, self.app,
-                                   lambda t, d: self._report(running, t, d))
         self._running[job_id] = running
-        self._emit("job.started", job_id, kind=kind.name, attempt=attempt, max_attempts=row["max_attempts"])
-        if row["timeout_s"]:
-            running.timer = threading.Timer(row["timeout_s"], self._time_out, [running])
-            running.timer.daemon = True
-            running.timer.start()
-        running.thread = threading.Thread(target=self._execute, args=(running, row), name=f"job-{job_id}",
-                                          daemon=True)
-        running.thread.start()
+        try:
+            running.log_seq[0] = self.db.execute("select coalesce(max(seq), 0) from job_logs where job_id=?",
+                                                 [job_id]).fetchone()[0]
+            running.handle = JobHandle(job_id, kind.name, json.loads(row["params"]), attempt, self.app,
+                                       lambda t, d: self._report(running, t, d))
+            self._emit_news("job.started", job_id, kind=kind.name, attempt=attempt,
+                            max_attempts=row["max_attempts"])
+            if row["timeout_s"]:
+                running.timer = threading.Timer(row["timeout_s"], self._time_out, [running])
+                running.timer.daemon = True
+                running.timer.start()
+            fault_point(f"jobs.start.{kind.name}")
+            running.thread = threading.Thread(target=self._execute, args=(running, row), name=f"job-{job_id}",
+                                              daemon=True)
+            running.thread.start()
+        except Exception as exc:  # no thread runs it: queue it again, this attempt not counted
+            log.warning("job %s (%s) could not start: %s", job_id, kind.name, _why(exc))
+            self._running.pop(job_id, None)
+            if running.timer:
+                running.timer.cancel()
+            self._settle(End(job_id, kind.name, "unstarted", attempt, error=_why(exc), delay_s=ends.START_RETRY_S))
 
     def _time_out(self, running: _Running) -> None:
         running.timed_out = True
@@ -280,30 +356,47 @@ class JobRunner:
             proc.terminate()
             threading.Timer(5, lambda: proc.poll() is None and proc.kill()).start()
 
+    # ------------------------------------------------------------------------------------------- recording
+
+    def _settle(self, end: End) -> bool:
+        """Record ``end`` now, or keep it for the dispatcher to record; True when recorded. Hold ``_cv``."""
+        try:
+            if not end.written:
+                ends.write(self.db, end)
+                end.written = True
+            ends.announce(self._emit, end)
+        except Exception as exc:
+            if not end.refused:
+                log.warning("job %s: the catalog refused its end (%s); recording it when the catalog takes "
+                            "writes again", end.job_id, _why(exc))
+            end.refused = _why(exc)
+            self._unrecorded[end.job_id] = end
+            self._cv.notify_all()
+            return False
+        if end.refused:
+            log.info("job %s: its end (%s) is recorded now", end.job_id, end.outcome)
+        self._unrecorded.pop(end.job_id, None)
+        self._cv.notify_all()
+        return True
+
+    def _record_refused(self) -> float:
+        """Write the ends the catalog refused, oldest first; returns how soon to try again."""
+        for end in list(self._unrecorded.values()):
+            if not self._settle(end):
+                return RECORD_RETRY_S
+        return 5.0
+
     # ------------------------------------------------------------------------------------------- running
 
     def _execute(self, running: _Running, row: dict) -> None:
-        kind, handle = running.kind, running.handle
-        outcome, result, error = "succeeded", None, None
         try:
-            if kind.process:
-                result = self._run_child(running)
-            else:
-                result = kind.run(handle)
-            json.dumps(result)
-        except Cancelled:
-            outcome = "cancelled"
-        except ApplianceError as exc:
-            outcome, error = "failed", exc.message
-        except (TypeError, ValueError) as exc:
-            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            self._report(running, "log", {"line": traceback.format_exc()})
-        except Exception as exc:
-            outcome, error = "failed", f"{type(exc).__name__}: {exc}"
-            self._report(running, "log", {"line": traceback.format_exc()})
-            owner = self.kinds.owner(kind.name) or "?"
-            self.app.host.record_failure(owner, f"job:{kind.name}", error, traceback.format_exc())
-        self.app.store.release()
+            outcome, result, error = self._run(running)
+            fault_point("jobs.ended")
+        except BaseException as exc:  # a bug of ours (or a fault point) gets here; the job still ends, worker freed
+            log.exception("job %s: the runner failed around it", running.job_id)
+            outcome, result, error = "failed", None, _why(exc)
+        with contextlib.suppress(Exception):
+            self.app.store.release()
         if running.timer:
             running.timer.cancel()
         if running.timed_out:
@@ -312,46 +405,53 @@ class JobRunner:
             outcome, error = "cancelled", None
         elif running.shutdown:
             outcome = "interrupted"
-        self._finish(running, outcome, result, error)
-
-    def _finish(self, running: _Running, outcome: str, result: Any, error: str | None) -> None:
-        job_id = running.job_id
         with self._cv:
-            now = time.time()
-            if outcome == "succeeded":
-                self.db.execute("update jobs set state='succeeded', finished=?, progress=1, result=?, error=null "
-                                "where id=?", [now, json.dumps(result), job_id])
-                self._emit("job.succeeded", job_id, kind=running.kind.name, attempt=running.handle.attempt)
-            elif outcome == "cancelled":
-                self.db.execute("update jobs set state='cancelled', finished=?, message='cancelled' where id=?",
-                                [now, job_id])
-                self._emit("job.cancelled", job_id, kind=running.kind.name)
-            elif outcome == "interrupted":
-                self.db.execute("update jobs set state='queued', message='interrupted by daemon shutdown; runs "
-                                "again at the next start' where id=?", [job_id])
-                self._emit("job.interrupted", job_id, kind=running.kind.name)
-            else:
-                self._after_failure(self.get(job_id), error or "failed")
-            self._running.pop(job_id, None)
-            self._cv.notify_all()
+            try:
+                attempt = running.handle.attempt
+                if outcome == "failed":
+                    end = ends.failure(row, attempt, error or "failed")
+                else:
+                    end = End(running.job_id, running.kind.name, outcome, attempt, result=result)
+                self._settle(end)
+            finally:
+                self._running.pop(running.job_id, None)
+                self._cv.notify_all()
 
-    def _after_failure(self, row: dict, error: str) -> None:
-        now = time.time()
-        if row["attempt"] < row["max_attempts"]:
-            delay = min(MAX_BACKOFF_S, row["backoff_s"] * 2 ** max(0, row["attempt"] - 1))
-            self.db.execute("update jobs set state='queued', error=?, not_before=?, message=? where id=?",
-                            [error, now + delay, f"attempt {row['attempt']} failed; retrying in {delay:g} s",
-                             row["id"]])
-            self._emit("job.failed", row["id"], kind=row["kind"], error=error, attempt=row["attempt"],
-                       will_retry=True, retry_in_s=delay)
-        else:
-            self.db.execute("update jobs set state='failed', finished=?, error=? where id=?",
-                            [now, error, row["id"]])
-            self._emit("job.failed", row["id"], kind=row["kind"], error=error, attempt=row["attempt"],
-                       will_retry=False)
+    def _run(self, running: _Running) -> tuple[str, Any, str | None]:
+        """Run the job's code; returns its outcome, result and error."""
+        kind = running.kind
+        try:
+            result = (run_in_child(running, str(self.app.home.root), lambda t, d: self._report(running, t, d),
+                                   self._interrupt) if kind.process else kind.run(running.handle))
+            json.dumps(result)
+        except Cancelled:
+            return "cancelled", None, None
+        except ApplianceError as exc:
+            return "failed", None, exc.message
+        except (TypeError, ValueError) as exc:
+            self._report(running, "log", {"line": traceback.format_exc()})
+            return "failed", None, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._report(running, "log", {"line": traceback.format_exc()})
+            owner = self.kinds.owner(kind.name) or "?"
+            self.app.host.record_failure(owner, f"job:{kind.name}", error, traceback.format_exc())
+            return "failed", None, error
+        return "succeeded", result, None
 
     def _report(self, running: _Running, what: str, data: dict) -> None:
+        try:
+            self._write_report(running, what, data)
+        except Exception as exc:
+            running.dropped += 1
+            if running.dropped == 1:
+                log.warning("job %s: the catalog refused its %s (%s); progress and log lines it refuses are "
+                            "dropped, the job runs on", running.job_id, what, _why(exc))
+
+    def _write_report(self, running: _Running, what: str, data: dict) -> None:
         job_id = running.job_id
+        if what in ("progress", "log"):
+            fault_point("jobs.report")
         if what == "progress":
             self.db.execute("update jobs set progress=?, message=? where id=?",
                             [data["fraction"], data.get("message", ""), job_id])
@@ -369,58 +469,3 @@ class JobRunner:
                 owner = self.kinds.owner(running.kind.name) or "?"
                 self.app.host.record_failure(owner, f"job:{running.kind.name}:on_message",
                                              f"{type(exc).__name__}: {exc}", traceback.format_exc())
-
-    def _run_child(self, running: _Running) -> Any:
-        kind, handle = running.kind, running.handle
-        fn = kind.run
-        module = sys.modules.get(fn.__module__)
-        module_file = getattr(module, "__file__", None) if fn.__module__.startswith("appliance_dropin_") else None
-        spec = {"target": f"{fn.__module__}:{fn.__qualname__}", "module_file": module_file,
-                "job_id": handle.id, "kind": kind.name, "params": handle.params, "attempt": handle.attempt,
-                "home": str(self.app.home.root)}
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        running.proc = proc
-        if handle.cancelled:
-            self._interrupt(running)
-        stderr_thread = threading.Thread(target=self._pump_stderr, args=(running, proc), daemon=True)
-        stderr_thread.start()
-        assert proc.stdin and proc.stdout
-        try:
-            proc.stdin.write(json.dumps(spec) + "\n")
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        outcome: dict | None = None
-        for line in proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self._report(running, "log", {"line": line.rstrip("\n")})
-                continue
-            t = msg.get("t")
-            if t in ("result", "error"):
-                outcome = msg
-            elif t == "progress":
-                self._report(running, "progress", {"fraction": msg["fraction"], "message": msg.get("message", "")})
-            elif t in ("log", "message"):
-                self._report(running, t, msg)
-        code = proc.wait()
-        stderr_thread.join(5)
-        if handle.cancelled and not running.timed_out and (running.user_cancelled or running.shutdown):
-            raise Cancelled()
-        if outcome and outcome["t"] == "result" and code == 0:
-            return outcome.get("value")
-        if outcome and outcome["t"] == "error":
-            self._report(running, "log", {"line": outcome.get("traceback", "")})
-            raise ApplianceError(outcome.get("message") or "the job failed", title=outcome.get("title"))
-        if code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            hint = " (out of memory?)" if name == "SIGKILL" else ""
-            raise ApplianceError(f"the job's child process was killed by {name}{hint}")
-        raise ApplianceError(f"the job's child process exited with code {code} before reporting a result")
-
-    def _pump_stderr(self, running: _Running, proc: subprocess.Popen) -> None:
-        assert proc.stderr
-        for line in proc.stderr:
-            self._report(running, "log", {"line": line.rstrip("\n")})

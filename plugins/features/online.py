@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from appliance import BadRequest
+from appliance import ApplianceError, BadRequest
 
 from .pit import parse_ref
 
@@ -39,6 +39,8 @@ class OnlineStore:
 
     def __init__(self) -> None:
         self._views: dict[str, ViewValues] = {}
+        #: Views whose values could not be loaded, and the error a lookup of them gets (a damaged store: 503).
+        self._unavailable: dict[str, ApplianceError] = {}
         self._plans: dict[tuple[str, ...], list[tuple[str, int, list[tuple[str, int]]]]] = {}
         self._write = threading.Lock()
 
@@ -108,6 +110,8 @@ class OnlineStore:
         for ref in features:
             view, version, feature = parse_ref(ref)
             values = self._views.get(view)
+            if values is None and (why := self._unavailable.get(view)):
+                raise ApplianceError(why.message, title=why.title, status=why.status)
             if values is None:
                 raise BadRequest(f"feature view {view!r} has no online values (unknown, or not materialized yet)",
                                  title="Unknown feature")
@@ -142,9 +146,14 @@ class OnlineStore:
                 rows = new_rows
             self._views[view] = ViewValues(view, version, keys, features, rows, ttl_s,
                                            {k: t for k, t in key_types.items() if t != "NoneType"})
+            self._unavailable.pop(view, None)
             if old is not None and old.version != version:
                 self._plans.clear()
         return len(rows)
+
+    def unavailable(self, view: str, error: ApplianceError) -> None:
+        """The view's values could not be loaded: its lookups raise ``error`` until a load succeeds."""
+        self._unavailable[view] = error
 
     def retain(self, views: set[str]) -> None:
         """Drop the values of views the project no longer declares."""

@@ -161,8 +161,12 @@ class FeatureStore:
                 if act.schema is not None and offline.table_exists(con, name, act.version):
                     with self._lock(name):
                         self.refresh_online(con, act)
-            except Exception:
-                log.exception("loading the online values of feature view %s failed", name)
+            except Exception as exc:
+                if damage := self.app.store.damage(exc):  # lookups then say so, instead of "not materialized"
+                    self.online.unavailable(name, damage)
+                    log.error("online values of feature view %s not loaded: %s", name, damage.message)
+                else:
+                    log.exception("loading the online values of feature view %s failed", name)
 
     # ------------------------------------------------------------------------------------------- training sets
 
