@@ -61,7 +61,8 @@ def startup(app):
                          features=lambda: app.registry("services").get("online_features"),
                          collected_metrics=lambda: _collected_metrics(app))
     state.manager.on_batch_answered = handler.batch_answered
-    state.server = ServingServer(handler, cfg.host, cfg.port, cfg.max_body)
+    state.server = ServingServer(handler, cfg.host, cfg.port, cfg.limits)
+    handler.connection_stats = state.server.stats
     state.server.start()
     app.ports["serving"] = state.server.port
     state.manager.start()

@@ -49,6 +49,22 @@ LOG_SERIES = (
      "pending_requests"),
 )
 
+# The serving port's connections: name, type, help, attribute of http.Stats.
+CONNECTION_SERIES = (
+    ("appliance_serving_connections", "gauge", "Connections open on the serving port.", "open"),
+    ("appliance_serving_connection_limit", "gauge",
+     "Connections the serving port takes at once ([serving] max_connections, lowered to fit the descriptor "
+     "limit).", "limit"),
+    ("appliance_serving_buffered_bytes", "gauge", "Bytes of request bodies being received.", "buffered"),
+    ("appliance_serving_refused_connections", "counter",
+     "Connections refused with a 503 because the port was at its connection limit.", "shed_connections"),
+    ("appliance_serving_refused_bodies", "counter",
+     "Requests refused with a 503 because the bodies being received had reached [serving] max_buffered_mb.",
+     "shed_memory"),
+    ("appliance_serving_timeouts", "counter",
+     "Connections closed because their client was too slow (a 408 mid-request, or idle keep-alive).", "timeouts"),
+)
+
 
 class ServingMetrics:
     def __init__(self):
@@ -81,8 +97,9 @@ class ServingMetrics:
     def set_ready(self, model: str, version: str, ready: bool) -> None:
         self.ready[(model, version)] = int(ready)
 
-    def render(self, log_stats: dict[str, int] | None = None) -> str:
-        """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series."""
+    def render(self, log_stats: dict[str, int] | None = None, connections=None) -> str:
+        """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series, and
+        ``connections`` (the port's ``http.Stats``) the connection series."""
         out: list[str] = []
 
         def counter(name, help_, series, labels=("model", "version")):
@@ -105,6 +122,9 @@ class ServingMetrics:
         if log_stats is not None:
             for name, kind, help_, key in LOG_SERIES:
                 out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
+        if connections is not None:
+            for name, kind, help_, attr in CONNECTION_SERIES:
+                out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {getattr(connections, attr)}")
         return "\n".join(out) + "\n"
 
 

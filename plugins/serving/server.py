@@ -54,6 +54,7 @@ class ServingApp:
         self.collected_metrics = collected_metrics  # a callable: other plugins' collectors' Prometheus text
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
+        self.connection_stats = None  # the port's http.Stats, once it listens
 
     def handle(self, req, later: Callable[[int, list, bytes], None]) -> Reply | None:
         """The answer to ``req`` now, or None when it comes later through ``later`` (a batched inference)."""
@@ -102,7 +103,7 @@ class ServingApp:
             return 200, JSON, orjson.dumps({"name": "appliance", "version": self.version,
                                             "extensions": ["binary_tensor_data", "statistics"]})
         if path == "/metrics":
-            body = (self.metrics.render(self.predlog.stats())
+            body = (self.metrics.render(self.predlog.stats(), self.connection_stats)
                     + (self.collected_metrics() if self.collected_metrics else "")).encode()
             return 200, PROMETHEUS, body
         if path == "/v2/feedback":
@@ -309,12 +310,13 @@ def _rows(arrays: dict) -> int:
 class ServingServer:
     """The serving port: a socket bound at start (so a taken port fails the start loudly) and the HTTP server."""
 
-    def __init__(self, handler, host: str, port: int, max_body: int):
+    def __init__(self, handler, host: str, port: int, limits):
         from .http import HttpServer
 
         sock = listen(host, port, hint="set [serving] port", backlog=4096)
-        self.http = HttpServer(handler, sock, max_body)
+        self.http = HttpServer(handler, sock, limits)
         self.port = self.http.port
+        self.stats = self.http.stats
 
     def start(self, timeout: float = 10.0) -> None:
         self.http.start(timeout)
