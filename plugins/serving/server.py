@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import orjson
 
+from appliance.logthrottle import LogThrottle
 from appliance.net import listen
 
 from .protocol import (
@@ -35,6 +36,9 @@ from .protocol import (
 )
 
 log = logging.getLogger("appliance.serving.http")
+# A failure a client can cause on every request (a shadow that cannot take the input, say) is logged at most once
+# a minute per kind; the metrics count every one.
+throttled = LogThrottle(log)
 
 # Request ids the server makes up: unique per daemon start without paying for uuid4 on every request.
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -64,7 +68,7 @@ class ServingApp:
         except ProtocolError as exc:
             return exc.status, JSON, orjson.dumps({"error": exc.message})
         except Exception:
-            log.exception("serving request failed")
+            throttled.exception("serving request failed")
             return INTERNAL
 
     def route(self, req, later, t0) -> Reply | None:
@@ -157,7 +161,7 @@ class ServingApp:
         def batched(outputs):
             """Answer one request of the batch; what it returns is logged with the batch (``batch_answered``)."""
             if isinstance(outputs, BaseException):
-                log.error("batched inference on %s failed: %s", name, outputs)
+                throttled.error("batched inference on %s failed: %s", name, outputs, key=f"batch {name}")
                 later(*INTERNAL)
                 return None
             try:
@@ -165,7 +169,7 @@ class ServingApp:
                 later(*reply)
                 return note
             except Exception:
-                log.exception("serving request failed")
+                throttled.exception("serving request failed")
                 later(*INTERNAL)
                 return None
 
@@ -209,7 +213,7 @@ class ServingApp:
         def done(outputs) -> None:
             if isinstance(outputs, BaseException):
                 self.metrics.failed(name, str(model.version), "shadow_error")
-                log.warning("shadow deployment %s failed: %s", name, outputs)
+                throttled.warning("shadow deployment %s failed: %s", name, outputs, key=f"shadow {name}")
                 return
             self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays,
                                 outputs, model.input_features)
