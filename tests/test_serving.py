@@ -312,9 +312,10 @@ def test_metrics_parse_with_prometheus_own_parser(served):
 def test_prediction_log_and_feedback(served):
     r = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X[:2], id="logged-1"))
     assert r.status_code == 200
-    fb = httpx.post(url(served, "/v2/feedback"), json={"request_id": "logged-1", "labels": [1, 0]})
+    auth = {"Authorization": "Bearer " + served.get("/feedback/token").json()["token"]}
+    fb = httpx.post(url(served, "/v2/feedback"), json={"request_id": "logged-1", "labels": [1, 0]}, headers=auth)
     assert fb.status_code == 200, fb.text
-    assert httpx.post(url(served, "/v2/feedback"), json={"labels": [1]}).status_code == 400
+    assert httpx.post(url(served, "/v2/feedback"), json={"labels": [1]}, headers=auth).status_code == 400
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         logged = [p for p in served.get("/predictions", params={"deployment": "fraud", "limit": 1000}).json()

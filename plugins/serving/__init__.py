@@ -26,6 +26,7 @@ class _State:
     server = None
     predlog = None
     metrics = None
+    feedback = None
 
 
 state = _State()
@@ -44,6 +45,7 @@ def startup(app):
     from appliance import __version__
 
     from .deployments import DeploymentManager
+    from .feedback import FeedbackQueue, feedback_token
     from .metrics import ServingMetrics
     from .predlog import PredictionLog
     from .server import ServingApp, ServingServer
@@ -53,13 +55,15 @@ def startup(app):
     # 5 ms switch interval lets one of them hold a request up for that long; 1 ms keeps the tail short.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     state.metrics = ServingMetrics()
-    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending,
+    state.feedback = FeedbackQueue(cfg.feedback_max_pending)
+    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending, feedback=state.feedback,
                                   on_dropping=lambda n, limit: _log_dropping(app, n, limit))
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
                          features=lambda: app.registry("services").get("online_features"),
-                         collected_metrics=lambda: _collected_metrics(app))
+                         collected_metrics=lambda: _collected_metrics(app), feedback_queue=state.feedback,
+                         feedback_token=feedback_token(app.home.root))
     state.manager.on_batch_answered = handler.batch_answered
     state.server = ServingServer(handler, cfg.host, cfg.port, cfg.limits)
     handler.connection_stats = state.server.stats

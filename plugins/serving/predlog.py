@@ -16,7 +16,6 @@ do not fit a numeric layout (strings, ragged rows) are stored as JSON in ``input
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
@@ -75,8 +74,11 @@ DROP_ALERT_S = 60.0
 
 class PredictionLog:
     def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000,
-                 on_dropping: Callable[[int, int], None] | None = None):
+                 on_dropping: Callable[[int, int], None] | None = None, feedback=None):
         self.store = store
+        # Labels to store with each flush (a ``feedback.FeedbackQueue``), after the predictions they label.
+        self.feedback = feedback
+        self._writing = threading.Lock()  # one flush at a time (the control API may ask for one too)
         # (requests dropped since the last call, the limit): told from the writer while the log drops requests,
         # at most once every DROP_ALERT_S; serving itself never waits for the log.
         self.on_dropping = on_dropping
@@ -92,7 +94,6 @@ class PredictionLog:
         # Rows each look's last flush held: the next buffers start that big, so steady traffic never grows
         # (copies) them on the serving thread. Only the looks of the last flush are kept.
         self._sizes: dict[tuple, int] = {}
-        self._feedback: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.dropped = 0
@@ -171,23 +172,12 @@ class PredictionLog:
             self.append(deployment, model, version, rid, latency, shadow, {k: v[cut] for k, v in inputs.items()},
                         {k: v[cut] for k, v in outputs.items()}, feature_names)
 
-    def feedback(self, request_id: str, labels: list[float]) -> None:
-        """Ground truth for a logged request, one label per row, joined to the log by request id and row."""
-        now = time.time()
-        for i, label in enumerate(labels):
-            self._feedback.append((request_id, i, float(label), now))
-
-    def _flush_feedback(self) -> None:
-        rows = []
-        while self._feedback:
-            rows.append(self._feedback.popleft())
-        if rows:
-            cur = self.store.cursor()
-            cur.executemany("insert into serving.feedback values (?, ?, ?, to_timestamp(?))", rows)
-
     def flush(self) -> int:
         """Write what is pending; returns the number of requests written."""
-        self._flush_feedback()
+        with self._writing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             columns, self._columns = self._columns, {}
             odd, self._odd = self._odd, []
@@ -321,7 +311,7 @@ class PredictionLog:
         last_write = time.monotonic()
         while not self._stop.wait(self.flush_s):
             try:
-                written = self.flush()
+                written = self._cycle()
                 unsaved += written
                 if written:
                     last_write = time.monotonic()
@@ -332,7 +322,16 @@ class PredictionLog:
             except Exception:
                 log.exception("writing the prediction log failed")
             self._tell_drops()
-        self.flush()
+        self._cycle()
+
+    def _cycle(self) -> int:
+        """The predictions pending, then the feedback posted before them; returns the requests written."""
+        labels = self.feedback.take() if self.feedback is not None else []
+        written = self.flush()
+        if labels:
+            with self._writing:
+                self.feedback.write(self.store.cursor(), labels)
+        return written
 
     def _checkpoint(self) -> bool:
         """Checkpoint the store; False when another transaction is running (DuckDB then refuses; try later)."""

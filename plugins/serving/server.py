@@ -10,6 +10,7 @@ a traceback.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import logging
 import random
@@ -23,6 +24,7 @@ import orjson
 from appliance.logthrottle import LogThrottle
 from appliance.net import listen
 
+from .feedback import max_labels, read_feedback
 from .online import entity_rows, with_features
 from .protocol import (
     JSON_HEADERS as JSON,
@@ -48,6 +50,7 @@ _ids = itertools.count(1)
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
 INTERNAL = (500, JSON, b'{"error":"internal error; see the daemon log"}')
 PROMETHEUS = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
+UNAUTHORIZED = ((b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"))
 
 Reply = tuple[int, tuple | list, bytes]  # status, headers (without content-length), body
 #: An entity-key request looking up more rows than this is done on a worker thread and answered from there, so
@@ -58,9 +61,11 @@ MAX_OFFLOADED = 8
 
 
 class ServingApp:
-    def __init__(self, manager, metrics, predlog, *, version: str, features=None,
-                 collected_metrics=None):
+    def __init__(self, manager, metrics, predlog, *, version: str, features=None, collected_metrics=None,
+                 feedback_queue=None, feedback_token: str | None = None):
         self.manager, self.metrics, self.predlog = manager, metrics, predlog
+        self.feedback_queue = feedback_queue
+        self.feedback_auth = b"Bearer " + feedback_token.encode() if feedback_token else None
         self.collected_metrics = collected_metrics  # a callable: other plugins' collectors' Prometheus text
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
@@ -120,7 +125,7 @@ class ServingApp:
             return 200, PROMETHEUS, body
         if path == "/v2/feedback":
             _method(method, "POST", path)
-            return 200, JSON, orjson.dumps(self.feedback(parse_json(req.body)))
+            return self.feedback(req, later)
         raise ProtocolError(404, f"no route {path}")
 
     def _model(self, name: str, version: str | None, need_ready: bool = True):
@@ -288,16 +293,21 @@ class ServingApp:
             return
         done(outputs)
 
-    def feedback(self, body: dict) -> dict:
-        rid = body.get("request_id")
-        if not isinstance(rid, str) or not rid:
-            raise ProtocolError(400, "feedback needs 'request_id' (the id a prediction answered with)")
-        labels = body.get("labels", [body.get("label")] if "label" in body else None)
-        if not isinstance(labels, list) or not labels or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
-            raise ProtocolError(400, "feedback needs 'label' (a number) or 'labels' (one number per row)")
-        self.predlog.feedback(rid, labels)
-        return {"request_id": rid, "labels": len(labels)}
+    def feedback(self, req, later) -> Reply | None:
+        """Labels for a logged prediction, with the feedback token; answered once the prediction log's writer
+        has stored (or refused) them."""
+        auth = req.headers.get(b"authorization")
+        if auth is None or self.feedback_auth is None or not hmac.compare_digest(auth, self.feedback_auth):
+            return 401, UNAUTHORIZED, (b'{"error":"feedback changes what monitoring reports: send the feedback '
+                                       b'token as Authorization: Bearer TOKEN (`appliance feedback token` prints '
+                                       b'it), or post to the control API (POST /api/v1/feedback)"}')
+        if req.headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
+            raise ProtocolError(415, "feedback is JSON: send content-type application/json")
+        rid, labels = read_feedback(parse_json(req.body), max_labels(self.manager.deployments, self.feedback_queue))
+        loop = asyncio.get_running_loop()
+        self.feedback_queue.submit(rid, labels, lambda status, body: loop.call_soon_threadsafe(
+            later, status, JSON, orjson.dumps(body)))
+        return None
 
 
 def _method(method: str, allowed: str, path: str) -> None:

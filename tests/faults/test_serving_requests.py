@@ -123,3 +123,39 @@ def test_a_large_entity_request_within_the_limit_holds_no_one_up(online):
     assert r.status_code == 200, r.text[:300]
     assert r.json()["outputs"][0]["shape"] == [65_536, 1]
     assert max(steady.latencies) < 0.1, max(steady.latencies)
+
+
+def feedback(d, body: dict, timeout: float = 60) -> httpx.Response:
+    host, port = serving_address(d)
+    token = (d.home / "serving" / "feedback-token").read_text().strip()
+    return httpx.post(f"http://{host}:{port}/v2/feedback", json=body, timeout=timeout,
+                      headers={"Authorization": f"Bearer {token}"})
+
+
+def logged(d, request_id: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p["request_id"] == request_id for p in d.get("/predictions", params={"deployment": "plain"}).json()):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_big_feedback_body_is_bounded_and_the_log_writer_keeps_writing(online):
+    host, port = serving_address(online)
+    one_row = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 2], "data": [1.0, 2.0]}]}
+    assert httpx.post(f"http://{host}:{port}/v2/models/plain/infer", json={**one_row, "id": "labelled"}) \
+        .status_code == 200
+    with Steady(online) as steady:
+        t0 = time.perf_counter()
+        big = feedback(online, {"request_id": "labelled", "labels": [1] * 300_000})  # 1.8 MB of labels
+        unknown = feedback(online, {"request_id": "never-served", "labels": [0.5] * 60_000})
+        took = time.perf_counter() - t0
+    assert took < 2 and max(steady.latencies) < 0.5, (took, max(steady.latencies))
+    assert big.status_code == 413 and "at most" in big.json()["error"], big.text[:300]
+    assert unknown.status_code == 404 and "'never-served'" in unknown.json()["error"], unknown.text[:300]
+    # The writer is not stalled: a prediction made now is in the log within a few of its quarter-second cycles.
+    assert httpx.post(f"http://{host}:{port}/v2/models/plain/infer", json={**one_row, "id": "after"}) \
+        .status_code == 200
+    assert logged(online, "after", timeout=3)
+    assert feedback(online, {"request_id": "labelled", "labels": [1]}).status_code == 200
