@@ -57,7 +57,7 @@ def startup(app):
     state.metrics = ServingMetrics()
     state.feedback = FeedbackQueue(cfg.feedback_max_pending)
     state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending, feedback=state.feedback,
-                                  on_dropping=lambda n, limit: _log_dropping(app, n, limit))
+                                  on_dropping=lambda n, reason: _log_dropping(app, n, reason))
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
@@ -73,12 +73,11 @@ def startup(app):
     state.manager.apply(cfg.deployments)
 
 
-def _log_dropping(app, dropped: int, limit: int) -> None:
+def _log_dropping(app, dropped: int, reason: str) -> None:
     app.events.emit("alert.raised", subject="serving:prediction-log",
                     data={"rule": "prediction_log_dropping", "severity": "warning",
-                          "message": f"the prediction log left out {dropped} requests: its writer is behind (more "
-                                     f"than {limit} waiting); their answers were sent, but monitoring will not see "
-                                     "them"})
+                          "message": f"the prediction log left out {dropped} requests: {reason}; their answers were "
+                                     "sent, but monitoring will not see them"})
 
 
 def _collected_metrics(app) -> str:
