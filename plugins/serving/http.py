@@ -121,6 +121,9 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.slots: collections.deque[_Slot] = collections.deque()
+        # Requests parsed while the client was not reading its answers: handled once it does, so what piles up
+        # is the requests it sent, not the (maybe far larger) answers to them.
+        self.deferred: collections.deque[Request] = collections.deque()
         self.phase = IDLE
         self.requests = 0  # begun on this connection: with the phase, what tells the sweep it moved on
         self.head_bytes = 0
@@ -164,6 +167,7 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         self._release()
         self.slots.clear()  # answers still coming go nowhere
+        self.deferred.clear()
 
     def pause_writing(self) -> None:
         # The client is not reading its answers: read no more requests until it does.
@@ -173,7 +177,9 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.transport is not None and not self.refused:
+        while self.deferred and not (self.writing_paused or self.refused) and self.transport is not None:
+            self._handle(self.deferred.popleft())
+        if not self.writing_paused and self.transport is not None and not self.refused:
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -291,6 +297,12 @@ class _Connection(asyncio.Protocol):
         req.body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         req.keep_alive = self.parser.should_keep_alive()
         req.version = self.parser.get_http_version()
+        if self.writing_paused or self.deferred:
+            self.deferred.append(req)
+        else:
+            self._handle(req)
+
+    def _handle(self, req: Request) -> None:
         slot = _Slot(req.keep_alive)
         self.slots.append(slot)
         try:

@@ -170,3 +170,27 @@ def test_idle_and_silent_connections_are_closed(impatient):
         assert used.recv(65536) == b""  # the keep-alive connection, idle: closed without a word
         assert silent.recv(65536) == b""  # one that never sent a request: closed too
         assert time.monotonic() - t0 < 3.5
+
+
+def test_clients_that_never_read_their_answers_stop_being_read(limited):
+    """Pipelined requests for a page 100 times their size, never read: the answers must not pile up in memory."""
+    host, port = serving_address(limited)
+    client = triton.InferenceServerClient(url=f"{host}:{port}")
+    infer_ok(client)
+    before = rss_bytes(limited.proc.pid)
+    flood = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 30_000  # 1 MB asking for ~120 MB of answers
+    socks = [socket.create_connection((host, port), timeout=10) for _ in range(10)]
+    try:
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                s.sendall(flood)
+            except TimeoutError:
+                pass  # the server stopped reading: the kernel's buffers are full
+        time.sleep(1.0)
+        grown = rss_bytes(limited.proc.pid) - before
+        assert grown < 100 * 1024 * 1024, f"unread answers grew the daemon by {grown >> 20} MB"
+        assert infer_ok(client) < 1.0
+    finally:
+        for s in socks:
+            s.close()
