@@ -103,3 +103,4 @@ def test_feedback_with_a_credential_is_stored_from_the_port_the_api_and_the_cli(
         stored = con.execute("select request_id, row_index, label from serving.feedback order by all").fetchall()
     assert stored == [("by-api", 0, 0.0), ("by-api", 1, 0.0), ("by-cli", 0, 1.0), ("by-cli", 1, 1.0),
                       ("two-rows", 0, 1.0), ("two-rows", 1, 0.0)]
+
