@@ -287,7 +287,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.phase = IDLE
-        self._release()
+        if self._size:  # the body is the request's now, no longer a buffer being filled
+            self.stats.buffered -= self._size
+            self._size = 0
         url = httptools.parse_url(self._url)
         req = Request()
         req.method = self.parser.get_method().decode()
