@@ -98,6 +98,8 @@ def test_feedback_with_a_credential_is_stored_from_the_port_the_api_and_the_cli(
         .status_code == 401
     out = served.cli("feedback", "send", "by-cli", "1", "1")
     assert out.returncode == 0 and "2 label(s) stored" in out.stdout, out.stderr
+    metrics = httpx.get(f"{served.base}/metrics").text
+    assert "appliance_feedback_stored_labels 6" in metrics and "appliance_feedback_pending_labels 0" in metrics
     served.stop()
     with duckdb.connect(str(served.home / "store.duckdb"), read_only=True) as con:
         stored = con.execute("select request_id, row_index, label from serving.feedback order by all").fetchall()

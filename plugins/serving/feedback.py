@@ -76,7 +76,7 @@ def read_feedback(body, max_labels: int) -> tuple[str, list[float]]:
     if len(labels) > max_labels:
         raise ProtocolError(413, f"feedback gives {len(labels)} labels; at most {max_labels} are taken at once")
     for i, v in enumerate(labels):
-        if type(v) not in (int, float) or not math.isfinite(v) or abs(v) > MAX_LABEL:
+        if type(v) not in (int, float) or abs(v) > MAX_LABEL or not math.isfinite(v):
             raise ProtocolError(400, f"label {i} is {v!r}; labels are finite numbers from {-MAX_LABEL:g} to "
                                      f"{MAX_LABEL:g}")
     return rid, [float(v) for v in labels]
@@ -93,6 +93,7 @@ class FeedbackQueue:
         self.stored = 0  # labels
 
     def stats(self) -> dict[str, int]:
+        """Labels stored, and labels waiting to be (for /metrics)."""
         return {"feedback_stored_labels": self.stored, "feedback_pending_labels": self._pending}
 
     def submit(self, request_id: str, labels: list[float], done: Done) -> None:

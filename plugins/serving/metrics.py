@@ -39,7 +39,7 @@ class Histogram:
         return float("inf")
 
 
-# The prediction log's series: name, type, help, key in PredictionLog.stats().
+# The prediction log's series: name, type, help, key in PredictionLog.stats() (or FeedbackQueue.stats()).
 LOG_SERIES = (
     ("appliance_prediction_log_written_rows", "counter", "Prediction rows written to the store.", "written_rows"),
     ("appliance_prediction_log_dropped_requests", "counter",
@@ -47,6 +47,9 @@ LOG_SERIES = (
      "dropped_requests"),
     ("appliance_prediction_log_pending_requests", "gauge", "Requests waiting to be written to the log.",
      "pending_requests"),
+    ("appliance_feedback_stored_labels", "counter", "Feedback labels stored.", "feedback_stored_labels"),
+    ("appliance_feedback_pending_labels", "gauge", "Feedback labels waiting to be stored.",
+     "feedback_pending_labels"),
 )
 
 # The serving port's connections: name, type, help, attribute of http.Stats.
@@ -121,7 +124,8 @@ class ServingMetrics:
         _histograms(out, "appliance_inference_batch_size", "Rows per model execution.", self.batch)
         if log_stats is not None:
             for name, kind, help_, key in LOG_SERIES:
-                out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
+                if key in log_stats:
+                    out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
         if connections is not None:
             for name, kind, help_, attr in CONNECTION_SERIES:
                 out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {getattr(connections, attr)}")

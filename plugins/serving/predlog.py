@@ -352,11 +352,12 @@ class PredictionLog:
     def _cycle(self) -> int:
         """The predictions pending, then the feedback posted before them; returns the requests written."""
         labels = self.feedback.take() if self.feedback is not None else []
-        written = self.flush()
-        if labels:
-            with self._writing:
-                self.feedback.write(self.store.cursor(), labels)
-        return written
+        try:
+            return self.flush()
+        finally:  # whatever became of the flush, each poster hears back
+            if labels:
+                with self._writing:
+                    self.feedback.write(self.store.cursor(), labels)
 
     def _checkpoint(self) -> bool:
         """Checkpoint the store; False when another transaction is running (DuckDB then refuses; try later) or

@@ -120,7 +120,8 @@ class ServingApp:
             return 200, JSON, orjson.dumps({"name": "appliance", "version": self.version,
                                             "extensions": ["binary_tensor_data", "statistics"]})
         if path == "/metrics":
-            body = (self.metrics.render(self.predlog.stats(), self.connection_stats)
+            stats = self.predlog.stats() | (self.feedback_queue.stats() if self.feedback_queue else {})
+            body = (self.metrics.render(stats, self.connection_stats)
                     + (self.collected_metrics() if self.collected_metrics else "")).encode()
             return 200, PROMETHEUS, body
         if path == "/v2/feedback":
