@@ -62,9 +62,6 @@ class Stats:
         self.limit = limit  # connections taken at once (the setting, lowered to fit the descriptor limit)
         self.open = self.buffered = self.shed_connections = self.shed_memory = self.timeouts = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in self.__slots__}
-
 
 def connection_limit(configured: int) -> int:
     """``configured``, or half the descriptors the process has left if that is fewer: the stores, the control
