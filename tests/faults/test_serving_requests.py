@@ -122,7 +122,7 @@ def test_a_large_entity_request_within_the_limit_holds_no_one_up(online):
                        headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == 200, r.text[:300]
     assert r.json()["outputs"][0]["shape"] == [65_536, 1]
-    assert max(steady.latencies) < 0.1, max(steady.latencies)
+    assert max(steady.latencies) < 0.2, max(steady.latencies)  # 0.46 s when the loop did the lookup
 
 
 def feedback(d, body: dict, timeout: float = 60) -> httpx.Response:
