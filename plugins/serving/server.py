@@ -194,11 +194,12 @@ class ServingApp:
         dep.batcher.submit(model, ir.arrays, batched)
         return None
 
-    def _offload(self, dep, model, name, parsed: dict, binary, later, t0) -> None:
+    def _offload(self, dep, model, name, parsed: dict, binary, later, t0) -> Reply | None:
         """A large entity-key request: its lookups, parsing, inference and encoding on the worker thread (a
         batch of its size gains nothing from company), then counted, logged and answered back on the loop."""
         if self._offloaded >= MAX_OFFLOADED:
-            raise ProtocolError(503, f"{MAX_OFFLOADED} large requests are in progress; retry later")
+            self.metrics.failed(name, str(model.version), "busy")
+            return 503, JSON, b'{"error":"%d large requests are in progress; retry later"}' % MAX_OFFLOADED
         if self._workers is None:
             self._workers = ThreadPoolExecutor(1, thread_name_prefix="serving-work")
         self._offloaded += 1
@@ -216,6 +217,7 @@ class ServingApp:
             loop.call_soon_threadsafe(self._offloaded_done, dep, model, name, done, later, t0)
 
         self._workers.submit(work)
+        return None
 
     def _offloaded_done(self, dep, model, name, done, later, t0) -> None:
         self._offloaded -= 1
