@@ -312,9 +312,10 @@ def test_metrics_parse_with_prometheus_own_parser(served):
 def test_prediction_log_and_feedback(served):
     r = httpx.post(url(served, "/v2/models/fraud/infer"), json=body(X[:2], id="logged-1"))
     assert r.status_code == 200
-    fb = httpx.post(url(served, "/v2/feedback"), json={"request_id": "logged-1", "labels": [1, 0]})
+    auth = {"Authorization": "Bearer " + served.get("/feedback/token").json()["token"]}
+    fb = httpx.post(url(served, "/v2/feedback"), json={"request_id": "logged-1", "labels": [1, 0]}, headers=auth)
     assert fb.status_code == 200, fb.text
-    assert httpx.post(url(served, "/v2/feedback"), json={"labels": [1]}).status_code == 400
+    assert httpx.post(url(served, "/v2/feedback"), json={"labels": [1]}, headers=auth).status_code == 400
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         logged = [p for p in served.get("/predictions", params={"deployment": "fraud", "limit": 1000}).json()
@@ -483,3 +484,29 @@ def test_bad_deployment_config_names_the_key(tmp_path):
     with pytest.raises(RuntimeError) as err:
         d.start(timeout=20)
     assert "appliance.toml:5: deployments.x.model: expected MODEL@ALIAS or MODEL:VERSION, got 'fraud'" in str(err.value)
+
+
+@pytest.mark.parametrize("toml, words", [
+    ("[serving]\nmax_body_mb = 16\nmax_buffered_mb = 8\n", "serving.max_buffered_mb: must be at least max_body_mb"),
+    ("[serving]\nheader_timeout_s = 0\n", "serving.header_timeout_s: expected an integer from 1 to 86400, got 0"),
+    ("[serving]\nmax_connections = true\n", "serving.max_connections: expected an integer"),
+    ("[serving]\nfeedback_max_pending = -1\n", "serving.feedback_max_pending: expected an integer"),
+])
+def test_serving_limits_are_checked_by_name(tmp_path, toml, words):
+    from appliance import ConfigError
+    from appliance.config import load
+    from plugins.serving import settings
+
+    (tmp_path / "appliance.toml").write_text(toml)
+    with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
+        settings.read(load(tmp_path))
+
+
+def test_serving_limits_default_and_follow_the_body_limit(tmp_path):
+    from appliance.config import load
+    from plugins.serving import settings
+
+    (tmp_path / "appliance.toml").write_text("[serving]\nmax_body_mb = 8\nidle_timeout_s = 5\n")
+    limits = settings.read(load(tmp_path)).limits
+    assert (limits.max_body, limits.max_buffered, limits.idle_timeout_s) == (8 << 20, 32 << 20, 5)
+    assert (limits.max_connections, limits.header_timeout_s, limits.body_timeout_s) == (1024, 10, 30)

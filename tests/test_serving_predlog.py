@@ -230,22 +230,44 @@ def test_a_log_from_before_the_numeric_columns_is_upgraded_and_layouts_survive_a
 def test_drops_are_told_once_a_minute_and_counted_in_stats(log):
     """A log whose writer is behind says so (the daemon raises an alert from it) instead of losing rows quietly."""
     told = []
-    log.on_dropping = lambda n, limit: told.append((n, limit))
+    log.on_dropping = lambda n, reason: told.append((n, reason))
     log.max_pending = 2
     for i in range(5):
         log.append("m", "m", 1, f"r{i}", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
     assert log.stats() == {"written_rows": 0, "dropped_requests": 3, "pending_requests": 2}
     log._tell_drops()
-    assert told == [(3, 2)]
+    behind = "its writer is behind (more than 2 requests waiting)"
+    assert told == [(3, behind)]
     log.append("m", "m", 1, "r5", 0.001, False, {"x": np.ones((1, 2))}, {"y": np.ones((1, 1))}, None)
     log._tell_drops()  # within the minute: counted, not told again
-    assert told == [(3, 2)] and log.stats()["dropped_requests"] == 4
+    assert told == [(3, behind)] and log.stats()["dropped_requests"] == 4
     log._told_at -= pl.DROP_ALERT_S
     log._tell_drops()
-    assert told == [(3, 2), (1, 2)]
+    assert told == [(3, behind), (1, behind)]
     assert log.flush() == 2 and log.stats() == {"written_rows": 2, "dropped_requests": 4, "pending_requests": 0}
     log._tell_drops()  # nothing new dropped: nothing told
     assert len(told) == 2
+
+
+def test_writes_the_store_refuses_are_counted_and_told_until_the_telling_works(log):
+    told, refuse = [], [True]
+
+    def on_dropping(n, reason):
+        if refuse[0]:
+            raise OSError(28, "No space left on device")  # the alert itself could not be recorded
+        told.append((n, reason))
+
+    log.on_dropping = on_dropping
+    log.store.con.execute("drop table serving.predictions; create view serving.predictions as select 1 as x")
+    log.append("m", "m", 1, "r0", 0.001, False, {"x": np.ones((3, 2))}, {"y": np.ones((3, 1))}, None)
+    log.append("w", "w", 1, "r1", 0.001, False, {"t": np.array([["a"]], dtype=object)}, {"y": np.ones((1, 1))}, None)
+    assert log.flush() == 0  # every insert fails: both requests counted, neither lost without a trace
+    assert log.stats() == {"written_rows": 0, "dropped_requests": 2, "pending_requests": 0}
+    log._tell_drops()
+    assert told == []
+    refuse[0] = False
+    log._tell_drops()  # the next cycle tells what the last one could not
+    assert len(told) == 1 and told[0][0] == 2 and told[0][1].startswith("the store refused the write (")
 
 
 def test_request_ids_converted_in_slices_keep_their_order():

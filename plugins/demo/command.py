@@ -128,7 +128,7 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
         wait_serving(client)
         port = client.info["ports"]["serving"]
         world = generator().World(seed=7)
-        traffic = Traffic(f"http://127.0.0.1:{port}", world,
+        traffic = Traffic(f"http://127.0.0.1:{port}", world, feedback_token=client.get("/feedback/token")["token"],
                           drift_after=drift_after if drift_after is not None else min(30.0, seconds / 2))
         traffic.start()
         if headless:

@@ -1,8 +1,10 @@
 """The traffic simulator: inference requests with entity keys (features come from the online store), ground-truth
-feedback for some of them, a few bad requests, and drift injected after a while."""
+feedback for some of them (with the feedback token, as a label service elsewhere would send it), a few bad
+requests, and drift injected after a while."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -11,9 +13,14 @@ import numpy as np
 
 
 class Traffic(threading.Thread):
-    def __init__(self, url: str, world, *, rate: float = 25.0, drift_after: float = 30.0, seed: int = 11):
+    def __init__(self, url: str, world, *, feedback_token: str, rate: float = 25.0, drift_after: float = 30.0,
+                 seed: int = 11):
         super().__init__(name="demo-traffic", daemon=True)
         self.url = url.rstrip("/")
+        self.feedback_auth = {"Authorization": f"Bearer {feedback_token}"}
+        # Labels go out from a thread of their own: feedback is answered once stored (a writer cycle later), and
+        # the requests' pace must not wait for that.
+        self.labels: queue.Queue = queue.Queue(maxsize=1000)
         self.world = world
         self.rate = rate
         self.drift_after = drift_after
@@ -52,6 +59,7 @@ class Traffic(threading.Thread):
 
     def run(self) -> None:
         self.started_at = time.monotonic()
+        threading.Thread(target=self.send_feedback, name="demo-feedback", daemon=True).start()
         with httpx.Client(timeout=10) as client:
             while not self.stop_event.is_set():
                 t0 = time.monotonic()
@@ -69,11 +77,29 @@ class Traffic(threading.Thread):
                             self.ok += 1
                             if self.rng.random() < 0.5:
                                 labels = (self.rng.random(len(p)) < p).astype(int).tolist()
-                                client.post(f"{self.url}/v2/feedback",
-                                            json={"request_id": r.json()["id"], "labels": labels})
-                                self.feedback += 1
+                                try:
+                                    self.labels.put_nowait({"request_id": r.json()["id"], "labels": labels})
+                                except queue.Full:
+                                    pass  # the daemon is behind: this label is one of many
                         else:
                             self.errors += 1
                 except httpx.HTTPError:
                     self.errors += 1
                 self.stop_event.wait(max(0.0, 1 / self.rate - (time.monotonic() - t0)))
+
+    def send_feedback(self) -> None:
+        """Post the queued labels to the serving port with the feedback token, as a label service would."""
+        with httpx.Client(timeout=10, headers=self.feedback_auth) as client:
+            while not self.stop_event.is_set():
+                try:
+                    body = self.labels.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                try:
+                    ok = client.post(f"{self.url}/v2/feedback", json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    self.feedback += 1
+                else:
+                    self.errors += 1

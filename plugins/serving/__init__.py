@@ -26,6 +26,7 @@ class _State:
     server = None
     predlog = None
     metrics = None
+    feedback = None
 
 
 state = _State()
@@ -44,6 +45,7 @@ def startup(app):
     from appliance import __version__
 
     from .deployments import DeploymentManager
+    from .feedback import FeedbackQueue, feedback_token
     from .metrics import ServingMetrics
     from .predlog import PredictionLog
     from .server import ServingApp, ServingServer
@@ -53,27 +55,29 @@ def startup(app):
     # 5 ms switch interval lets one of them hold a request up for that long; 1 ms keeps the tail short.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     state.metrics = ServingMetrics()
-    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending,
-                                  on_dropping=lambda n, limit: _log_dropping(app, n, limit))
+    state.feedback = FeedbackQueue(cfg.feedback_max_pending)
+    state.predlog = PredictionLog(app.store, max_pending=cfg.log_max_pending, feedback=state.feedback,
+                                  on_dropping=lambda n, reason: _log_dropping(app, n, reason))
     state.predlog.start()
     state.manager = DeploymentManager(app, state.metrics)
     handler = ServingApp(state.manager, state.metrics, state.predlog, version=__version__,
                          features=lambda: app.registry("services").get("online_features"),
-                         collected_metrics=lambda: _collected_metrics(app))
+                         collected_metrics=lambda: _collected_metrics(app), feedback_queue=state.feedback,
+                         feedback_token=feedback_token(app.home.root))
     state.manager.on_batch_answered = handler.batch_answered
-    state.server = ServingServer(handler, cfg.host, cfg.port, cfg.max_body)
+    state.server = ServingServer(handler, cfg.host, cfg.port, cfg.limits)
+    handler.connection_stats = state.server.stats
     state.server.start()
     app.ports["serving"] = state.server.port
     state.manager.start()
     state.manager.apply(cfg.deployments)
 
 
-def _log_dropping(app, dropped: int, limit: int) -> None:
+def _log_dropping(app, dropped: int, reason: str) -> None:
     app.events.emit("alert.raised", subject="serving:prediction-log",
                     data={"rule": "prediction_log_dropping", "severity": "warning",
-                          "message": f"the prediction log left out {dropped} requests: its writer is behind (more "
-                                     f"than {limit} waiting); their answers were sent, but monitoring will not see "
-                                     "them"})
+                          "message": f"the prediction log left out {dropped} requests: {reason}; their answers were "
+                                     "sent, but monitoring will not see them"})
 
 
 def _collected_metrics(app) -> str:

@@ -1,6 +1,8 @@
-"""Serving's control API routes and CLI commands (`appliance deployments ...`)."""
+"""Serving's control API routes and CLI commands (`appliance deployments ...`, `appliance feedback ...`)."""
 
 from __future__ import annotations
+
+import threading
 
 import click
 
@@ -71,12 +73,45 @@ def recent_predictions(req):
     return table_.to_pylist()
 
 
+def post_feedback(req):
+    """Labels for a logged prediction, behind the control API's token; answered once stored or refused."""
+    from .feedback import max_labels, read_feedback
+    from .protocol import ProtocolError
+
+    st = _state()
+    done, answer = threading.Event(), {}
+
+    def answered(status: int, body: dict) -> None:
+        answer.update(status=status, body=body)
+        done.set()
+
+    try:
+        rid, labels = read_feedback(req.json(), max_labels(st.manager.deployments, st.feedback))
+        st.feedback.submit(rid, labels, answered)
+    except ProtocolError as exc:
+        raise ApplianceError(exc.message, title="Feedback refused", status=exc.status) from None
+    if not done.wait(60):
+        raise ApplianceError("the labels were not stored within 60 s; the prediction log's writer is behind",
+                             title="Feedback not stored", status=503)
+    if answer["status"] != 200:
+        raise ApplianceError(answer["body"]["error"], title="Feedback refused", status=answer["status"])
+    return answer["body"]
+
+
+def feedback_token(req):
+    from .feedback import feedback_token
+
+    return {"token": feedback_token(req.app.home.root)}
+
+
 ROUTES = [
     Route("GET", "/deployments", list_deployments, "deployments, their versions, providers and latency"),
     Route("GET", "/deployments/{name}", show_deployment, "one deployment"),
     Route("POST", "/deployments/{name}/reload", reload_deployment, "load the deployment's target again"),
     Route("POST", "/deployments/{name}/unload", unload_deployment, "stop serving a deployment"),
     Route("GET", "/predictions", recent_predictions, "the prediction log, newest first"),
+    Route("POST", "/feedback", post_feedback, "ground-truth labels for a logged prediction"),
+    Route("GET", "/feedback/token", feedback_token, "the token that lets the serving port take feedback"),
 ]
 
 
@@ -121,4 +156,29 @@ def deployments_reload(ctx, name, as_json):
     click.echo(f"{name}: {d['state']} version {d['version']}" + (f" ({d['error']})" if d["error"] else ""))
 
 
-COMMANDS = [deployments_cmd]
+@click.group(name="feedback")
+def feedback_cmd():
+    """Ground truth for logged predictions: what monitoring measures performance with."""
+
+
+@feedback_cmd.command("send")
+@click.argument("request_id")
+@click.argument("labels", nargs=-1, required=True, type=float)
+@json_option
+@click.pass_context
+def feedback_send(ctx, request_id, labels, as_json):
+    """Labels for the prediction answered with REQUEST_ID, one per row."""
+    d = connect(ctx).post("/feedback", {"request_id": request_id, "labels": list(labels)})
+    if as_json:
+        return emit_json(d)
+    click.echo(f"{d['request_id']}: {d['labels']} label(s) stored")
+
+
+@feedback_cmd.command("token")
+@click.pass_context
+def feedback_token_cmd(ctx):
+    """The token a client sends (Authorization: Bearer TOKEN) to post feedback to the serving port."""
+    click.echo(connect(ctx).get("/feedback/token")["token"])
+
+
+COMMANDS = [deployments_cmd, feedback_cmd]

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("appliance.serving")
+from appliance.logthrottle import LogThrottle
+
+# Per request or per batch: at most once a minute per kind, so a failing model cannot flood the log.
+throttled = LogThrottle(logging.getLogger("appliance.serving"))
 
 
 class Batcher:
@@ -82,10 +85,10 @@ class Batcher:
             try:
                 notes.append(done(out))
             except Exception:  # one request's bad answer must not cost the others theirs
-                log.exception("answering a batched request failed")
+                throttled.exception("answering a batched request failed")
                 notes.append(None)
         if result is not None and self.on_answered is not None:
             try:
                 self.on_answered(model, merged, result, notes)
             except Exception:
-                log.exception("after answering a batch")
+                throttled.exception("after answering a batch")

@@ -39,7 +39,7 @@ class Histogram:
         return float("inf")
 
 
-# The prediction log's series: name, type, help, key in PredictionLog.stats().
+# The prediction log's series: name, type, help, key in PredictionLog.stats() (or FeedbackQueue.stats()).
 LOG_SERIES = (
     ("appliance_prediction_log_written_rows", "counter", "Prediction rows written to the store.", "written_rows"),
     ("appliance_prediction_log_dropped_requests", "counter",
@@ -47,6 +47,25 @@ LOG_SERIES = (
      "dropped_requests"),
     ("appliance_prediction_log_pending_requests", "gauge", "Requests waiting to be written to the log.",
      "pending_requests"),
+    ("appliance_feedback_stored_labels", "counter", "Feedback labels stored.", "feedback_stored_labels"),
+    ("appliance_feedback_pending_labels", "gauge", "Feedback labels waiting to be stored.",
+     "feedback_pending_labels"),
+)
+
+# The serving port's connections: name, type, help, attribute of http.Stats.
+CONNECTION_SERIES = (
+    ("appliance_serving_connections", "gauge", "Connections open on the serving port.", "open"),
+    ("appliance_serving_connection_limit", "gauge",
+     "Connections the serving port takes at once ([serving] max_connections, lowered to fit the descriptor "
+     "limit).", "limit"),
+    ("appliance_serving_buffered_bytes", "gauge", "Bytes of request bodies being received.", "buffered"),
+    ("appliance_serving_refused_connections", "counter",
+     "Connections refused with a 503 because the port was at its connection limit.", "shed_connections"),
+    ("appliance_serving_refused_bodies", "counter",
+     "Requests refused with a 503 because the bodies being received had reached [serving] max_buffered_mb.",
+     "shed_memory"),
+    ("appliance_serving_timeouts", "counter",
+     "Connections closed because their client was too slow (a 408 mid-request, or idle keep-alive).", "timeouts"),
 )
 
 
@@ -81,8 +100,9 @@ class ServingMetrics:
     def set_ready(self, model: str, version: str, ready: bool) -> None:
         self.ready[(model, version)] = int(ready)
 
-    def render(self, log_stats: dict[str, int] | None = None) -> str:
-        """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series."""
+    def render(self, log_stats: dict[str, int] | None = None, connections=None) -> str:
+        """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series, and
+        ``connections`` (the port's ``http.Stats``) the connection series."""
         out: list[str] = []
 
         def counter(name, help_, series, labels=("model", "version")):
@@ -104,7 +124,11 @@ class ServingMetrics:
         _histograms(out, "appliance_inference_batch_size", "Rows per model execution.", self.batch)
         if log_stats is not None:
             for name, kind, help_, key in LOG_SERIES:
-                out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
+                if key in log_stats:
+                    out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {log_stats[key]}")
+        if connections is not None:
+            for name, kind, help_, attr in CONNECTION_SERIES:
+                out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {getattr(connections, attr)}")
         return "\n".join(out) + "\n"
 
 

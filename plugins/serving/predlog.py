@@ -16,16 +16,18 @@ do not fit a numeric layout (strings, ragged rows) are stored as JSON in ``input
 
 from __future__ import annotations
 
-import collections
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
 
 from appliance import become_background
+from appliance.logthrottle import LogThrottle
 
 from .logcolumns import (
     CASTS,
@@ -44,6 +46,8 @@ from .logcolumns import (
 )
 
 log = logging.getLogger("appliance.serving.predlog")
+# A store that refuses every write (a full disk) would otherwise log a traceback every quarter second.
+throttled = LogThrottle(log)
 
 SCHEMA = """
 create schema if not exists serving;
@@ -71,15 +75,21 @@ COLUMNS = "deployment, model, version, request_id, row_index, ts, latency_us, sh
 QUIET_S = 1.0
 #: While requests are being dropped, at most one alert in this many seconds.
 DROP_ALERT_S = 60.0
+#: Free bytes a checkpoint leaves untouched, beyond twice the WAL it moves into the data file.
+CHECKPOINT_SPARE = 16 * 1024 * 1024
 
 
 class PredictionLog:
     def __init__(self, store, *, flush_s: float = 0.25, max_pending: int = 200_000,
-                 on_dropping: Callable[[int, int], None] | None = None):
+                 on_dropping: Callable[[int, str], None] | None = None, feedback=None):
         self.store = store
-        # (requests dropped since the last call, the limit): told from the writer while the log drops requests,
-        # at most once every DROP_ALERT_S; serving itself never waits for the log.
+        # Labels to store with each flush (a ``feedback.FeedbackQueue``), after the predictions they label.
+        self.feedback = feedback
+        self._writing = threading.Lock()  # one flush at a time (the control API may ask for one too)
+        # (requests dropped since the last call, why): told from the writer while the log drops requests, at most
+        # once every DROP_ALERT_S, and again until it was told; serving itself never waits for the log.
         self.on_dropping = on_dropping
+        self._drop_reason = ""
         self._dropped_told = 0
         self._told_at = -DROP_ALERT_S
         self.flush_s = flush_s
@@ -92,7 +102,6 @@ class PredictionLog:
         # Rows each look's last flush held: the next buffers start that big, so steady traffic never grows
         # (copies) them on the serving thread. Only the looks of the last flush are kept.
         self._sizes: dict[tuple, int] = {}
-        self._feedback: collections.deque = collections.deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.dropped = 0
@@ -100,7 +109,8 @@ class PredictionLog:
         self._layouts: dict[str, int] = {}  # layout spec (JSON text) -> id; only the writer adds to it
 
     def stats(self) -> dict[str, int]:
-        """Rows written, requests dropped (the writer was behind) and requests waiting to be written."""
+        """Rows written, requests dropped (the writer was behind, or the store refused them) and requests
+        waiting to be written."""
         return {"written_rows": self.written, "dropped_requests": self.dropped, "pending_requests": self._pending}
 
     def _tell_drops(self) -> None:
@@ -110,11 +120,17 @@ class PredictionLog:
         now = time.monotonic()
         if now - self._told_at < DROP_ALERT_S:
             return
-        new, self._dropped_told, self._told_at = dropped - self._dropped_told, dropped, now
         try:
-            self.on_dropping(new, self.max_pending)
-        except Exception:
-            log.exception("reporting prediction log drops failed")
+            self.on_dropping(dropped - self._dropped_told, self._drop_reason)
+        except Exception:  # the alert could not be raised (on a full disk, say): try again next cycle
+            throttled.exception("reporting prediction log drops failed")
+            return
+        self._dropped_told, self._told_at = dropped, now
+
+    def _drop(self, requests: int, reason: str) -> None:
+        with self._lock:
+            self.dropped += requests
+            self._drop_reason = reason
 
     def prepare(self) -> None:
         """Create the log's tables (adding the numeric columns to a log made before them) and its view."""
@@ -147,7 +163,9 @@ class PredictionLog:
         look = (deployment, model, version, shadow, id(feature_names), signature(inputs), signature(outputs))
         with self._lock:
             if self._pending + n > self.max_pending:
-                self.dropped += n  # the writer is behind; serving must not slow down or grow without bound
+                # The writer is behind; serving must not slow down or grow without bound.
+                self.dropped += n
+                self._drop_reason = f"its writer is behind (more than {self.max_pending} requests waiting)"
                 return
             columns = self._columns.get(look, False)
             if columns is False:
@@ -171,23 +189,12 @@ class PredictionLog:
             self.append(deployment, model, version, rid, latency, shadow, {k: v[cut] for k, v in inputs.items()},
                         {k: v[cut] for k, v in outputs.items()}, feature_names)
 
-    def feedback(self, request_id: str, labels: list[float]) -> None:
-        """Ground truth for a logged request, one label per row, joined to the log by request id and row."""
-        now = time.time()
-        for i, label in enumerate(labels):
-            self._feedback.append((request_id, i, float(label), now))
-
-    def _flush_feedback(self) -> None:
-        rows = []
-        while self._feedback:
-            rows.append(self._feedback.popleft())
-        if rows:
-            cur = self.store.cursor()
-            cur.executemany("insert into serving.feedback values (?, ?, ?, to_timestamp(?))", rows)
-
     def flush(self) -> int:
         """Write what is pending; returns the number of requests written."""
-        self._flush_feedback()
+        with self._writing:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             columns, self._columns = self._columns, {}
             odd, self._odd = self._odd, []
@@ -199,11 +206,19 @@ class PredictionLog:
         if not groups and not odd:
             return 0
         cur = self.store.cursor()
-        for group in groups:
-            self._write_columns(cur, group)
-        if odd:
-            self._write_rows(cur, odd)
-        return sum(g.requests() for g in groups) + len(odd)
+        written = sum(self._write(cur, self._write_columns, group, group.requests()) for group in groups)
+        return written + (self._write(cur, self._write_rows, odd, len(odd)) if odd else 0)
+
+    def _write(self, cur, write, what, requests: int) -> int:
+        """``write(cur, what)``, one insert of ``requests`` requests; if the store refuses it (a full disk, say),
+        they are counted as dropped, with the reason, rather than lost without a trace."""
+        try:
+            write(cur, what)
+        except Exception as exc:
+            throttled.exception("writing the prediction log failed")
+            self._drop(requests, _refusal(exc))
+            return 0
+        return requests
 
     def _insert(self, cur, table, columns: str, select: str, params: list | None = None) -> None:
         # DuckDB reads the Arrow table through its Python replacement scan (the local variable named in the
@@ -321,7 +336,7 @@ class PredictionLog:
         last_write = time.monotonic()
         while not self._stop.wait(self.flush_s):
             try:
-                written = self.flush()
+                written = self._cycle()
                 unsaved += written
                 if written:
                     last_write = time.monotonic()
@@ -330,14 +345,33 @@ class PredictionLog:
                     # WAL's size trips DuckDB's own checkpoint in the middle of a busy spell.
                     unsaved = 0 if self._checkpoint() else unsaved
             except Exception:
-                log.exception("writing the prediction log failed")
+                throttled.exception("writing the prediction log failed")
             self._tell_drops()
-        self.flush()
+        self._cycle()
+
+    def _cycle(self) -> int:
+        """The predictions pending, then the feedback posted before them; returns the requests written."""
+        labels = self.feedback.take() if self.feedback is not None else []
+        try:
+            return self.flush()
+        finally:  # whatever became of the flush, each poster hears back
+            if labels:
+                with self._writing:
+                    self.feedback.write(self.store.cursor(), labels)
 
     def _checkpoint(self) -> bool:
-        """Checkpoint the store; False when another transaction is running (DuckDB then refuses; try later)."""
+        """Checkpoint the store; False when another transaction is running (DuckDB then refuses; try later) or
+        when the disk may not hold it: a checkpoint that fails for want of space invalidates the whole store
+        until the daemon restarts, where a refused insert only costs that insert."""
         import duckdb
 
+        path = Path(self.store.path)
+        try:
+            wal = path.with_name(path.name + ".wal").stat().st_size
+            if shutil.disk_usage(path.parent).free < 2 * wal + CHECKPOINT_SPARE:
+                return False
+        except OSError:
+            pass  # no WAL: nothing much to move
         try:
             self.store.cursor().execute("checkpoint").fetchall()
         except duckdb.Error:
@@ -347,6 +381,14 @@ class PredictionLog:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+
+def _refusal(exc: Exception) -> str:
+    """Why the store refused a write, in a few words for the alert (DuckDB's own message names files)."""
+    text = str(exc)
+    if "No space left on device" in text:
+        return "the disk holding the store is full (No space left on device)"
+    return f"the store refused the write ({text[:300]})"
 
 
 def _rows(tensors: dict, names: dict[str, list[str]] | None) -> list[dict]:

@@ -10,23 +10,27 @@ a traceback.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import itertools
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
+from appliance.logthrottle import LogThrottle
 from appliance.net import listen
 
+from .feedback import max_labels, read_feedback
+from .online import entity_rows, with_features
 from .protocol import (
     JSON_HEADERS as JSON,
 )
 from .protocol import (
     ProtocolError,
-    _flatten,
     check_outputs,
     encode_response,
     parse_inputs,
@@ -35,6 +39,9 @@ from .protocol import (
 )
 
 log = logging.getLogger("appliance.serving.http")
+# A failure a client can cause on every request (a shadow that cannot take the input, say) is logged at most once
+# a minute per kind; the metrics count every one.
+throttled = LogThrottle(log)
 
 # Request ids the server makes up: unique per daemon start without paying for uuid4 on every request.
 _ID_PREFIX = uuid.uuid4().hex[:12]
@@ -43,17 +50,28 @@ _ids = itertools.count(1)
 ACCEPTED_TYPES = (b"", b"application/json", b"application/octet-stream")
 INTERNAL = (500, JSON, b'{"error":"internal error; see the daemon log"}')
 PROMETHEUS = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
+UNAUTHORIZED = ((b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"))
 
 Reply = tuple[int, tuple | list, bytes]  # status, headers (without content-length), body
+#: An entity-key request looking up more rows than this is done on a worker thread and answered from there, so
+#: the loop keeps answering everyone else meanwhile (a lookup is a few microseconds of Python per row).
+OFFLOAD_ROWS = 256
+#: Such requests in progress at once; beyond, a 503 (each holds its rows' worth of memory).
+MAX_OFFLOADED = 8
 
 
 class ServingApp:
-    def __init__(self, manager, metrics, predlog, *, version: str, features=None,
-                 collected_metrics=None):
+    def __init__(self, manager, metrics, predlog, *, version: str, features=None, collected_metrics=None,
+                 feedback_queue=None, feedback_token: str | None = None):
         self.manager, self.metrics, self.predlog = manager, metrics, predlog
+        self.feedback_queue = feedback_queue
+        self.feedback_auth = b"Bearer " + feedback_token.encode() if feedback_token else None
         self.collected_metrics = collected_metrics  # a callable: other plugins' collectors' Prometheus text
         self.version = version
         self.features = features  # a callable giving the online feature service, or None
+        self.connection_stats = None  # the port's http.Stats, once it listens
+        self._workers: ThreadPoolExecutor | None = None  # large entity-key requests; started with the first
+        self._offloaded = 0  # of those in progress (counted on the loop)
 
     def handle(self, req, later: Callable[[int, list, bytes], None]) -> Reply | None:
         """The answer to ``req`` now, or None when it comes later through ``later`` (a batched inference)."""
@@ -63,7 +81,7 @@ class ServingApp:
         except ProtocolError as exc:
             return exc.status, JSON, orjson.dumps({"error": exc.message})
         except Exception:
-            log.exception("serving request failed")
+            throttled.exception("serving request failed")
             return INTERNAL
 
     def route(self, req, later, t0) -> Reply | None:
@@ -102,12 +120,13 @@ class ServingApp:
             return 200, JSON, orjson.dumps({"name": "appliance", "version": self.version,
                                             "extensions": ["binary_tensor_data", "statistics"]})
         if path == "/metrics":
-            body = (self.metrics.render(self.predlog.stats())
+            stats = self.predlog.stats() | (self.feedback_queue.stats() if self.feedback_queue else {})
+            body = (self.metrics.render(stats, self.connection_stats)
                     + (self.collected_metrics() if self.collected_metrics else "")).encode()
             return 200, PROMETHEUS, body
         if path == "/v2/feedback":
             _method(method, "POST", path)
-            return 200, JSON, orjson.dumps(self.feedback(parse_json(req.body)))
+            return self.feedback(req, later)
         raise ProtocolError(404, f"no route {path}")
 
     def _model(self, name: str, version: str | None, need_ready: bool = True):
@@ -139,7 +158,11 @@ class ServingApp:
             head, binary = split_body(req.body, hl.decode() if hl is not None else None)
             parsed = parse_json(head)
             if spec.entity_keys and self.features is not None:
-                parsed = self._online_features(spec, model, parsed)
+                rows = entity_rows(spec, parsed)  # checked against the limit before any lookup
+                if rows is not None and rows > OFFLOAD_ROWS:
+                    return self._offload(dep, model, name, parsed, binary, later, t0)
+                if rows is not None:
+                    parsed = with_features(spec, model, parsed, self.features())
             ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows)
             check_outputs(ir, model.output_names)
         except ProtocolError:
@@ -156,7 +179,7 @@ class ServingApp:
         def batched(outputs):
             """Answer one request of the batch; what it returns is logged with the batch (``batch_answered``)."""
             if isinstance(outputs, BaseException):
-                log.error("batched inference on %s failed: %s", name, outputs)
+                throttled.error("batched inference on %s failed: %s", name, outputs, key=f"batch {name}")
                 later(*INTERNAL)
                 return None
             try:
@@ -164,19 +187,69 @@ class ServingApp:
                 later(*reply)
                 return note
             except Exception:
-                log.exception("serving request failed")
+                throttled.exception("serving request failed")
                 later(*INTERNAL)
                 return None
 
         dep.batcher.submit(model, ir.arrays, batched)
         return None
 
-    def _answer(self, dep, model, name, ir, outputs, t0) -> tuple[Reply, tuple | None]:
-        """Encode the response and count it (after the answer is built, before it is sent); with it, what the
-        prediction log takes for it, or None when the deployment's sample leaves it out."""
-        spec, version = dep.spec, str(model.version)
+    def _offload(self, dep, model, name, parsed: dict, binary, later, t0) -> Reply | None:
+        """A large entity-key request: its lookups, parsing, inference and encoding on the worker thread (a
+        batch of its size gains nothing from company), then counted, logged and answered back on the loop."""
+        if self._offloaded >= MAX_OFFLOADED:
+            self.metrics.failed(name, str(model.version), "busy")
+            return 503, JSON, b'{"error":"%d large requests are in progress; retry later"}' % MAX_OFFLOADED
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(1, thread_name_prefix="serving-work")
+        self._offloaded += 1
+        loop, spec = asyncio.get_running_loop(), dep.spec
+
+        def work() -> None:
+            try:
+                ir = parse_inputs(with_features(spec, model, parsed, self.features()), binary, model.inputs,
+                                  spec.max_request_rows)
+                check_outputs(ir, model.output_names)
+                outputs = model.infer(ir.arrays)
+                done = (ir, outputs, self._encode(name, str(model.version), ir, outputs))
+            except Exception as exc:
+                done = exc
+            loop.call_soon_threadsafe(self._offloaded_done, dep, model, name, done, later, t0)
+
+        self._workers.submit(work)
+        return None
+
+    def _offloaded_done(self, dep, model, name, done, later, t0) -> None:
+        self._offloaded -= 1
+        version = str(model.version)
+        if isinstance(done, ProtocolError):
+            self.metrics.failed(name, version, "bad_request")
+            return later(done.status, JSON, orjson.dumps({"error": done.message}))
+        if isinstance(done, Exception):
+            throttled.error("serving request failed", exc_info=done)
+            return later(*INTERNAL)
+        ir, outputs, encoded = done
+        self.metrics.executed(name, version, _rows(ir.arrays), 0.0)
+        reply, note = self._answer(dep, model, name, ir, outputs, t0, encoded)
+        if note is not None:
+            self.predlog.append(name, model.name, model.version, *note, model.input_features)
+        later(*reply)
+
+    @staticmethod
+    def _encode(name: str, version: str, ir, outputs) -> tuple[str, bytes, list | tuple]:
         rid = ir.id or f"{_ID_PREFIX}-{next(_ids)}"
-        payload, hdrs = encode_response(name, version, rid, outputs, ir)
+        return rid, *encode_response(name, version, rid, outputs, ir)
+
+    def _answer(self, dep, model, name, ir, outputs, t0, encoded=None) -> tuple[Reply, tuple | None]:
+        """Encode the response (unless ``encoded`` already holds it) and count it (after the answer is built,
+        before it is sent); with it, what the prediction log takes for it, or None when the deployment's
+        sample leaves it out."""
+        spec, version = dep.spec, str(model.version)
+        if encoded is None:
+            rid = ir.id or f"{_ID_PREFIX}-{next(_ids)}"
+            payload, hdrs = encode_response(name, version, rid, outputs, ir)
+        else:
+            rid, payload, hdrs = encoded
         elapsed = time.perf_counter() - t0
         self.metrics.ok(name, version, _rows(ir.arrays), elapsed)
         if spec.shadow:
@@ -208,7 +281,7 @@ class ServingApp:
         def done(outputs) -> None:
             if isinstance(outputs, BaseException):
                 self.metrics.failed(name, str(model.version), "shadow_error")
-                log.warning("shadow deployment %s failed: %s", name, outputs)
+                throttled.warning("shadow deployment %s failed: %s", name, outputs, key=f"shadow {name}")
                 return
             self.predlog.append(name, model.name, model.version, rid, time.perf_counter() - t0, True, arrays,
                                 outputs, model.input_features)
@@ -223,76 +296,21 @@ class ServingApp:
             return
         done(outputs)
 
-    def _online_features(self, spec, model, req: dict) -> dict:
-        """Entity keys in, feature values out: build the model's features input from the online store.
-
-        Each feature of the input is either ``view:feature`` (looked up by the entity keys) or a plain name the
-        request sends itself as an input of shape [n] (the transaction's amount, say). Without a configured
-        list, the model's signature gives it: training-set columns named ``view__feature`` come from the store.
-        """
-        inputs = req.get("inputs")
-        if not isinstance(inputs, list) or any(isinstance(i, dict) and i.get("name") == spec.features_input
-                                               for i in inputs):
-            return req  # feature values were sent directly
-        given = {i.get("name"): i for i in inputs if isinstance(i, dict)}
-        if any(k not in given for k in spec.entity_keys):
-            return req  # parse_inputs names what is missing
-        features = list(spec.features) or _signature_features(model, spec.features_input)
-        stored = [f for f in features if ":" in f]
-        direct = [f for f in features if ":" not in f]
-        columns = {}
-        for k in [*spec.entity_keys, *direct]:
-            if k not in given:
-                raise ProtocolError(400, f"input '{k}' is missing: the model's features include it and the "
-                                         "online store does not hold it")
-            data = given[k].get("data")
-            data = _flatten(data, 2, k) if isinstance(data, list) else data
-            if not isinstance(data, list):
-                raise ProtocolError(400, f"input '{k}' needs a 'data' list")
-            columns[k] = data
-        lengths = {len(v) for v in columns.values()}
-        if len(lengths) != 1:
-            raise ProtocolError(400, f"inputs disagree on the number of rows: {sorted(lengths)}")
-        n = lengths.pop()
-        rows = [{k: columns[k][i] for k in spec.entity_keys} for i in range(n)]
-        service = self.features()
-        if service is None:
-            raise ProtocolError(503, "the online feature store is not loaded")
-        try:
-            found = service.get_many(rows, stored) if stored else [{} for _ in rows]
-        except Exception as exc:
-            raise ProtocolError(400, getattr(exc, "message", None) or str(exc)) from None
-        matrix = []
-        for i, (row, values) in enumerate(zip(rows, found, strict=True)):
-            vec = [values.get(f) if ":" in f else columns[f][i] for f in features]
-            absent = [f for f, v in zip(features, vec, strict=True) if v is None]
-            if absent:
-                raise ProtocolError(400, f"no online value for {', '.join(absent)} at {row}")
-            matrix.append(vec)
-        inp = model.inputs[spec.features_input]
-        used = set(spec.entity_keys) | set(direct)
-        others = [i for i in inputs if isinstance(i, dict) and i.get("name") not in used]
-        return {**req, "inputs": others + [{"name": spec.features_input, "datatype": inp.datatype,
-                                            "shape": [n, len(features)], "data": matrix}]}
-
-    def feedback(self, body: dict) -> dict:
-        rid = body.get("request_id")
-        if not isinstance(rid, str) or not rid:
-            raise ProtocolError(400, "feedback needs 'request_id' (the id a prediction answered with)")
-        labels = body.get("labels", [body.get("label")] if "label" in body else None)
-        if not isinstance(labels, list) or not labels or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in labels):
-            raise ProtocolError(400, "feedback needs 'label' (a number) or 'labels' (one number per row)")
-        self.predlog.feedback(rid, labels)
-        return {"request_id": rid, "labels": len(labels)}
-
-
-def _signature_features(model, input_name: str) -> list[str]:
-    for entry in model.signature.get("inputs", []):
-        if entry.get("name") == input_name and entry.get("features"):
-            return [f.replace("__", ":", 1) if "__" in f else f for f in entry["features"]]
-    raise ProtocolError(400, f"the model's signature lists no features for input '{input_name}'; set "
-                             "[deployments.NAME] features")
+    def feedback(self, req, later) -> Reply | None:
+        """Labels for a logged prediction, with the feedback token; answered once the prediction log's writer
+        has stored (or refused) them."""
+        auth = req.headers.get(b"authorization")
+        if auth is None or self.feedback_auth is None or not hmac.compare_digest(auth, self.feedback_auth):
+            return 401, UNAUTHORIZED, (b'{"error":"feedback changes what monitoring reports: send the feedback '
+                                       b'token as Authorization: Bearer TOKEN (`appliance feedback token` prints '
+                                       b'it), or post to the control API (POST /api/v1/feedback)"}')
+        if req.headers.get(b"content-type", b"").split(b";")[0].strip().lower() != b"application/json":
+            raise ProtocolError(415, "feedback is JSON: send content-type application/json")
+        rid, labels = read_feedback(parse_json(req.body), max_labels(self.manager.deployments, self.feedback_queue))
+        loop = asyncio.get_running_loop()
+        self.feedback_queue.submit(rid, labels, lambda status, body: loop.call_soon_threadsafe(
+            later, status, JSON, orjson.dumps(body)))
+        return None
 
 
 def _method(method: str, allowed: str, path: str) -> None:
@@ -309,12 +327,13 @@ def _rows(arrays: dict) -> int:
 class ServingServer:
     """The serving port: a socket bound at start (so a taken port fails the start loudly) and the HTTP server."""
 
-    def __init__(self, handler, host: str, port: int, max_body: int):
+    def __init__(self, handler, host: str, port: int, limits):
         from .http import HttpServer
 
         sock = listen(host, port, hint="set [serving] port", backlog=4096)
-        self.http = HttpServer(handler, sock, max_body)
+        self.http = HttpServer(handler, sock, limits)
         self.port = self.http.port
+        self.stats = self.http.stats
 
     def start(self, timeout: float = 10.0) -> None:
         self.http.start(timeout)

@@ -7,20 +7,36 @@ from dataclasses import dataclass, field
 
 from .deployments import DeploymentSpec, parse_target
 
-SERVING_KEYS = {"host", "port", "max_body_mb", "log_max_pending"}
+SERVING_KEYS = {"host", "port", "max_body_mb", "max_buffered_mb", "max_connections", "header_timeout_s",
+                "body_timeout_s", "idle_timeout_s", "log_max_pending", "feedback_max_pending"}
 DEPLOYMENT_KEYS = {"model", "max_batch_size", "max_queue_delay_us", "shadow", "log_sample", "max_request_rows",
                    "entity_keys", "features", "features_input"}
 DEFAULT_PORT = 8000
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client, or all of them together, may make the serving port hold (``http`` enforces it)."""
+
+    max_body: int = 64 * 1024 * 1024
+    max_buffered: int = 256 * 1024 * 1024
+    max_connections: int = 1024
+    header_timeout_s: int = 10
+    body_timeout_s: int = 30
+    idle_timeout_s: int = 60
 
 
 @dataclass
 class ServingSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    max_body: int = 64 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
     # Logged requests that may wait for the prediction log's writer; beyond it new ones are left out (and an
     # alert says so) rather than serving slowing down or memory growing without bound.
     log_max_pending: int = 200_000
+    # Feedback labels that may wait to be written; beyond it feedback is refused with a 503 (the client retries).
+    feedback_max_pending: int = 100_000
     deployments: dict[str, DeploymentSpec] = field(default_factory=dict)
 
 
@@ -46,10 +62,28 @@ def read(config) -> ServingSettings:
         out.host = serving["host"]
     if "port" in serving:
         out.port = _int(config, serving["port"], 0, 65535, "serving", "port")
+    limits = {}
     if "max_body_mb" in serving:
-        out.max_body = _int(config, serving["max_body_mb"], 1, 4096, "serving", "max_body_mb") * 1024 * 1024
+        limits["max_body"] = _int(config, serving["max_body_mb"], 1, 4096, "serving", "max_body_mb") * MB
+    # Bodies being received on all connections together: by default room for four of the largest.
+    limits["max_buffered"] = 4 * limits.get("max_body", out.limits.max_body)
+    if "max_buffered_mb" in serving:
+        limits["max_buffered"] = _int(config, serving["max_buffered_mb"], 1, 65_536, "serving", "max_buffered_mb") * MB
+        if limits["max_buffered"] < limits.get("max_body", out.limits.max_body):
+            raise config.error("must be at least max_body_mb: one largest request must fit", "serving",
+                               "max_buffered_mb")
+    if "max_connections" in serving:
+        limits["max_connections"] = _int(config, serving["max_connections"], 1, 1_000_000, "serving",
+                                         "max_connections")
+    for key in ("header_timeout_s", "body_timeout_s", "idle_timeout_s"):
+        if key in serving:
+            limits[key] = _int(config, serving[key], 1, 86_400, "serving", key)
+    out.limits = Limits(**limits)
     if "log_max_pending" in serving:
         out.log_max_pending = _int(config, serving["log_max_pending"], 1, 100_000_000, "serving", "log_max_pending")
+    if "feedback_max_pending" in serving:
+        out.feedback_max_pending = _int(config, serving["feedback_max_pending"], 1, 100_000_000, "serving",
+                                        "feedback_max_pending")
     deployments = config.section("deployments")
     if not isinstance(deployments, dict):
         raise config.error("expected tables [deployments.NAME]", "deployments")
