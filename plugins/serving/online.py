@@ -76,7 +76,10 @@ def with_features(spec, model, req: dict, service) -> dict:
     try:
         found_values = service.get_many(rows, stored) if stored else [{} for _ in rows]
     except Exception as exc:
-        raise ProtocolError(400, getattr(exc, "message", None) or str(exc)) from None
+        # The feature store's own status says whose fault it is: a damaged store is a 503, not the client's 400.
+        status = getattr(exc, "status", 400)
+        raise ProtocolError(status if isinstance(status, int) and 400 <= status < 600 else 400,
+                            getattr(exc, "message", None) or str(exc)) from None
     matrix = []
     for i, (row, values) in enumerate(zip(rows, found_values, strict=True)):
         vec = [values.get(f) if ":" in f else columns[f][i] for f in features]

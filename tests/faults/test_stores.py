@@ -13,6 +13,7 @@ import sqlite3
 import time
 
 import duckdb
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -115,3 +116,33 @@ def test_a_store_too_damaged_to_open_refuses_the_start_and_says_how_to_restore(t
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert "error: Store damaged: store.duckdb is damaged" in out.stderr
     assert "appliance restore BACKUP_DIR --home NEW_HOME" in out.stderr
+
+
+def test_a_damaged_store_gives_entity_key_inference_a_503_that_says_so(tmp_path):
+    """The serving port's entity-key path meets the same damage: a 503 naming it, not a 400 for the client."""
+    from conftest import make_project
+    from serving_models import linear_model
+
+    toml = PROJECT + ('\n[serving]\nport = 0\n\n[deployments.scored]\nmodel = "fraud@champion"\n'
+                      'entity_keys = ["customer_id"]\nfeatures = ["spend:amount"]\nfeatures_input = "features"\n')
+    project = make_project(tmp_path / "project", ["good/model_import"], toml)
+    (project / "data").mkdir()
+    rows = [{"customer_id": i % 500, "ts": dt.datetime(2000, 1, 1) + dt.timedelta(minutes=i), "amount": float(i)}
+            for i in range(20_000)]
+    pq.write_table(pa.Table.from_pylist(rows), project / "data" / "transactions.parquet")
+    body = {"inputs": [{"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [1]}]}
+    d = DaemonProcess(tmp_path / "home", project)
+    with d:
+        assert d.wait_job(d.post("/features/spend/materialize").json()["id"], timeout=60)["state"] == "succeeded"
+        model = linear_model(tmp_path / "m.onnx", seed=1, n_features=1)
+        assert d.post("/fixture/import-model", {"name": "fraud", "path": str(model)}).status_code == 200
+        assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
+        infer = f"http://127.0.0.1:{d.info['ports']['serving']}/v2/models/scored/infer"
+        assert _until(lambda: httpx.post(infer, json=body).status_code == 200)
+    _damage_store_table(tmp_path / "home" / "store.duckdb", "features")
+    with d:
+        infer = f"http://127.0.0.1:{d.info['ports']['serving']}/v2/models/scored/infer"
+        assert _until(lambda: d.get("/health").json()["status"] == "damaged")
+        assert _until(lambda: httpx.post(infer, json=body).status_code == 503)
+        answer = httpx.post(infer, json=body)
+        assert answer.status_code == 503 and "store.duckdb is damaged" in answer.json()["error"], answer.text
