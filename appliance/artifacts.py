@@ -20,6 +20,9 @@ from .errors import ApplianceError, BadRequest, NotFound
 
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+# Artifacts are named by their hash, so a good copy from any backup that verifies can simply be put back.
+_FROM_BACKUP = ("copy it back from a backup that verifies (`appliance backup verify DIR`, then DIR/{rel} "
+                "to the home's {rel})")
 
 
 class CorruptArtifact(ApplianceError):
@@ -36,6 +39,9 @@ class ArtifactStore:
         if not _HASH.match(digest or ""):
             raise BadRequest(f"not an artifact hash (64 lowercase hex digits): {digest!r}")
         return self.root / digest[:2] / digest
+
+    def _rel(self, digest: str) -> str:
+        return f"artifacts/{digest[:2]}/{digest}"
 
     def exists(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
@@ -88,7 +94,7 @@ class ArtifactStore:
                 h.update(chunk)
         if h.hexdigest() != digest:
             raise CorruptArtifact(f"artifact {digest} does not match its hash (found {h.hexdigest()}); "
-                                  "restore it from a backup")
+                                  + _FROM_BACKUP.format(rel=self._rel(digest)))
         return path
 
     def get_bytes(self, digest: str) -> bytes:
@@ -96,7 +102,8 @@ class ArtifactStore:
         if data is None:
             raise NotFound(f"no artifact {digest}")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise CorruptArtifact(f"artifact {digest} does not match its hash; restore it from a backup")
+            raise CorruptArtifact(f"artifact {digest} does not match its hash; "
+                                  + _FROM_BACKUP.format(rel=self._rel(digest)))
         return data
 
 

@@ -112,8 +112,10 @@ def test_artifacts_are_content_addressed_and_verified(tmp_path):
     path.write_bytes(b"tampered")
     with pytest.raises(CorruptArtifact):
         store.get_bytes(digest)
-    with pytest.raises(CorruptArtifact):
+    with pytest.raises(CorruptArtifact) as err:
         store.verify(digest)
+    # The remedy names the file to copy back: artifacts are named by hash, so any good backup has it.
+    assert f"DIR/artifacts/{digest[:2]}/{digest}" in err.value.message and "backup verify" in err.value.message
 
 
 def test_artifact_hashes_are_validated_so_no_path_escapes(tmp_path):
