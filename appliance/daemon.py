@@ -71,6 +71,25 @@ def check_bind(host: str, allow_remote: bool) -> None:
             "loopback address, or pass --allow-remote if you really mean to expose it (it stays behind the token)")
 
 
+#: The most descriptors the daemon asks for: room for the serving port's connections, the stores and job pipes.
+DESCRIPTORS_WANTED = 65536
+
+
+def raise_descriptor_limit() -> None:
+    """Take the soft descriptor limit up to the hard one (at most ``DESCRIPTORS_WANTED``), as Go's runtime and
+    nginx do: the usual soft limit of 1024 would leave the serving port only a few hundred connections, while
+    the hard limit the administrator set (LimitNOFILE=, ulimit -Hn) is what they meant the daemon to have."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = DESCRIPTORS_WANTED if hard == resource.RLIM_INFINITY else min(hard, DESCRIPTORS_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, OSError, ValueError) as exc:  # not Linux/Unix, or refused: keep what we were given
+        log.debug("descriptor limit left as it was: %s", exc)
+
+
 def run(home_dir: Path, *, project: Path | None = None, host: str | None = None, port: int | None = None,
         allow_remote: bool = False) -> int:
     home = Home(home_dir)
@@ -81,6 +100,7 @@ def run(home_dir: Path, *, project: Path | None = None, host: str | None = None,
     # Everything the daemon (and each job's child process) creates is its user's alone: the catalog, the store,
     # logs, artifacts, backups. PostgreSQL does the same for its data directory.
     os.umask(0o077)
+    raise_descriptor_limit()
     try:
         home.ensure()
         note = home.acquire_lock()

@@ -63,3 +63,14 @@ def test_a_job_failing_on_a_full_disk_is_recorded_once_there_is_room(tmp_path):
         assert d.get(f"/jobs/{bad['id']}").json()["message"] == ""  # recorded: no note left
         after = d.submit("sleep", {"seconds": 0.05})
         assert d.wait_job(after["id"], timeout=10)["state"] == "succeeded"
+
+
+def test_the_daemon_takes_its_soft_descriptor_limit_up_to_the_hard_one(tmp_path):
+    """A soft limit of 256 under a hard one of 4096 (the usual 1024/524288 in small): the daemon asks for the
+    hard limit at start, so the serving port's connection cap is not cut to a few hundred for nothing."""
+    d = DaemonProcess(tmp_path / "home")
+    d.command = lambda: ["prlimit", "--nofile=256:4096", "--"] + DaemonProcess.command(d)
+    with d:
+        limits = open(f"/proc/{d.proc.pid}/limits").read()
+        [line] = [x for x in limits.splitlines() if x.startswith("Max open files")]
+        assert line.split()[3:5] == ["4096", "4096"], line
