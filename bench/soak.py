@@ -232,7 +232,7 @@ def set_up(tmp: Path, quick: bool) -> tuple[DaemonProcess, Path]:
 def request_body() -> bytes:
     from plugins.demo.traffic import Traffic
 
-    body, _ = Traffic("http://unused", generator().World(seed=7), seed=3).request(drifting=False)
+    body, _ = Traffic("http://unused", generator().World(seed=7), feedback_token="unused", seed=3).request(drifting=False)
     return json.dumps(body).encode()
 
 

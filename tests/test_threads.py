@@ -7,10 +7,10 @@ import os
 import sys
 import threading
 
-import duckdb
 import pytest
 from conftest import threads_of
 
+from appliance.health import Damaged
 from appliance.store import Store
 from appliance.threads import BACKGROUND_NICE, in_background
 
@@ -35,6 +35,7 @@ def test_duckdb_workers_run_in_the_background_and_the_caller_keeps_its_priority(
 
 def test_an_error_opening_the_store_reaches_the_caller(tmp_path):
     (tmp_path / "store.duckdb").write_text("not a database")
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(Damaged) as err:  # DuckDB's own error, said as damage with the way to restore
         Store(tmp_path / "store.duckdb")
+    assert "not a valid DuckDB database file" in err.value.message and "appliance restore" in err.value.message
     assert in_background(lambda: 7, "t") == 7
