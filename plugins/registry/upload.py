@@ -4,7 +4,7 @@ The body is the ONNX file itself (``application/octet-stream``; ``description``,
 the query), or a ``multipart/form-data`` form with a ``model`` file, an optional ``sample`` file and those
 fields: what ``appliance models register`` and ``curl -F model=@m.onnx -F sample=@rows.parquet`` send. The
 file is checked (see ``onnxfile``), stored by its hash, never unpickled, and its version then promotes, serves,
-hot-swaps and is monitored like a trained one.
+hot-swaps and is monitored like a trained one. The checks run in a child process (see ``checker``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from appliance import BadRequest, Reply
 
-from . import onnxfile
-from . import sample as sample_mod
+from . import checker
 from .store import NAME
 
 FIELDS = ("model", "sample", "description", "tolerance", "run_id")
@@ -58,35 +57,23 @@ def post_version(req) -> Reply:
 def register_file(app, registry, name: str, data: bytes, *, filename: str | None = None,
                   sample: bytes | None = None, description: str = "", tolerance: float = DEFAULT_TOLERANCE,
                   run_id: int | None = None) -> dict:
-    """Check an ONNX file (and run its sample), store both by hash and register the next version of ``name``.
-
-    Returns the version record with ``checks``: the signature's source, opset, producer, parity and latency.
-    """
+    """Store an ONNX file (and its sample) by hash, check them in a child process, and register the next
+    version of ``name``. Returns the version record with ``checks``: size, opset, producer, parity, latency."""
     if not NAME.match(name):
         raise BadRequest(f"model name {name!r}: use letters, digits, '_', '.', '-' (it becomes a directory name)")
-    info = onnxfile.inspect(data)
-    signature = info["signature"]
-    sess = sample_mod.session(data)
-    checks: dict = {"opset": info["opset"], "producer": info["producer"], "size": len(data), "sample": None}
-    lineage: dict = {"source": "upload", "file": filename, "producer": info["producer"], "opset": info["opset"],
-                     "run_id": run_id}
-    if sample is not None:
-        bound = sample_mod.bind(sample_mod.read(sample), signature)
-        for tensor in signature["inputs"]:
-            if tensor["name"] in bound.features:
-                tensor["features"] = bound.features[tensor["name"]]
-        signature["feature_names"] = [c for cols in bound.features.values() for c in cols]
-        checks["sample"] = {"rows": bound.rows, "parity": sample_mod.parity(sess, bound, tolerance),
-                            "latency": sample_mod.latency(sess, bound)}
-        reference = sample_mod.reference_parquet(bound)
-        if reference is not None:
-            # Drift monitors compare live inputs with this (see the monitoring plugin's reference).
-            lineage["reference_sha256"] = app.artifacts.put_bytes(reference)
-            checks["sample"]["reference_columns"] = bound.reference_columns
-        lineage["sample"] = checks["sample"]
+    if not data:
+        raise BadRequest("the model file is empty", title="Not an ONNX model")
     digest = app.artifacts.put_bytes(data)
-    version = registry.register_version(name, run_id=run_id, onnx_sha256=digest, signature=signature, metrics={},
-                                        holdout_sha256=None, lineage=lineage, description=description)
+    sample_sha256 = app.artifacts.put_bytes(sample) if sample is not None else None
+    found = checker.check(app, digest, sample_sha256, tolerance)
+    checks = found["checks"]
+    lineage = {"source": "upload", "file": filename, "producer": checks["producer"], "opset": checks["opset"],
+               "run_id": run_id, "sample_sha256": sample_sha256, "sample": checks["sample"]}
+    if found["reference_sha256"]:
+        # Drift monitors compare live inputs with this (see the monitoring plugin's reference).
+        lineage["reference_sha256"] = found["reference_sha256"]
+    version = registry.register_version(name, run_id=run_id, onnx_sha256=digest, signature=found["signature"],
+                                        metrics={}, holdout_sha256=None, lineage=lineage, description=description)
     return {**version, "checks": checks}
 
 
