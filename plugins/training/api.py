@@ -190,6 +190,9 @@ def resume_run(req) -> Reply:
     run = tracking.get_run(db, run_id)
     if run["state"] not in ("failed", "cancelled"):
         raise Conflict(f"run {run_id} is {run['state']}; only a failed or cancelled run can be resumed")
+    if "source" in run["spec"]:
+        raise Conflict(f"run {run_id} was tracked from outside ({run['spec']['source']}); only a training spec's "
+                       "run can be resumed here. Start a new run from your code")
     trainer = app.registry("trainers").get(run["spec"]["trainer"])
     if trainer is None:
         raise NotFound(f"trainer {run['spec']['trainer']!r} of run {run_id} is not registered any more")
