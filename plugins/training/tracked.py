@@ -163,7 +163,16 @@ class TrackedRuns:
         self.tracked(run_id)
         self.db.execute("update training_runs set spec_name = ? where id = ?", [str(name)[:250], run_id])
 
+    def latest_metrics(self, run_id: int) -> list[dict]:
+        """Each metric's value at its highest step (the latest logged there), with that step and its time."""
+        rows = self.db.query(
+            "select m.key, m.value, m.step, m.time from training_metrics m join (select key, max(step) step from "
+            "training_metrics where run_id = ? group by key) last on m.key = last.key and m.step = last.step "
+            "where m.run_id = ? order by m.key, m.rowid", [run_id, run_id])
+        return list({r["key"]: r for r in rows}.values())
+
     def metric_history(self, run_id: int, key: str, offset: int = 0, limit: int = 25_000) -> list[dict]:
+        """A metric's values in step order (``limit`` -1: all of them)."""
         tracking.get_run(self.db, run_id)
         return list(self.db.query("select key, step, value, time from training_metrics where run_id = ? and key = ? "
                                   "order by step, rowid limit ? offset ?", [run_id, key, limit, offset]))
