@@ -95,8 +95,12 @@ class TrackedRuns:
         return tracking.get_run(self.db, run_id)
 
     def tracked(self, run_id: int) -> dict:
-        """The run, refused (409) when it was made by a training spec: its trainer alone writes to it."""
-        run = tracking.get_run(self.db, run_id)
+        """The run's row (spec parsed), refused (409) when a training spec made it: its trainer alone writes to
+        it. Read on every logging call, so it reads the one row, not the run's metrics."""
+        rows = list(self.db.query("select id, spec_name, state, spec from training_runs where id = ?", [int(run_id)]))
+        if not rows:
+            raise NotFound(f"no run {run_id}")
+        run = {**rows[0], "spec": json.loads(rows[0]["spec"])}
         if run["spec"].get("source") not in SOURCES:
             raise Conflict(f"run {run_id} is a run of training spec {run['spec_name']!r}; only its trainer logs to "
                            "it. Start a run of your own to log from outside (appliance.track.start_run)")
@@ -144,7 +148,7 @@ class TrackedRuns:
             raise BadRequest(f"state must be one of {', '.join(STATES[1:])}, got {state!r}")
         run = self.tracked(run_id)
         if run["spec"]["source"] == "command":
-            return run  # its job's end decides, whatever the command's own client says
+            return tracking.get_run(self.db, run_id)  # its job's end decides, whatever its own client says
         self.db.execute("update training_runs set state = ?, error = ?, finished = ? where id = ?",
                         [state, error, end_time or time.time(), run_id])
         self.app.events.emit("run.finished", subject=f"run:{run_id}",
@@ -163,6 +167,10 @@ class TrackedRuns:
         self.tracked(run_id)
         self.db.execute("update training_runs set spec_name = ? where id = ?", [str(name)[:250], run_id])
 
+    def _exists(self, run_id: int) -> None:
+        if not self.db.execute("select 1 from training_runs where id = ?", [int(run_id)]).fetchone():
+            raise NotFound(f"no run {run_id}")
+
     def latest_metrics(self, run_id: int) -> list[dict]:
         """Each metric's value at its highest step (the latest logged there), with that step and its time."""
         rows = self.db.query(
@@ -173,7 +181,7 @@ class TrackedRuns:
 
     def metric_history(self, run_id: int, key: str, offset: int = 0, limit: int = 25_000) -> list[dict]:
         """A metric's values in step order (``limit`` -1: all of them)."""
-        tracking.get_run(self.db, run_id)
+        self._exists(run_id)
         return list(self.db.query("select key, step, value, time from training_metrics where run_id = ? and key = ? "
                                   "order by step, rowid limit ? offset ?", [run_id, key, limit, offset]))
 
@@ -192,7 +200,7 @@ class TrackedRuns:
         return {"path": path, "sha256": digest, "size": len(data)}
 
     def artifacts(self, run_id: int, prefix: str = "") -> list[dict]:
-        tracking.get_run(self.db, run_id)
+        self._exists(run_id)
         return list(self.db.query("select path, sha256, size from training_artifacts where run_id = ? and kind = "
                                   "'file' and substr(path, 1, length(?)) = ? order by path",
                                   [run_id, prefix, prefix]))
