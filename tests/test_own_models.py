@@ -253,3 +253,14 @@ def test_a_sample_that_does_not_match_the_signature_is_refused_naming_the_mismat
     msg = refused(box, "bad", model, ("s.json", rows))
     assert "Parity check failed" in msg and "output 'y' differs from the sample's expected outputs by up to 1" in msg
     assert upload(box, "good", model, ("s.json", rows), tolerance=1.5).status_code == 201
+
+
+def test_an_upload_over_the_configured_limit_is_refused_and_a_bad_limit_stops_the_start(tmp_path):
+    project = make_project(tmp_path / "project", [], "[registry]\nmax_upload_mb = 0.001\n")
+    with DaemonProcess(tmp_path / "home", project) as d:
+        r = upload(d, "big", linear() + b"\0" * 2048)
+        assert r.status_code == 413 and "kB; [registry] max_upload_mb allows 1.0 kB" in r.json()["error"]["message"]
+        assert upload(d, "small", linear()).status_code == 201
+    (project / "appliance.toml").write_text('[registry]\nmax_upload_mb = "lots"\n')
+    with pytest.raises(RuntimeError, match="registry.max_upload_mb: expected a number of megabytes > 0"):
+        DaemonProcess(tmp_path / "home2", project).start()

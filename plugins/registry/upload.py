@@ -33,8 +33,8 @@ def post_version(req) -> Reply:
     registry = req.app.registry("services").get("model_registry")
     limit = registry.max_upload_bytes
     if len(req.body) > limit:
-        raise BadRequest(f"the upload is {len(req.body) / 2**20:.1f} MB; [registry] max_upload_mb allows "
-                         f"{limit / 2**20:g} MB", title="Upload too large", status=413)
+        raise BadRequest(f"the upload is {_size(len(req.body))}; [registry] max_upload_mb allows {_size(limit)}",
+                         title="Upload too large", status=413)
     ctype = req.headers.get("content-type", "")
     if ctype.lower().startswith("multipart/form-data"):
         parts = parse_multipart(req.body, ctype)
@@ -106,6 +106,10 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, Part]:
             raise BadRequest(f"part {name!r} is given twice")
         parts[name] = Part(body[head_end + 4:end - 2], _param(disposition, "filename"))
     return parts
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} kB"
 
 
 def _param(header: str, key: str) -> str | None:
