@@ -200,6 +200,9 @@ def start_run(name: str | None = None, *, experiment: str = "default", params: d
     global _active
     from .cli.client import Client
 
+    if _active is not None:
+        raise ApplianceError(f"run {_active.id} is still active: end it (appliance.track.end_run(), or leave its "
+                             "with block) before starting another", title="Run already active")
     url, token = url or os.environ.get("APPLIANCE_URL"), token or os.environ.get("APPLIANCE_TOKEN")
     if url and not token:
         raise ApplianceError("APPLIANCE_URL needs APPLIANCE_TOKEN: the token file in the box's home",
@@ -268,8 +271,11 @@ def _default_home() -> Path:
 
 
 def _default_name() -> str:
-    script = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c") else ""
-    return Path(script).name if script and not script.endswith("ipykernel_launcher.py") else "notebook"
+    """The script's file name; ``notebook`` in Jupyter; ``python`` for ``python -c`` or a prompt."""
+    script = sys.argv[0] if sys.argv else ""
+    if script.endswith("ipykernel_launcher.py"):
+        return "notebook"
+    return Path(script).name if script and script != "-c" else "python"
 
 
 # ----------------------------------------------------------------------------------------------- environment

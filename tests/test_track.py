@@ -155,7 +155,8 @@ def test_bad_input_is_refused_with_a_message_naming_it(box, tmp_path):
         from appliance import ApplianceError
         run = track.start_run("bad", experiment="bad", params={"lr": 0.1})
         said = []
-        for attempt in (lambda: track.log_metrics({"loss": float("nan")}, step=3),
+        for attempt in (lambda: track.start_run("second"),
+                        lambda: track.log_metrics({"loss": float("nan")}, step=3),
                         lambda: track.log_params({"lr": 0.2}),
                         lambda: track.log_artifact(sys.argv[1], name="../../etc/passwd")):
             try:
@@ -168,7 +169,8 @@ def test_bad_input_is_refused_with_a_message_naming_it(box, tmp_path):
     (tmp_path / "f.txt").write_text("x")
     out = python(box, tmp_path, str(tmp_path / "f.txt"), code=code)
     assert out.returncode == 0, out.stderr
-    nan, param, path = json.loads(out.stdout)
+    second, nan, param, path = json.loads(out.stdout)
+    assert f"run {box.get('/runs', params={'experiment': 'bad'}).json()[0]['id']} is still active" in second
     assert "metric 'loss' is NaN" in nan
     assert "parameter 'lr' of run" in param and "is 0.1; it cannot change to 0.2" in param
     assert "artifact path '../../etc/passwd'" in path

@@ -31,6 +31,8 @@ def run_command(job) -> dict:
     run_id, command, cwd = params["run_id"], params["command"], params["cwd"]
     reporter = Reporter(job, run_id)
     env = machine(cwd)
+    for key in ("python", "executable"):  # the daemon's; the command may run any interpreter (its client says)
+        env.pop(key, None)
     env.update(command=command, cwd=cwd)
     reporter.send("command_started", {"attempt": job.attempt, "env": env})
     try:
