@@ -1,8 +1,10 @@
 """Training and experiment tracking: runs of ``[training.NAME]`` specs as GPU-gated child-process jobs.
 
 A run reads its training-set snapshot (Parquet) in a spawned child, trains with a registered trainer (the
-built-in one: torch tabular MLPs), checkpoints every epoch into the artifact store, exports a checked ONNX model
-and hands it to the ``model_registry`` service. Nothing here imports torch in the daemon.
+built-in one: torch tabular MLPs) or a function of a project file, checkpoints every epoch into the artifact
+store, exports a checked ONNX model and hands it to the ``model_registry`` service. Runs tracked from outside
+(``appliance.track``, MLflow's client through the ``run_tracking`` service, commands under ``appliance run``)
+are kept as the same runs. Nothing here imports torch in the daemon.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def register_commands(register):
 @hookimpl
 def configure(app, config):
     spec.check_all(config, app.registry("trainers"))
-    TRACKED.app = app
+    TRACKED.app = app  # configure runs before startup and before any request
 
 
 @hookimpl
