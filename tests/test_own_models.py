@@ -264,3 +264,40 @@ def test_an_upload_over_the_configured_limit_is_refused_and_a_bad_limit_stops_th
     (project / "appliance.toml").write_text('[registry]\nmax_upload_mb = "lots"\n')
     with pytest.raises(RuntimeError, match="registry.max_upload_mb: expected a number of megabytes > 0"):
         DaemonProcess(tmp_path / "home2", project).start()
+
+
+def test_a_registered_model_exports_to_a_triton_repository_triton_can_read(box, tmp_path):
+    import importlib.util
+
+    import tritonclient
+    from google.protobuf import text_format
+
+    if not box.get("/models").json() or "churn" not in {m["name"] for m in box.get("/models").json()}:
+        test_sklearn_model_registered_from_the_cli_is_promoted_and_serves_onnxruntimes_answers(box)
+    out = box.cli("models", "export", "churn@1", "--triton", str(tmp_path / "repo"))
+    assert out.returncode == 0, out.stderr
+    spec = importlib.util.spec_from_file_location(
+        "triton_model_config_pb2", Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py")
+    pb2 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pb2)
+    config = text_format.Parse((tmp_path / "repo" / "churn" / "config.pbtxt").read_text(), pb2.ModelConfig())
+    outputs = {o.name: o for o in config.output}
+    # skl2onnx's label is one value per row, [batch]: Triton wants dims [1], reshaped to no dims.
+    assert list(outputs["label"].dims) == [1] and list(outputs["label"].reshape.shape) == []
+    assert list(outputs["probabilities"].dims) == [2] and not outputs["probabilities"].HasField("reshape")
+    assert list(config.input[0].dims) == [N]
+
+
+def test_every_datatype_a_registered_model_can_take_exports_to_triton(box, tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT16),
+         helper.make_node("ReduceSum", ["x"], ["y"], keepdims=1, axes=[1])], "g",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 8
+    assert upload(box, "pixels", model.SerializeToString()).status_code == 201
+    out = box.cli("models", "export", "pixels", "--triton", str(tmp_path / "repo"))
+    assert out.returncode == 0, out.stderr
+    config = (tmp_path / "repo" / "pixels" / "config.pbtxt").read_text()
+    assert "data_type: TYPE_UINT8" in config and "data_type: TYPE_FP16" in config
