@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .errors import ApplianceError
 
@@ -44,7 +45,7 @@ class Run:
     """A run being logged to. Thread-safe; ``log_metrics`` costs an append under a lock."""
 
     FLUSH_S = 0.25  # short enough that curves show live in the dashboard
-    MAX_BATCH = 50_000  # rows per request, and the backlog at which a logging call waits for the daemon
+    MAX_BATCH = 50_000  # rows per request; a backlog of four batches makes a logging call wait for the daemon
 
     def __init__(self, client, record: dict, *, attached: bool):
         self.client, self.record, self.attached = client, record, attached
@@ -80,9 +81,9 @@ class Run:
             self._rows.extend((k, int(step), v, now) for k, v in rows)
             backlog = len(self._rows)
         if backlog >= self.MAX_BATCH:
-            if backlog >= 4 * self.MAX_BATCH and error is not None:
-                raise error  # memory stays bounded when the daemon is gone for good
             self._wake.set()
+            if backlog >= 4 * self.MAX_BATCH:
+                self.flush()  # the daemon falls behind: wait for it, so memory stays bounded (raises if it is away)
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
         self.log_metrics({key: value}, step)
@@ -97,7 +98,7 @@ class Run:
     def log_artifact(self, path: str | Path, name: str | None = None) -> dict:
         """Keep a file with the run (stored by hash in the box), under ``name`` (default: its file name)."""
         path = Path(path)
-        return self._call("PUT", f"/runs/{self.id}/artifacts/{name or path.name}", raw=path.read_bytes())
+        return self._call("PUT", f"/runs/{self.id}/artifacts/{quote(name or path.name)}", raw=path.read_bytes())
 
     def log_model(self, path: str | Path, name: str | None = None, *, sample: str | Path | None = None,
                   description: str = "", tolerance: float | None = None) -> dict:
@@ -108,7 +109,7 @@ class Run:
 
         path = Path(path)
         data = path.read_bytes()
-        stored = self._call("PUT", f"/runs/{self.id}/artifacts/{path.name}", raw=data)
+        stored = self._call("PUT", f"/runs/{self.id}/artifacts/{quote(path.name)}", raw=data)
         if not name:
             return stored
         fields = {"run_id": str(self.id), "description": description}

@@ -28,6 +28,7 @@ with track.start_run("baseline", experiment="churn", params={"lr": lr, "layers":
     for step in range(500):
         track.log_metrics({"loss": 1.0 / (step + 1), "acc": step / 500}, step=step)
     track.log_artifact("notes.txt")
+    track.log_artifact("notes.txt", name="reports/first look.txt")
     if len(sys.argv) > 2:
         print("version", track.log_model(sys.argv[2], name="tracked")["version"])
 """
@@ -87,6 +88,7 @@ def test_a_script_logs_params_metrics_a_file_and_a_model_into_an_ordinary_run(bo
     notes = (work / "notes.txt").read_bytes()
     files = box.get(f"/runs/{run['id']}/artifacts").json()
     assert {f["path"]: f["sha256"] for f in files} == {"notes.txt": hashlib.sha256(notes).hexdigest(),
+                                                      "reports/first look.txt": hashlib.sha256(notes).hexdigest(),
                                                       "m.onnx": hashlib.sha256(model.read_bytes()).hexdigest()}
     assert box.get(f"/runs/{run['id']}/artifacts/notes.txt").content == notes
     version = int(out.stdout.split()[-1])
