@@ -30,7 +30,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from .errors import ApplianceError
 
@@ -98,7 +97,7 @@ class Run:
     def log_artifact(self, path: str | Path, name: str | None = None) -> dict:
         """Keep a file with the run (stored by hash in the box), under ``name`` (default: its file name)."""
         path = Path(path)
-        return self._call("PUT", f"/runs/{self.id}/artifacts/{quote(name or path.name)}", raw=path.read_bytes())
+        return self._call("PUT", f"/runs/{self.id}/artifacts/{name or path.name}", raw=path.read_bytes())
 
     def log_model(self, path: str | Path, name: str | None = None, *, sample: str | Path | None = None,
                   description: str = "", tolerance: float | None = None) -> dict:
@@ -109,7 +108,7 @@ class Run:
 
         path = Path(path)
         data = path.read_bytes()
-        stored = self._call("PUT", f"/runs/{self.id}/artifacts/{quote(path.name)}", raw=data)
+        stored = self._call("PUT", f"/runs/{self.id}/artifacts/{path.name}", raw=data)
         if not name:
             return stored
         fields = {"run_id": str(self.id), "description": description}

@@ -217,6 +217,10 @@ def test_a_file_that_is_not_a_model_is_refused_by_name(box, tmp_path):
     assert "empty" in refused(box, "bad", b"")
     out = box.cli("models", "register", "bad", str(tmp_path / "x.onnx"))  # a path that does not exist
     assert out.returncode != 0 and "does not exist" in out.stderr
+    (tmp_path / "m.onnx").write_bytes(linear())
+    out = box.cli("models", "register", "my model", str(tmp_path / "m.onnx"))
+    assert out.returncode != 0 and "model name 'my model': use letters" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_external_data_unsupported_opsets_and_non_tensor_outputs_are_refused(box, tmp_path):

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from ..errors import ApplianceError, DaemonNotRunning
 from ..home import Home
@@ -58,8 +58,10 @@ class Client:
                 timeout: float | None = None) -> Any:
         """Call ``/api/v1{path}`` with a JSON ``body`` or ``raw`` bytes; an error answer is raised as
         ``ApplianceError`` with the daemon's words."""
-        target = "/api/v1" + path + ("?" + urlencode({k: v for k, v in query.items() if v is not None})
-                                     if query else "")
+        # Names typed by people (a model "my model", a file "first look.txt") travel quoted; the daemon reads
+        # them back as typed and says what is wrong with them, where http.client would raise a traceback.
+        target = "/api/v1" + quote(path) + ("?" + urlencode({k: v for k, v in query.items() if v is not None})
+                                            if query else "")
         headers = self._headers()
         data = raw
         if raw is not None:
