@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "plugins.ingest",
     "plugins.training",
     "plugins.registry",
+    "plugins.mlflow",
     "plugins.serving",
     "plugins.pipelines",
     "plugins.monitoring",

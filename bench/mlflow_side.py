@@ -1,9 +1,12 @@
 """The MLflow side of bench/train.py; runs in MLflow's own virtualenv, never ours.
 
     mlflow-venv/bin/python bench/mlflow_side.py DB_PATH SINGLE_CALLS BATCH_METRICS
+    mlflow-venv/bin/python bench/mlflow_side.py remote TRACKING_URI METRICS
 
-Logs SINGLE_CALLS metrics with ``log_metric`` and BATCH_METRICS with ``log_batch`` (1000 per call, MLflow's
-limit) to a local sqlite tracking store, and prints one JSON line with the timings.
+The first logs SINGLE_CALLS metrics with ``log_metric`` and BATCH_METRICS with ``log_batch`` (1000 per call,
+MLflow's limit) to a local sqlite tracking store. The second is MLflow's client against a tracking server (the
+appliance, or ``mlflow server``; the token, if any, in MLFLOW_TRACKING_TOKEN): one run, METRICS metrics by
+``log_batch``, then the metric's history read back to check every one arrived. Each prints one JSON line.
 """
 
 from __future__ import annotations
@@ -37,5 +40,29 @@ def main(db: str, single: int, batched: int) -> dict:
             "mlflow": mlflow.__version__}
 
 
+def remote(uri: str, n: int) -> dict:
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bench-remote")
+    client = MlflowClient()
+    with mlflow.start_run() as run:
+        mlflow.log_metric("warmup", 0.0, step=0)  # connection set up and the run cached; not timed
+        now = int(time.time() * 1000)
+        start = time.perf_counter()
+        for first in range(0, n, 1000):
+            client.log_batch(run.info.run_id, metrics=[Metric("loss", 1.0 / (s + 1), now, s)
+                                                       for s in range(first, min(n, first + 1000))])
+        seconds = time.perf_counter() - start
+    history = len(client.get_metric_history(run.info.run_id, "loss"))
+    return {"metrics": n, "seconds": seconds, "metrics_per_s": n / seconds, "history": history,
+            "mlflow": mlflow.__version__}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
+    if sys.argv[1] == "remote":
+        print(json.dumps(remote(sys.argv[2], int(sys.argv[3]))))
+    else:
+        print(json.dumps(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))

@@ -119,15 +119,14 @@ def start_ours(tmp: Path, model: Path):
     from appliance.testing import DaemonProcess
 
     project = tmp / "project"
-    (project / "plugins").mkdir(parents=True)
-    shutil.copy(ROOT / "tests" / "plugins" / "good" / "model_import.py", project / "plugins")
+    project.mkdir(parents=True)
     (project / "appliance.toml").write_text(
         '[serving]\nport = 0\n\n[deployments.mlp]\nmodel = "mlp@prod"\n\n'
         '[deployments.mlp_batched]\nmodel = "mlp@prod"\nmax_batch_size = 64\nmax_queue_delay_us = 1000\n\n'
         '[deployments.mlp_batched_unlogged]\nmodel = "mlp@prod"\nmax_batch_size = 64\nmax_queue_delay_us = 1000\n'
         'log_sample = 0\n')
     d = DaemonProcess(tmp / "home", project).start()
-    d.post("/fixture/import-model", {"name": "mlp", "path": str(model)}).raise_for_status()
+    d.register_model("mlp", model)  # the path a user takes: appliance models register mlp mlp.onnx
     d.post("/models/mlp/aliases/prod", {"version": 1}).raise_for_status()
     port = d.info["ports"]["serving"]
     for name in ("mlp", "mlp_batched", "mlp_batched_unlogged"):

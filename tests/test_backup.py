@@ -86,12 +86,12 @@ def artifact_hashes(root: Path) -> dict[str, str]:
 def backed_up(tmp_path_factory):
     """A backup taken while ingest jobs run and requests are served; the original home, stopped afterwards."""
     root = tmp_path_factory.mktemp("backup")
-    project = make_project(root / "project", ["good/model_import"], TOML)
+    project = make_project(root / "project", [], TOML)
     (project / "data" / "tx").mkdir(parents=True)
     model = linear_model(root / "fraud.onnx", seed=11)
     d = DaemonProcess(root / "home", project).start()
     try:
-        assert d.post("/fixture/import-model", {"name": "fraud", "path": str(model)}).status_code == 200
+        d.register_model("fraud", model)
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         wait_ready(d, "fraud")
         stop = threading.Event()

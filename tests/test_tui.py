@@ -89,8 +89,8 @@ def events_csv(rng: random.Random, n: int, start: int, shift: float = 0.0) -> st
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
     root = tmp_path_factory.mktemp("tui")
-    project = make_project(root / "project", ["good/fixture_jobs", "good/model_import", "good/tui_panel",
-                                                     "good/fake_gpu", "bad/raises_on_import"],
+    project = make_project(root / "project", ["good/fixture_jobs", "good/tui_panel", "good/fake_gpu",
+                                                     "bad/raises_on_import"],
                            TOML.format(markers=root / "markers"))
     (project / "data/events").mkdir(parents=True)
     pq.write_table(pa.table({"customer_id": [1, 2], "ts": [dt.datetime(2100, 1, 1)] * 2, "amount": [12.5, 99.0]}),
@@ -100,8 +100,7 @@ def box(tmp_path_factory):
     (project / "data/events/b.csv").write_text(events_csv(rng, 200, 1000, shift=40))
     with DaemonProcess(root / "home", project) as d:
         for v in (1, 2):
-            r = d.post("/fixture/import-model", {"name": "fraud", "path": str(linear_model(root / f"v{v}.onnx", v))})
-            assert r.status_code == 200, r.text
+            d.register_model("fraud", linear_model(root / f"v{v}.onnx", v))
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         for f in ("a.csv", "b.csv"):
             job = d.wait_job(d.post("/sources/events/ingest", {"files": [f"data/events/{f}"]}).json()["id"])

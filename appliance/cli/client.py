@@ -4,22 +4,45 @@ from __future__ import annotations
 
 import http.client
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from ..errors import ApplianceError, DaemonNotRunning
 from ..home import Home
 
 
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body of text ``fields`` and ``files`` (name: (filename, bytes)), and its type."""
+    boundary = uuid.uuid4().hex
+    chunks: list[bytes] = []
+    for name, value in fields.items():
+        chunks += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode(),
+                   value.encode(), b"\r\n"]
+    for name, (filename, data) in files.items():
+        safe = "".join(c for c in filename if c not in '"\r\n')
+        chunks += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
+                   "Content-Type: application/octet-stream\r\n\r\n".encode(), data, b"\r\n"]
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
 class Client:
-    def __init__(self, home: Path | Home, timeout: float = 30.0):
-        self.home = home if isinstance(home, Home) else Home(home)
-        info = self.home.read_daemon_info()
-        self.url = info["url"]
+    def __init__(self, home: Path | Home | None, timeout: float = 30.0, *, url: str | None = None,
+                 token: str | None = None):
+        """A client of the daemon of ``home``, or (with ``url`` and ``token``) of any daemon, such as one
+        reached through an SSH tunnel."""
+        self.home = home if isinstance(home, Home) or home is None else Home(home)
+        if url is None:
+            info = self.home.read_daemon_info()
+            url, token = info["url"], self.home.token()
+        else:
+            info = {"url": url}
+        self.url = url.rstrip("/")
         self.info = info
-        self.token = self.home.token()
+        self.token = token
         self.timeout = timeout
         parts = urlsplit(self.url)
         self._host, self._port = parts.hostname, parts.port
@@ -30,23 +53,31 @@ class Client:
     def _headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
 
-    def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
-        """Call ``/api/v1{path}``; an error answer is raised as ``ApplianceError`` with the daemon's words."""
-        target = "/api/v1" + path + ("?" + urlencode({k: v for k, v in query.items() if v is not None})
-                                     if query else "")
+    def request(self, method: str, path: str, body: Any = None, query: dict | None = None, *,
+                raw: bytes | None = None, content_type: str = "application/octet-stream",
+                timeout: float | None = None) -> Any:
+        """Call ``/api/v1{path}`` with a JSON ``body`` or ``raw`` bytes; an error answer is raised as
+        ``ApplianceError`` with the daemon's words."""
+        # Names typed by people (a model "my model", a file "first look.txt") travel quoted; the daemon reads
+        # them back as typed and says what is wrong with them, where http.client would raise a traceback.
+        target = "/api/v1" + quote(path) + ("?" + urlencode({k: v for k, v in query.items() if v is not None})
+                                            if query else "")
         headers = self._headers()
-        data = None
-        if body is not None:
+        data = raw
+        if raw is not None:
+            headers["Content-Type"] = content_type
+        elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._conn(self.timeout)
+        conn = self._conn(timeout or self.timeout)
         try:
             conn.request(method, target, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
         except (ConnectionError, OSError) as exc:
+            where = f"`appliance up --home {self.home.root}`" if self.home else "`appliance up` on that machine"
             raise DaemonNotRunning(f"cannot reach the daemon at {self.url} ({exc}); is it running? "
-                                   f"Start it with `appliance up --home {self.home.root}`") from None
+                                   f"Start it with {where}") from None
         finally:
             conn.close()
         try:

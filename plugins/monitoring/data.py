@@ -161,7 +161,8 @@ def reference(app, options: dict, deployment: str, features: list[str] | None) -
 
 
 def training_set_path(app, deployment: str) -> Path:
-    """The Parquet snapshot the deployment's newest logged model version was trained on."""
+    """The Parquet snapshot the deployment's newest logged model version was trained on (or, for a version
+    registered from a file, the sample registered with it)."""
     cur = app.store.cursor()
     if not has_log(cur):
         raise NotFound("there is no prediction log yet, so the served model is unknown")
@@ -172,6 +173,10 @@ def training_set_path(app, deployment: str) -> Path:
     model, version = row[0]
     registry = app.registry("services").get("model_registry")
     sets = app.registry("services").get("training_sets")
+    if registry is not None:
+        reference_sha256 = (registry.version(model, version).get("lineage") or {}).get("reference_sha256")
+        if reference_sha256:  # a model registered from a file holds the sample it came with as its reference
+            return app.artifacts.verify(reference_sha256)
     if registry is None or sets is None:
         raise NotFound("a training-set reference needs the model registry and the feature store; "
                        "set reference = \"window\" or a Parquet path instead")

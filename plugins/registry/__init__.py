@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from appliance import hookimpl
 
-from . import api, cli
-from .store import ModelRegistry, check_gates, migrations
+from . import api, cli, upload
+from .store import ModelRegistry, check_gates, check_upload_limit, migrations
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -39,5 +39,7 @@ def register_commands(register):
 @hookimpl
 def configure(app, config):
     gates = check_gates(config)
+    limit = check_upload_limit(config, upload.DEFAULT_MAX_UPLOAD_MB)
     REGISTRY.app = app  # configure runs before startup and before any job or request
     REGISTRY.gates = gates
+    REGISTRY.max_upload_bytes = limit

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from appliance import BadRequest, Route
 
-from . import triton
+from . import triton, upload
 
 
 def _registry(req):
@@ -89,6 +89,8 @@ ROUTES = [
     Route("GET", "/models", list_models, "registered models"),
     Route("GET", "/models/{name}", get_model, "a model: versions, aliases, audit log"),
     Route("POST", "/models/{name}", describe_model, "set a model's description and tags"),
+    Route("POST", "/models/{name}/versions", upload.post_version, "register an ONNX file trained elsewhere (the "
+          "file as the body, or a multipart form: model, sample, description, tolerance, run_id)"),
     Route("GET", "/models/{name}/versions/{version}", get_version, "one version: lineage, metrics, signature"),
     Route("POST", "/models/{name}/versions/{version}", describe_version, "set a version's description and tags"),
     Route("GET", "/models/{name}/resolve/{ref}", resolve, "a version number, alias or 'latest' to a version"),

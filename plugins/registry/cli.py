@@ -1,4 +1,4 @@
-"""``appliance models``: list, show, promote, rollback, export (a thin client of the control API)."""
+"""``appliance models``: list, show, register, promote, rollback, export (a thin client of the control API)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from pathlib import Path
 import click
 
 from appliance.cli import connect
+from appliance.cli.client import multipart
 from appliance.cli.output import emit_json, json_option, table, when
+
+UPLOAD_TIMEOUT_S = 600.0  # a large model and its sample's checks take a while
 
 
 @click.group()
 def models():
-    """Registered models: versions, aliases, promotion, rollback, export to Triton."""
+    """Registered models: versions, aliases, registration, promotion, rollback, export to Triton."""
 
 
 @models.command("list")
@@ -46,6 +49,60 @@ def models_show(ctx, name, as_json):
     click.echo("\naudit log (newest first):")
     table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
+
+
+@models.command("register")
+@click.argument("name")
+@click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--sample", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Rows (Parquet or JSON) to check parity and latency on; kept as the drift reference.")
+@click.option("--description", default="", help="What this version is.")
+@click.option("--tolerance", type=float, help="Largest parity difference accepted (default 1e-4).")
+@click.option("--run", "run_id", type=int, help="The run that trained it (linked in its lineage).")
+@json_option
+@click.pass_context
+def models_register(ctx, name, onnx_file, sample, description, tolerance, run_id, as_json):
+    """Register ONNX_FILE, trained elsewhere, as the next version of model NAME.
+
+    The file is read here and sent; the daemon checks it (ONNX checker, opset, no external data, tensors in
+    and out), reads its signature from the graph and, with --sample, runs the rows for parity and latency.
+    """
+    fields = {k: str(v) for k, v in (("description", description), ("tolerance", tolerance),
+                                     ("run_id", run_id)) if v not in (None, "")}
+    files = {"model": (onnx_file.name, onnx_file.read_bytes())}
+    if sample:
+        files["sample"] = (sample.name, sample.read_bytes())
+    body, ctype = multipart(fields, files)
+    v = connect(ctx).request("POST", f"/models/{name}/versions", raw=body, content_type=ctype,
+                             timeout=UPLOAD_TIMEOUT_S)
+    if as_json:
+        return emit_json(v)
+    print_registered(v)
+
+
+def print_registered(v: dict) -> None:
+    """What was registered and what the checks found: signature, parity, latency, drift reference."""
+    checks = v["checks"]
+    made = ", ".join(str(x) for x in (checks["producer"], f"opset {checks['opset']}") if x)
+    click.echo(f"registered {v['name']} version {v['version']} (sha256 {v['onnx_sha256'][:12]}, "
+               f"{checks['size'] / 1024:.1f} kB, {made})")
+    for kind in ("inputs", "outputs"):
+        for t in v["signature"][kind]:
+            features = f"  features: {', '.join(t['features'])}" if t.get("features") else ""
+            click.echo(f"  {kind[:-1]:<6} {t['name']:<16} {t['dtype']:<6} {t['shape']}{features}")
+    found = checks["sample"]
+    if not found:
+        click.echo("no sample: parity and latency not checked, no drift reference (add one with --sample)")
+        return
+    parity = found["parity"]
+    if parity["against"]:
+        click.echo(f"parity on {found['rows']} rows against {parity['against']}: max abs diff "
+                   f"{parity['max_abs_diff']:.3g} (tolerance {parity['tolerance']:g})")
+    lat = found["latency"]
+    click.echo(f"latency: one request p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms over {lat['calls']} "
+               f"calls; {lat['batch_rows']} rows in {lat['batch_ms']:.2f} ms")
+    if found.get("reference_columns"):
+        click.echo(f"drift reference: the sample's {len(found['reference_columns'])} feature column(s)")
 
 
 @models.command("promote")

@@ -61,8 +61,9 @@ def check_gates(config) -> dict[str, dict]:
     """The ``[registry.models.NAME.gate]`` tables, checked; raises ``config.error`` naming file, line and key."""
     section = config.section("registry")
     for key in section:
-        if key != "models":
-            raise config.error("unknown key; [registry] holds only models.NAME.gate tables", "registry", key)
+        if key not in ("models", "max_upload_mb"):
+            raise config.error("unknown key; [registry] holds max_upload_mb and models.NAME.gate tables",
+                               "registry", key)
     gates = {}
     for name, table in section.get("models", {}).items():
         if not isinstance(table, dict) or set(table) - {"gate"} or not isinstance(table.get("gate"), dict):
@@ -91,6 +92,14 @@ def check_gates(config) -> dict[str, dict]:
     return gates
 
 
+def check_upload_limit(config, default_mb: int) -> int:
+    """``[registry] max_upload_mb``, in bytes: the largest model upload (file and sample together)."""
+    value = config.section("registry").get("max_upload_mb", default_mb)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise config.error("expected a number of megabytes > 0", "registry", "max_upload_mb")
+    return int(value * 2**20)
+
+
 class ModelRegistry:
     """The ``model_registry`` service. Thread-safe: every write is one SQLite transaction."""
 
@@ -99,6 +108,7 @@ class ModelRegistry:
     def __init__(self):
         self.app: Any = None
         self.gates: dict[str, dict] = {}
+        self.max_upload_bytes = 0
         self._lock = threading.Lock()
 
     @property

@@ -12,8 +12,11 @@ from pathlib import Path
 
 from appliance import BadRequest
 
-TRITON_TYPES = {"FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT64": "TYPE_INT64", "INT32": "TYPE_INT32",
-                "BYTES": "TYPE_STRING", "BOOL": "TYPE_BOOL"}
+#: Every Open Inference Protocol datatype (what a registered model may take) as Triton's ModelConfig names it.
+TRITON_TYPES = {"FP16": "TYPE_FP16", "FP32": "TYPE_FP32", "FP64": "TYPE_FP64", "INT8": "TYPE_INT8",
+                "INT16": "TYPE_INT16", "INT32": "TYPE_INT32", "INT64": "TYPE_INT64", "UINT8": "TYPE_UINT8",
+                "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32", "UINT64": "TYPE_UINT64", "BYTES": "TYPE_STRING",
+                "BOOL": "TYPE_BOOL"}
 MAX_BATCH_SIZE = 1024
 
 
@@ -28,8 +31,11 @@ def config_pbtxt(resolved: dict) -> str:
             if t["shape"][0] != -1:
                 raise BadRequest(f"tensor {t['name']!r} has no dynamic batch dimension; Triton cannot batch it")
             extra = ' label_filename: "labels.txt"' if kind == "output" and sig.get("class_labels") else ""
+            dims = ", ".join(str(d) for d in t["shape"][1:])
+            if len(t["shape"]) == 1:  # one value per row ([batch]): Triton wants a dim, reshaped away
+                dims, extra = "1", extra + " reshape: { shape: [ ] }"
             entries.append(f'  {{ name: "{t["name"]}" data_type: {TRITON_TYPES[t["dtype"]]} '
-                           f'dims: [ {", ".join(str(d) for d in t["shape"][1:])} ]{extra} }}')
+                           f'dims: [ {dims} ]{extra} }}')
         lines.append(f"{kind} [\n" + ",\n".join(entries) + "\n]")
     lines.append("dynamic_batching { }")
     return "\n".join(lines) + "\n"

@@ -18,12 +18,14 @@ def resolved_spec(app, name: str, overrides: dict) -> tuple[dict, object]:
     """The spec ``name`` of the running configuration, with ``--set`` overrides, checked."""
     if not isinstance(overrides, dict):
         raise BadRequest("field 'set' must be an object of KEY: VALUE overrides")
-    trainers = app.registry("trainers")
+    trainers, project = app.registry("trainers"), app.config.project_dir
     raw = spec_mod.get(app.config, name)
-    trainer = trainers.get(raw.get("trainer", spec_mod.DEFAULTS["trainer"]) if isinstance(raw, dict) else "")
-    raw = spec_mod.apply_overrides(raw, overrides, trainer.hyperparameters if trainer else {})
-    spec = spec_mod.resolve(name, raw, trainers, app.config.project_dir)
-    return spec, trainers.get(spec["trainer"])
+    wanted = raw.get("trainer", spec_mod.DEFAULTS["trainer"]) if isinstance(raw, dict) else ""
+    trainer = spec_mod.find_trainer(wanted, trainers, project) if isinstance(wanted, str) else None
+    raw = spec_mod.apply_overrides(raw, overrides, trainer.hyperparameters if trainer else {},
+                                   any_name=getattr(trainer, "open_hyperparameters", False))
+    spec = spec_mod.resolve(name, raw, trainers, project)
+    return spec, spec_mod.find_trainer(spec["trainer"], trainers, project)
 
 
 def resolve_data(app, spec: dict) -> dict:
@@ -52,14 +54,18 @@ def resolve_data(app, spec: dict) -> dict:
 
 
 def job_params(app, spec: dict, trainer, data: dict, run_id: int, resume: dict | None = None) -> dict:
-    fit = trainer.fit
-    module_file = None
-    if fit.__module__.startswith("appliance_dropin_"):
-        module_file = getattr(sys.modules.get(fit.__module__), "__file__", None)
+    if isinstance(trainer, spec_mod.ProjectTrainer):  # a project file: imported in the child, never here
+        target, module_file = f"{trainer.module}:{trainer.function}", trainer.path
+    else:
+        fit = trainer.fit
+        target, module_file = f"{fit.__module__}:{fit.__qualname__}", None
+        if fit.__module__.startswith("appliance_dropin_"):
+            module_file = getattr(sys.modules.get(fit.__module__), "__file__", None)
     project = app.config.project_dir
     return {"run_id": run_id, "spec": spec, "data": {"path": data["path"], "sha256": data.get("sha256")},
-            "project_dir": str(project) if project else None, "trainer": f"{fit.__module__}:{fit.__qualname__}",
-            "trainer_module_file": module_file, "resume": resume}
+            "project_dir": str(project) if project else None, "trainer": target,
+            "trainer_module_file": module_file,
+            "trainer_from_project": isinstance(trainer, spec_mod.ProjectTrainer), "resume": resume}
 
 
 def compared_params(spec: dict) -> dict:
@@ -190,7 +196,13 @@ def resume_run(req) -> Reply:
     run = tracking.get_run(db, run_id)
     if run["state"] not in ("failed", "cancelled"):
         raise Conflict(f"run {run_id} is {run['state']}; only a failed or cancelled run can be resumed")
-    trainer = app.registry("trainers").get(run["spec"]["trainer"])
+    if "source" in run["spec"]:
+        raise Conflict(f"run {run_id} was tracked from outside ({run['spec']['source']}); only a training spec's "
+                       "run can be resumed here. Start a new run from your code")
+    try:
+        trainer = spec_mod.find_trainer(run["spec"]["trainer"], app.registry("trainers"), app.config.project_dir)
+    except spec_mod.SpecError as exc:
+        raise NotFound(f"trainer of run {run_id}: {exc.message}") from None
     if trainer is None:
         raise NotFound(f"trainer {run['spec']['trainer']!r} of run {run_id} is not registered any more")
     last = db.execute("select sha256, epoch, step from training_artifacts where run_id = ? and kind = 'checkpoint' "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import io
+import os
 import random
 import sys
 import threading
@@ -222,6 +223,10 @@ def _train(job, params: dict, spec: dict, reporter: Reporter, resume: dict | Non
             f"{len(prepared.parts['validation'].y)} validation, {len(prepared.parts['holdout'].y)} holdout rows")
     encoder = Encoder(prepared.mean, prepared.std, [len(v) for v in prepared.vocabularies])
     ctx = FitContext(job, spec, prepared, reporter, device, encoder, resume)
+    if params.get("trainer_from_project"):
+        # The project's own trainer file may import its neighbours (a nets.py beside models.py), as it would
+        # when the user runs it: its directory comes first on the path, in this child only.
+        sys.path.insert(0, os.path.dirname(params["trainer_module_file"]))
     net = load_trainer(params["trainer"], params.get("trainer_module_file"))(ctx)
     net = net.to("cpu").float().eval()
     exported = Exported(net, spec["task"], bool(prepared.numeric_features), bool(prepared.categorical_features),

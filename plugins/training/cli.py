@@ -1,8 +1,10 @@
-"""``appliance train`` and ``appliance runs``: thin clients of the control API."""
+"""``appliance train``, ``appliance runs`` and ``appliance run``: thin clients of the control API."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 
@@ -95,9 +97,25 @@ def runs_show(ctx, run_id, as_json):
                f"attempts {r['attempts']}  created {when(r['created'])}")
     if r["error"]:
         click.echo(f"error: {r['error']}")
-    click.echo(f"config {r['config_hash'][:12]}  seed {r['seed']}  data {r['data'].get('sha256') or r['data']['path']}")
-    click.echo("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in r["params"]["hyperparameters"].items()))
+    source = r["spec"].get("source")
+    if source:
+        command = f": {' '.join(r['spec']['command'])}" if r["spec"].get("command") else ""
+        click.echo(f"tracked from outside ({source}{command})")
+    else:
+        click.echo(f"config {r['config_hash'][:12]}  seed {r['seed']}  data {r['data'].get('sha256') or r['data']['path']}")
+    click.echo("hyperparameters: " + ", ".join(f"{k}={v}" for k, v in r["params"].get("hyperparameters", {}).items()))
+    if r["tags"]:
+        click.echo("tags: " + ", ".join(f"{k}={v}" for k, v in sorted(r["tags"].items())))
+    env = r["env"] or {}
+    if env:
+        git = env.get("git") or {}
+        click.echo(f"environment: python {env.get('python')}  gpu {env.get('gpu') or '-'}  git "
+                   f"{(git.get('commit') or '-')[:12]}{' (dirty)' if git.get('dirty') else ''}")
     table([(k, f"{v:.6g}") for k, v in sorted(r["metrics"].items())], ["METRIC", "LAST"])
+    files = [a for a in r["artifacts"] if a["kind"] == "file"]
+    if files:
+        click.echo("files:")
+        table([(a["path"], a["size"], a["sha256"][:12]) for a in files], ["PATH", "BYTES", "SHA256"])
     result = r["result"] or {}
     for k, v in sorted((result.get("holdout_metrics") or {}).items()):
         click.echo(f"holdout {k}: {v:.6g}")
@@ -150,3 +168,63 @@ def runs_metrics(ctx, run_id, key, as_json):
         return emit_json(rows)
     table([(m["key"], m["step"], m["epoch"] if m["epoch"] is not None else "", f"{m['value']:.6g}") for m in rows],
           ["KEY", "STEP", "EPOCH", "VALUE"])
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--gpu", is_flag=True, help="Wait for the GPU gate (one GPU job at a time) before starting.")
+@click.option("--name", help="The run's name (default: the command line).")
+@click.option("--experiment", default="commands", show_default=True)
+@click.option("--timeout", "timeout_s", type=float, help="Stop the command after this many seconds.")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Set an environment variable for it.")
+@click.option("--detach", is_flag=True, help="Start it and return (follow with `appliance jobs logs JOB`).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(ctx, gpu, name, experiment, timeout_s, env, detach, command):
+    """Run COMMAND as a job under the box's care: `appliance run --gpu -- python train.py --lr 0.1`.
+
+    It runs on the daemon's machine, as the daemon's user, in this directory, with its output in the job's log
+    (shown here as it comes), system and GPU metrics and its environment on a run of its own, and
+    APPLIANCE_RUN_ID set so appliance.track (or MLflow's client) logs into that run. Ctrl-C cancels it.
+    """
+    c = connect(ctx)
+    program = command[0] if os.sep in command[0] else (shutil.which(command[0]) or command[0])
+    body = {"command": [program, *command[1:]], "cwd": os.getcwd(), "gpu": gpu, "experiment": experiment,
+            "env": dict(_pair(e) for e in env), "timeout_s": timeout_s}
+    if name:
+        body["name"] = name
+    started = c.post("/runs/command", body)
+    run_id, job_id = started["run_id"], started["job_id"]
+    click.echo(f"run {run_id} (job {job_id}): {' '.join(command)}", err=True)
+    if detach:
+        return
+    job = _follow(c, job_id)
+    click.echo(f"run {run_id}: {job['state']}" + (f": {job['error']}" if job.get("error") else ""), err=True)
+    sys.exit(0 if job["state"] == "succeeded" else 130 if job["state"] == "cancelled" else 1)
+
+
+def _pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
+    return key, value
+
+
+def _follow(c, job_id: int) -> dict:
+    """Print the job's log as it grows until the job ends; Ctrl-C cancels it (and keeps following to the end)."""
+    after = 0
+    while True:
+        try:
+            job = c.get(f"/jobs/{job_id}", wait=1)
+            while True:
+                lines = c.get(f"/jobs/{job_id}/logs", after=after, limit=10_000)
+                for line in lines:
+                    click.echo(line["line"])
+                if lines:
+                    after = lines[-1]["seq"]
+                if len(lines) < 10_000:
+                    break
+            if job["state"] in FINAL:
+                return job
+        except KeyboardInterrupt:
+            click.echo(f"cancelling job {job_id}...", err=True)
+            c.post(f"/jobs/{job_id}/cancel")

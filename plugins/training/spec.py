@@ -6,12 +6,15 @@ or as a 400 naming the key (for ``--set`` overrides), never as a crash in the ch
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import itertools
 import json
 import math
 import random
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,79 @@ DEFAULTS: dict[str, Any] = {
     "mixed_precision": True, "log_every": 10, "system_metrics_interval": 1.0, "max_categories": 100,
     "tags": {}, "description": "",
 }
+
+
+PROJECT_TRAINER = re.compile(r"^(?P<file>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+@dataclass(frozen=True)
+class ProjectTrainer:
+    """A trainer named by a file of the project, ``trainer = "models.py:fit"``: no packaging, no plugin.
+
+    The daemon reads the file but never runs it: ``fit`` must be a top-level function (called as ``fit(ctx)``
+    in the run's child process, as a registered trainer's is). A ``HYPERPARAMETERS = {...}`` literal gives
+    defaults and types as a registered trainer's do; without one, a spec's hyperparameters are passed as given.
+    ``TASKS = (...)`` names the tasks it does (all of them by default); the module docstring describes it.
+    """
+
+    name: str
+    path: str
+    function: str
+    tasks: tuple[str, ...] = TASKS
+    hyperparameters: dict = field(default_factory=dict)
+    open_hyperparameters: bool = True
+    description: str = ""
+
+    @property
+    def module(self) -> str:
+        """The name it is imported under in the child (never the bare file name: no clash with a library)."""
+        return "appliance_project_" + re.sub(r"\W", "_", Path(self.path).stem)
+
+
+def find_trainer(name: str, trainers, project_dir: Path | None):
+    """A registered trainer, or a project file's (``FILE.py:FUNCTION``); None when a registered one is missing."""
+    if isinstance(name, str) and PROJECT_TRAINER.match(name):
+        return project_trainer(name, project_dir)
+    return trainers.get(name)
+
+
+def project_trainer(name: str, project_dir: Path | None) -> ProjectTrainer:
+    """Read (never run) ``FILE.py`` of the project: the function must be there, the literals well formed."""
+    m = PROJECT_TRAINER.match(name)
+    path = _under_project(m.group("file"), project_dir, "trainer")
+    if not path.is_file():
+        raise SpecError(f"no file {m.group('file')!r} in the project directory", "trainer")
+    try:
+        tree = ast.parse(path.read_text(), filename=m.group("file"))
+    except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        where = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
+        raise SpecError(f"{m.group('file')}{where} cannot be read as Python: {exc}", "trainer") from None
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if m.group("function") not in functions:
+        raise SpecError(f"{m.group('file')} has no top-level function {m.group('function')!r} (it defines: "
+                        f"{', '.join(sorted(functions)) or 'none'})", "trainer")
+    literals = _literals(tree, m.group("file"), ("HYPERPARAMETERS", "TASKS"))
+    hp = literals.get("HYPERPARAMETERS")
+    if hp is not None and not (isinstance(hp, dict) and all(isinstance(k, str) for k in hp)):
+        raise SpecError(f"{m.group('file')}: HYPERPARAMETERS must be a dict of name: default", "trainer")
+    tasks = literals.get("TASKS", TASKS)
+    if not (isinstance(tasks, list | tuple) and tasks and set(tasks) <= set(TASKS)):
+        raise SpecError(f"{m.group('file')}: TASKS must list some of {', '.join(TASKS)}", "trainer")
+    doc = (ast.get_docstring(tree) or "").strip().split("\n")[0]
+    return ProjectTrainer(name, str(path), m.group("function"), tuple(tasks), hp or {}, hp is None, doc)
+
+
+def _literals(tree, filename: str, names: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and node.targets[0].id in names:
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                raise SpecError(f"{filename} line {node.lineno}: {node.targets[0].id} must be a literal (numbers, "
+                                "strings, lists, dicts), read without running the file", "trainer") from None
+    return out
 
 
 class SpecError(BadRequest):
@@ -70,12 +146,13 @@ def get(config, name: str) -> dict:
     return table[name]
 
 
-def apply_overrides(raw: dict, overrides: dict[str, Any], trainer_hp: dict) -> dict:
-    """``--set key=value`` on a copy of the spec; bare hyperparameter names are shorthand for them."""
+def apply_overrides(raw: dict, overrides: dict[str, Any], trainer_hp: dict, *, any_name: bool = False) -> dict:
+    """``--set key=value`` on a copy of the spec; bare hyperparameter names are shorthand for them (any name
+    that is not a spec key, for a trainer that declares none)."""
     out = copy.deepcopy(raw)
     for key, value in overrides.items():
         parts = key.split(".")
-        if len(parts) == 1 and parts[0] not in SPEC_KEYS and parts[0] in trainer_hp:
+        if len(parts) == 1 and parts[0] not in SPEC_KEYS and (parts[0] in trainer_hp or any_name):
             parts = ["hyperparameters", parts[0]]
         node = out
         for part in parts[:-1]:
@@ -104,7 +181,7 @@ def resolve(name: str, raw: dict, trainers, project_dir: Path | None) -> dict:
     if ("training_set" in raw) == ("parquet" in raw):
         raise SpecError("name exactly one of training_set (a feature-store training set) or parquet (a file)")
     if "parquet" in raw:
-        spec["parquet"] = str(_under_project(raw["parquet"], project_dir))
+        spec["parquet"] = str(_under_project(raw["parquet"], project_dir, "parquet"))
     if not isinstance(raw.get("label"), str):
         raise SpecError("required: the label column", "label")
     if spec["task"] not in TASKS:
@@ -117,24 +194,31 @@ def resolve(name: str, raw: dict, trainers, project_dir: Path | None) -> dict:
     for key in ("log_every", "max_categories"):
         if spec[key] < 1:
             raise SpecError(f"must be >= 1, got {spec[key]}", key)
-    trainer = trainers.get(spec["trainer"])
+    trainer = find_trainer(spec["trainer"], trainers, project_dir)
     if trainer is None:
-        raise SpecError(f"no trainer {spec['trainer']!r}; registered: {', '.join(trainers.names())}", "trainer")
+        raise SpecError(f"no trainer {spec['trainer']!r}; registered: {', '.join(trainers.names())}, or a "
+                        "function of a project file (trainer = \"models.py:fit\")", "trainer")
     if spec["task"] not in trainer.tasks:
         raise SpecError(f"trainer {trainer.name!r} does not do {spec['task']}", "task")
-    spec["hyperparameters"] = _merge(trainer.hyperparameters, spec.get("hyperparameters", {}), "hyperparameters")
+    given = spec.get("hyperparameters", {})
+    if getattr(trainer, "open_hyperparameters", False):
+        spec["hyperparameters"] = dict(given)
+        declared = {**given, **{k: None for k in (raw.get("sweep") or {}).get("parameters") or {}}}
+    else:
+        spec["hyperparameters"] = _merge(trainer.hyperparameters, given, "hyperparameters")
+        declared = trainer.hyperparameters
     spec["split"] = _split(spec.get("split", {}))
-    spec["sweep"] = _sweep(spec["sweep"], trainer.hyperparameters) if "sweep" in raw else None
+    spec["sweep"] = _sweep(spec["sweep"], declared) if "sweep" in raw else None
     return spec
 
 
-def _under_project(path: str, project_dir: Path | None) -> Path:
+def _under_project(path: str, project_dir: Path | None, key: str) -> Path:
     if project_dir is None:
-        raise SpecError("a parquet path needs a project directory", "parquet")
+        raise SpecError(f"a {key} file needs a project directory", key)
     root = Path(project_dir).resolve()
     full = (root / path).resolve()
     if full != root and root not in full.parents:
-        raise SpecError(f"{path!r} is outside the project directory", "parquet")
+        raise SpecError(f"{path!r} is outside the project directory", key)
     return full
 
 

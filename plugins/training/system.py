@@ -8,28 +8,36 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import platform
-import subprocess
-import sys
 import threading
 import time
+
+from appliance.track import nvidia_smi
 
 PACKAGES = ("torch", "numpy", "pyarrow", "onnx", "onnxscript", "onnxruntime", "appliance")
 
 
 def environment(project_dir: str | None) -> dict:
+    """A trained run's environment: the machine (as ``appliance.track`` records it for runs from outside) and
+    torch's own view of CUDA, cuDNN and the GPU."""
     import torch
 
-    env = {
-        "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "packages": {p: _version(p) for p in PACKAGES},
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "gpu": None, "driver": None, "git": _git(project_dir),
-    }
+    env = machine(project_dir)
+    env["packages"] = {p: _version(p) for p in PACKAGES}
+    env.update(torch=torch.__version__, cuda=torch.version.cuda,
+               cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
-        env["driver"] = _nvidia_smi("driver_version")
+    return env
+
+
+def machine(directory: str | None) -> dict:
+    """Python, platform, CPUs, GPU and driver (from nvidia-smi), and the git commit of ``directory``."""
+    from appliance.track import environment as caller
+
+    env = caller(directory or os.getcwd())
+    del env["packages"]  # every installed distribution: the trainer lists the ones that shape a run instead
+    if not directory:
+        env["git"] = None
     return env
 
 
@@ -40,49 +48,39 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git(project_dir: str | None) -> dict | None:
-    if not project_dir:
-        return None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode != 0:
-            return None
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=project_dir, capture_output=True, text=True,
-                                timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def _nvidia_smi(field: str) -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-
-
 class Sampler(threading.Thread):
-    """Samples CPU, RAM and (when a GPU exists) GPU utilisation, memory and temperature every ``interval``."""
+    """Samples CPU, RAM and (when a GPU exists) GPU utilisation, memory and temperature every ``interval``.
 
-    def __init__(self, log_metrics, interval: float):
+    The process figures are this process's, or, given ``pid``, those of that process and its children summed
+    (a command run under ``appliance run`` and whatever it starts). ``gpu`` says whether to ask nvidia-smi; by
+    default torch decides (the trainer's child has it loaded anyway).
+    """
+
+    def __init__(self, log_metrics, interval: float, *, pid: int | None = None, gpu: bool | None = None):
         super().__init__(name="system-metrics", daemon=True)
-        self.log_metrics, self.interval = log_metrics, interval
+        self.log_metrics, self.interval, self.pid, self.gpu = log_metrics, interval, pid, gpu
         self._done = threading.Event()
 
     def run(self) -> None:
         import psutil
-        import torch
 
-        proc = psutil.Process()
-        proc.cpu_percent()
-        gpu = torch.cuda.is_available()
+        gpu = self.gpu
+        if gpu is None:
+            import torch
+
+            gpu = torch.cuda.is_available()
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        tree: dict[int, psutil.Process] = {}
         while not self._done.wait(self.interval):
-            values = {"system/cpu_percent": psutil.cpu_percent(), "system/process_cpu_percent": proc.cpu_percent(),
-                      "system/ram_used_mb": psutil.virtual_memory().used / 2**20,
-                      "system/process_rss_mb": proc.memory_info().rss / 2**20}
+            try:
+                cpu, rss = _tree_usage(root, tree, self.pid is not None)
+            except psutil.Error:
+                return  # the process ended
+            values = {"system/cpu_percent": psutil.cpu_percent(), "system/process_cpu_percent": cpu,
+                      "system/ram_used_mb": psutil.virtual_memory().used / 2**20, "system/process_rss_mb": rss}
             if gpu:
                 values.update(_gpu_sample())
             # System metrics are keyed by wall-clock milliseconds: attempts of a resumed run never collide.
@@ -92,8 +90,27 @@ class Sampler(threading.Thread):
         self._done.set()
 
 
+def _tree_usage(root, tree: dict, children: bool) -> tuple[float, float]:
+    """CPU percent and resident MB of ``root`` (and its children); ``tree`` keeps each process between samples,
+    as psutil measures CPU since the previous call on the same object."""
+    import psutil
+
+    procs = [root] + (root.children(recursive=True) if children else [])
+    cpu = rss = 0.0
+    for p in procs:
+        p = tree.setdefault(p.pid, p)
+        try:
+            cpu += p.cpu_percent()
+            rss += p.memory_info().rss / 2**20
+        except psutil.Error:
+            tree.pop(p.pid, None)
+    for pid in set(tree) - {p.pid for p in procs}:
+        tree.pop(pid)
+    return cpu, rss
+
+
 def _gpu_sample() -> dict:
-    out = _nvidia_smi("utilization.gpu,memory.used,temperature.gpu")
+    out = nvidia_smi("utilization.gpu,memory.used,temperature.gpu")
     values = {}
     if out:
         parts = [p.strip() for p in out.split(",")]

@@ -48,6 +48,13 @@ def m001_tracking(db) -> None:
     db.execute("create index training_artifacts_run on training_artifacts(run_id, kind, epoch)")
 
 
+@migrations()
+def m002_artifact_paths(db) -> None:
+    # Files a run logs from outside (appliance.track, MLflow's client) keep the path they were logged under.
+    db.execute("alter table training_artifacts add column path text")
+    db.execute("create index training_artifacts_path on training_artifacts(run_id, path)")
+
+
 @contextlib.contextmanager
 def transaction(db):
     """One explicit transaction: the catalog's connections are in autocommit mode, one commit per statement."""
@@ -130,6 +137,21 @@ def _started(app, run_id: int, data: dict) -> None:
         "resumed_from_epoch": epoch if resumed else None})
 
 
+def _command_started(app, run_id: int, data: dict) -> None:
+    """A command's run begins. Its own tracking client may have logged already (metrics, the environment it
+    sees): nothing is deleted, and the machine's environment fills in only what the client did not say."""
+    db = app.catalog.db
+    with transaction(db):
+        row = db.execute("select env from training_runs where id = ?", [run_id]).fetchone()
+        env = {**data["env"], **json.loads(row[0] or "{}")}
+        db.execute("update training_runs set state = 'running', started = coalesce(started, ?), env = ?, "
+                   "attempts = attempts + 1 where id = ?", [time.time(), json.dumps(env), run_id])
+    run = _row(db, run_id)
+    app.events.emit("run.started", subject=f"run:{run_id}", data={
+        "run_id": run_id, "spec": run["spec_name"], "job_id": run["job_id"], "attempt": data["attempt"],
+        "source": "command"})
+
+
 def _epoch(app, run_id: int, data: dict) -> None:
     db = app.catalog.db
     with transaction(db):
@@ -190,14 +212,17 @@ def _register(app, run: dict, spec: dict, data: dict) -> dict | None:
     return out
 
 
-HANDLERS = {"metrics": _metrics, "started": _started, "epoch": _epoch, "finished": _finished}
+HANDLERS = {"metrics": _metrics, "started": _started, "epoch": _epoch, "finished": _finished,
+            "command_started": _command_started}
+RUN_JOB_KINDS = ("train", "command", "command_gpu")
 
 
 def on_job_event(event, app) -> None:
-    """Follow the train job's fate: a failure or cancel the child could not report is recorded on its run."""
+    """Follow a run's job: a failure or cancel its child could not report is recorded on the run, and a
+    command's run ends as its job does."""
     data = event.data
-    if data.get("kind") != "train" or event.type not in ("job.failed", "job.cancelled", "job.interrupted",
-                                                         "job.succeeded"):
+    if data.get("kind") not in RUN_JOB_KINDS or event.type not in ("job.failed", "job.cancelled",
+                                                                    "job.interrupted", "job.succeeded"):
         return
     db = app.catalog.db
     rows = list(db.query("select id, state from training_runs where job_id = ?", [data["job_id"]]))
@@ -207,8 +232,10 @@ def on_job_event(event, app) -> None:
     if event.type == "job.succeeded":
         if rows[0]["state"] == "succeeded":
             return
-        # The child finished but its result never landed (see the plugin failures for why).
-        state, error = "failed", "the run finished but its result could not be recorded"
+        if data["kind"] != "train":
+            state, error = "succeeded", None
+        else:  # the child finished but its result never landed (see the plugin failures for why)
+            state, error = "failed", "the run finished but its result could not be recorded"
     elif event.type == "job.failed" and not data.get("will_retry"):
         state, error = "failed", data.get("error")
     elif event.type == "job.cancelled":
@@ -251,15 +278,18 @@ def get_run(db, run_id: int) -> dict:
     out["env"] = json.loads(row["env"]) if row["env"] else None
     out["metrics"] = latest_metrics(db, run_id)
     out["artifacts"] = list(db.query(
-        "select kind, sha256, epoch, step, size, created from training_artifacts where run_id = ? "
+        "select kind, sha256, epoch, step, size, created, path from training_artifacts where run_id = ? "
         "order by created, epoch", [run_id]))
     return out
 
 
 def latest_metrics(db, run_id: int) -> dict[str, float]:
     """Each metric's last value (system metrics included, under ``system/``)."""
-    rows = db.query("select key, value from training_metrics m where run_id = ? and step = "
-                    "(select max(step) from training_metrics where run_id = m.run_id and key = m.key)", [run_id])
+    # The highest step of each key first (an index range per key), then those rows: linear in the run's keys,
+    # where a subquery per row made every read of a run with 100k metrics scan all of them.
+    rows = db.query("select m.key, m.value from training_metrics m join (select key, max(step) step from "
+                    "training_metrics where run_id = ? group by key) last on m.key = last.key and m.step = last.step "
+                    "where m.run_id = ? order by m.rowid", [run_id, run_id])
     return {r["key"]: r["value"] for r in rows}
 
 
