@@ -53,12 +53,17 @@ class Route:
     ``handler(request)`` gets an ``ApiRequest`` and returns JSON-able data or a ``Reply``; it raises
     ``ApplianceError`` for a 4xx. Plain functions run in a worker thread (they may use the stores); coroutine
     functions run on the event loop and must not block. Every route is behind the token and Host checks.
+
+    ``max_body`` is the largest request body the route takes, in bytes, or a function giving it (asked on each
+    request, so a setting can change it); by default the control API's 16 MB. A larger body is refused with a
+    413 before it is read. Routes that take files (a model, an artifact) raise it.
     """
 
     method: str
     path: str
     handler: Callable[..., Any]
     summary: str = ""
+    max_body: int | Callable[[], int] | None = None
 
     @property
     def name(self) -> str:

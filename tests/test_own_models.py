@@ -270,6 +270,18 @@ def test_an_upload_over_the_configured_limit_is_refused_and_a_bad_limit_stops_th
         DaemonProcess(tmp_path / "home2", project).start()
 
 
+def test_a_model_larger_than_the_control_apis_usual_body_limit_registers(box, tmp_path):
+    """Real models are often tens of MB: the upload route takes up to [registry] max_upload_mb, not the 16 MB
+    every other control-API body is held to."""
+    from serving_models import linear_model
+
+    big = linear_model(tmp_path / "big.onnx", seed=3, n_features=5_000_000)  # 20 MB of weights
+    assert big.stat().st_size > 16 * 1024 * 1024
+    version = box.register_model("wide", big)
+    assert version["version"] == 1
+    assert box.get("/models/wide/versions/1").status_code == 200
+
+
 def test_a_registered_model_exports_to_a_triton_repository_triton_can_read(box, tmp_path):
     import importlib.util
 

@@ -133,6 +133,21 @@ def test_a_url_and_token_reach_the_daemon_as_through_an_ssh_tunnel(box, tmp_path
     assert out.returncode != 0 and "Unauthorized: wrong token" in out.stderr
 
 
+def test_a_file_larger_than_the_control_apis_usual_body_limit_is_kept(box, tmp_path):
+    """A checkpoint is often tens of MB: an artifact upload is not held to the 16 MB of other bodies."""
+    (tmp_path / "ckpt.bin").write_bytes(os.urandom(20 * 1024 * 1024))
+    code = textwrap.dedent("""
+        import appliance.track as track
+        with track.start_run("big-file") as run:
+            track.log_artifact("ckpt.bin")
+        print(run.id)
+    """)
+    out = python(box, tmp_path, code=code)
+    assert out.returncode == 0, out.stderr
+    kept = box.get(f"/runs/{int(out.stdout)}/artifacts/ckpt.bin").content
+    assert hashlib.sha256(kept).digest() == hashlib.sha256((tmp_path / "ckpt.bin").read_bytes()).digest()
+
+
 def test_a_script_that_dies_ends_its_run_failed_with_its_last_metrics_sent(box, tmp_path):
     code = textwrap.dedent("""
         import appliance.track as track

@@ -44,7 +44,7 @@ def _endpoint(app: Any, route: Route, owner: str):
 
     async def endpoint(request: Request) -> Response:
         try:
-            body = await read_body(request) if request.method not in ("GET", "HEAD") else b""
+            body = await read_body(request, body_limit(route)) if request.method not in ("GET", "HEAD") else b""
         except ApplianceError as exc:
             # The rest of the body is never read: the connection closes once the refusal is sent.
             return json_response(exc.to_dict(), exc.status, {"connection": "close"})
@@ -69,6 +69,12 @@ def _endpoint(app: Any, route: Route, owner: str):
         return json_response(result)
 
     return endpoint
+
+
+def body_limit(route: Route) -> int:
+    """The largest body ``route`` takes: its own ``max_body`` (a number or a function of none), else 16 MB."""
+    limit = route.max_body() if callable(route.max_body) else route.max_body
+    return MAX_BODY_BYTES if limit is None else int(limit)
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:

@@ -14,6 +14,9 @@ from appliance import ApplianceError, BadRequest, NotFound, Reply, Route, Stream
 
 from . import entities
 
+#: The largest file MLflow's client may upload, as for appliance.track's files (plugins/training/track_api.py).
+ARTIFACT_MAX_BYTES = 1 << 30
+
 API = "/mlflow/api/2.0/mlflow"
 ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 CODES = {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST", 409: "INVALID_PARAMETER_VALUE",
@@ -248,7 +251,8 @@ ROUTES = [
     Route("GET", f"{API}/metrics/get-history", metric_history, "MLflow: a metric's every value"),
     Route("POST", f"{API}/logged-models/search", search_logged_models, "MLflow: logged models (none here)"),
     Route("GET", ARTIFACTS, list_artifacts, "MLflow: list a run's files (?path=EXPERIMENT/RUN/artifacts/DIR)"),
-    Route("PUT", f"{ARTIFACTS}/{{path:path}}", put_artifact, "MLflow: upload a run's file"),
+    Route("PUT", f"{ARTIFACTS}/{{path:path}}", put_artifact, "MLflow: upload a run's file",
+          max_body=ARTIFACT_MAX_BYTES),
     Route("GET", f"{ARTIFACTS}/{{path:path}}", get_artifact, "MLflow: download a run's file"),
     *(Route(method, "/mlflow/{rest:path}", not_covered, "MLflow: anything else is refused, by name")
       for method in ("GET", "POST", "PUT", "PATCH", "DELETE")),

@@ -90,7 +90,8 @@ ROUTES = [
     Route("GET", "/models/{name}", get_model, "a model: versions, aliases, audit log"),
     Route("POST", "/models/{name}", describe_model, "set a model's description and tags"),
     Route("POST", "/models/{name}/versions", upload.post_version, "register an ONNX file trained elsewhere (the "
-          "file as the body, or a multipart form: model, sample, description, tolerance, run_id)"),
+          "file as the body, or a multipart form: model, sample, description, tolerance, run_id)",
+          max_body=upload.body_limit),
     Route("GET", "/models/{name}/versions/{version}", get_version, "one version: lineage, metrics, signature"),
     Route("POST", "/models/{name}/versions/{version}", describe_version, "set a version's description and tags"),
     Route("GET", "/models/{name}/resolve/{ref}", resolve, "a version number, alias or 'latest' to a version"),

@@ -28,6 +28,18 @@ class Part:
     filename: str | None = None
 
 
+#: Read past [registry] max_upload_mb by this much, so an upload a little over the limit (or a form's own lines
+#: around it) is still read and told which setting refused it; anything larger is refused unread.
+FORM_ROOM = 1 << 20
+
+
+def body_limit() -> int:
+    """The most the upload route reads: ``[registry] max_upload_mb`` (not the control API's usual 16 MB)."""
+    from . import REGISTRY
+
+    return REGISTRY.max_upload_bytes + FORM_ROOM
+
+
 def post_version(req) -> Reply:
     """The route: read the body's parts, check and register; answers the version and what was checked."""
     registry = req.app.registry("services").get("model_registry")

@@ -11,6 +11,10 @@ from appliance import BadRequest, Reply, Route, Stream
 
 from . import tracking
 
+#: The largest file a run keeps (a checkpoint, a report): more than the control API's usual 16 MB body. The body
+#: is held in memory while it is stored, and only a holder of the token can send one.
+ARTIFACT_MAX_BYTES = 1 << 30
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 COMMAND_KINDS = ("command", "command_gpu")
 
@@ -111,6 +115,7 @@ ROUTES = [
     Route("POST", "/runs/{id}/log", log, "log metrics (columns), params, tags, environment to a tracked run"),
     Route("POST", "/runs/{id}/end", end, "end a tracked run: succeeded, failed or cancelled"),
     Route("GET", "/runs/{id}/artifacts", list_artifacts, "files kept with a run"),
-    Route("PUT", "/runs/{id}/artifacts/{path:path}", put_artifact, "keep a file with a tracked run (raw body)"),
+    Route("PUT", "/runs/{id}/artifacts/{path:path}", put_artifact, "keep a file with a tracked run (raw body)",
+          max_body=ARTIFACT_MAX_BYTES),
     Route("GET", "/runs/{id}/artifacts/{path:path}", get_artifact, "one file kept with a run"),
 ]
