@@ -44,12 +44,11 @@ model = "fraud:2"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
-    project = make_project(root / "project", ["good/model_import"], TOML)
+    project = make_project(root / "project", [], TOML)
     models = {v: linear_model(root / f"v{v}.onnx", seed=v) for v in (1, 2)}
     with DaemonProcess(root / "home", project) as d:
         for v in (1, 2):
-            r = d.post("/fixture/import-model", {"name": "fraud", "path": str(models[v])})
-            assert r.status_code == 200, r.text
+            d.register_model("fraud", models[v])
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         d.serving_port = d.info["ports"]["serving"]
         d.models = models
@@ -375,8 +374,10 @@ def test_hot_swap_under_load_drops_nothing_and_a_corrupt_version_leaves_the_old_
     assert d.post("/models/fraud/aliases/champion", {"version": 2}).status_code == 200
     wait_ready(d, "fraud", version=2)
     time.sleep(0.5)
-    broken = broken_model(d.root / "broken.onnx")
-    v3 = d.post("/fixture/import-model", {"name": "fraud", "path": str(broken)}).json()["version"]
+    # A version whose file went bad on disk after it was registered (the register path refuses a bad file).
+    good = d.register_model("fraud", linear_model(d.root / "v3.onnx", seed=3))
+    v3, digest = good["version"], good["onnx_sha256"]
+    broken_model(d.home / "artifacts" / digest[:2] / digest)
     assert d.post("/models/fraud/aliases/champion", {"version": v3}).status_code == 200
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not [e for e in d.events(type="deployment.load_failed")
@@ -455,9 +456,9 @@ def test_unload_frees_the_deployment_and_the_cli_lists(served):
 
 def test_a_prediction_log_that_cannot_keep_up_raises_an_alert_and_every_request_is_answered(tmp_path):
     toml = '[serving]\nport = 0\nlog_max_pending = 1\n\n[deployments.fraud]\nmodel = "fraud@champion"\n'
-    project = make_project(tmp_path / "project", ["good/model_import"], toml)
+    project = make_project(tmp_path / "project", [], toml)
     with DaemonProcess(tmp_path / "home", project) as d:
-        d.post("/fixture/import-model", {"name": "fraud", "path": str(linear_model(tmp_path / "m.onnx", seed=1))})
+        d.register_model("fraud", linear_model(tmp_path / "m.onnx", seed=1))
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         d.serving_port = d.info["ports"]["serving"]
         wait_ready(d, "fraud", version=1)

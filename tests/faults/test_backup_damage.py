@@ -68,16 +68,14 @@ def served_answer(d: DaemonProcess) -> np.ndarray:
 def box(tmp_path_factory):
     """A daemon serving version 1 of two model versions, with an ingested table, and one backup of it."""
     root = tmp_path_factory.mktemp("backup-damage")
-    project = make_project(root / "project", ["good/model_import"], TOML)
+    project = make_project(root / "project", [], TOML)
     (project / "data" / "tx").mkdir(parents=True)
     (project / "data" / "tx" / "a.csv").write_text("id,amount\n" + "".join(f"{i},{i / 4}\n" for i in range(300)))
     models = {v: linear_model(root / f"v{v}.onnx", seed=20 + v) for v in (1, 2)}
     with DaemonProcess(root / "home", project) as d:
         digests = {}
         for v in (1, 2):
-            r = d.post("/fixture/import-model", {"name": "fraud", "path": str(models[v])})
-            assert r.status_code == 200, r.text
-            digests[v] = r.json()["onnx_sha256"]
+            digests[v] = d.register_model("fraud", models[v])["onnx_sha256"]
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         job = d.post("/sources/tx/ingest", {"files": [str(project / "data" / "tx" / "a.csv")]}).json()
         assert d.wait_job(job["id"])["state"] == "succeeded"
@@ -176,10 +174,9 @@ def cow_disk(tmp_path):
 
 
 def test_on_a_copy_on_write_disk_artifacts_are_reflinked_and_still_independent(cow_disk, tmp_path):
-    project = make_project(tmp_path / "project", ["good/model_import"], "")
+    project = make_project(tmp_path / "project", [], "")
     with DaemonProcess(cow_disk / "home", project) as d:
-        r = d.post("/fixture/import-model", {"name": "fraud", "path": str(linear_model(tmp_path / "m.onnx", 3))})
-        digest = r.json()["onnx_sha256"]
+        digest = d.register_model("fraud", linear_model(tmp_path / "m.onnx", 3))["onnx_sha256"]
         out = d.cli("backup", "--to", str(cow_disk / "backup"), "--json")
         assert out.returncode == 0, out.stderr
         corrupt(artifact(cow_disk / "home", digest), 100)

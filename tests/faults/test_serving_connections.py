@@ -28,8 +28,7 @@ X = np.random.default_rng(3).normal(size=(2, N_FEATURES)).astype(np.float32)
 
 
 def serve_model(d, root) -> None:
-    r = d.post("/fixture/import-model", {"name": "fraud", "path": str(linear_model(root / "m.onnx", seed=1))})
-    assert r.status_code == 200, r.text
+    d.register_model("fraud", linear_model(root / "m.onnx", seed=1))
     assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
     deadline = time.monotonic() + 30
     while d.get("/deployments/fraud").json()["state"] != "ready":
@@ -41,7 +40,7 @@ def serve_model(d, root) -> None:
 def limited(tmp_path_factory):
     """A daemon allowed NOFILE descriptors, serving one model."""
     root = tmp_path_factory.mktemp("serving-limits")
-    project = make_project(root / "project", ["good/model_import"], TOML)
+    project = make_project(root / "project", [], TOML)
     with LimitedDaemon(root / "home", project, nofile=NOFILE) as d:
         serve_model(d, root)
         yield d
@@ -120,7 +119,7 @@ def impatient(tmp_path_factory):
     """A daemon with one-second deadlines (two for a body)."""
     root = tmp_path_factory.mktemp("serving-deadlines")
     toml = TOML.replace("max_body_mb = 16", "header_timeout_s = 1\nbody_timeout_s = 2\nidle_timeout_s = 1")
-    project = make_project(root / "project", ["good/model_import"], toml)
+    project = make_project(root / "project", [], toml)
     with LimitedDaemon(root / "home", project) as d:
         serve_model(d, root)
         yield d

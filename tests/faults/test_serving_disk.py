@@ -24,10 +24,10 @@ def log_counts(base: str) -> tuple[float, float]:
 
 
 def test_rows_a_full_disk_refuses_are_counted_and_alerted(tmp_path):
-    project = make_project(tmp_path / "project", ["good/model_import"], TOML)
+    project = make_project(tmp_path / "project", [], TOML)
     model = linear_model(tmp_path / "m.onnx", seed=1)
     with small_disk(tmp_path / "disk", mb=64) as disk, DaemonProcess(disk / "home", project) as d:
-        assert d.post("/fixture/import-model", {"name": "fraud", "path": str(model)}).status_code == 200
+        d.register_model("fraud", model)
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         deadline = time.monotonic() + 30
         while d.get("/deployments/fraud").json()["state"] != "ready":

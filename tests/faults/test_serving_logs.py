@@ -44,11 +44,11 @@ def test_a_throttle_logs_each_kind_once_an_interval_and_counts_the_rest(caplog):
 
 
 def test_a_failing_shadow_and_a_connection_flood_leave_a_few_log_lines(tmp_path):
-    project = make_project(tmp_path / "project", ["good/model_import"], TOML)
+    project = make_project(tmp_path / "project", [], TOML)
     with DaemonProcess(tmp_path / "home", project) as d:
         for name, n in (("fraud", N_FEATURES), ("narrow", N_FEATURES - 1)):  # the challenger cannot take the input
             model = linear_model(tmp_path / f"{name}.onnx", seed=1, n_features=n)
-            assert d.post("/fixture/import-model", {"name": name, "path": str(model)}).status_code == 200
+            d.register_model(name, model)
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         deadline = time.monotonic() + 30
         while {x["state"] for x in d.get("/deployments").json()["deployments"]} != {"ready"}:

@@ -49,7 +49,7 @@ model = "fraud@champion"
 def online(tmp_path_factory):
     """A deployment whose features come from the online store by card id, and a plain one beside it."""
     root = tmp_path_factory.mktemp("serving-online")
-    project = make_project(root / "project", ["good/model_import"], ONLINE)
+    project = make_project(root / "project", [], ONLINE)
     (project / "data").mkdir()
     pq.write_table(pa.table({"card_id": list(range(CARDS)), "ts": [dt.datetime(2024, 1, 1)] * CARDS,
                              "amount": [float(i) for i in range(CARDS)], "fee": [0.5] * CARDS}),
@@ -58,7 +58,7 @@ def online(tmp_path_factory):
         job = d.wait_job(d.post("/features/spend/materialize").json()["id"])
         assert job["state"] == "succeeded", job
         model = linear_model(root / "m.onnx", seed=1, n_features=2)
-        assert d.post("/fixture/import-model", {"name": "fraud", "path": str(model)}).status_code == 200
+        d.register_model("fraud", model)
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         deadline = time.monotonic() + 30
         while {x["state"] for x in d.get("/deployments").json()["deployments"]} != {"ready"}:

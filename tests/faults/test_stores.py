@@ -125,7 +125,7 @@ def test_a_damaged_store_gives_entity_key_inference_a_503_that_says_so(tmp_path)
 
     toml = PROJECT + ('\n[serving]\nport = 0\n\n[deployments.scored]\nmodel = "fraud@champion"\n'
                       'entity_keys = ["customer_id"]\nfeatures = ["spend:amount"]\nfeatures_input = "features"\n')
-    project = make_project(tmp_path / "project", ["good/model_import"], toml)
+    project = make_project(tmp_path / "project", [], toml)
     (project / "data").mkdir()
     rows = [{"customer_id": i % 500, "ts": dt.datetime(2000, 1, 1) + dt.timedelta(minutes=i), "amount": float(i)}
             for i in range(20_000)]
@@ -135,7 +135,7 @@ def test_a_damaged_store_gives_entity_key_inference_a_503_that_says_so(tmp_path)
     with d:
         assert d.wait_job(d.post("/features/spend/materialize").json()["id"], timeout=60)["state"] == "succeeded"
         model = linear_model(tmp_path / "m.onnx", seed=1, n_features=1)
-        assert d.post("/fixture/import-model", {"name": "fraud", "path": str(model)}).status_code == 200
+        d.register_model("fraud", model)
         assert d.post("/models/fraud/aliases/champion", {"version": 1}).status_code == 200
         infer = f"http://127.0.0.1:{d.info['ports']['serving']}/v2/models/scored/infer"
         assert _until(lambda: httpx.post(infer, json=body).status_code == 200)
