@@ -19,6 +19,7 @@ from starlette.routing import Route as StarletteRoute
 
 from ..contract import Reply, Route, Stream
 from ..errors import ApplianceError, BadRequest
+from ..health import explain_os_error
 from .request import ApiRequest
 from .security import Gate
 
@@ -53,14 +54,15 @@ def _endpoint(app: Any, route: Route, owner: str):
             result = await handler(req) if is_async else await run_in_threadpool(handler, req)
         except ApplianceError as exc:
             return error_response(exc)
+        except OSError as exc:
+            # A full disk or no descriptors left is the box's state, not a bug in the route: say which (507/503).
+            said = explain_os_error(exc, app.home.root, f"{route.name} could not finish")
+            if said is None:
+                return _internal_error(app, route, owner, exc)
+            log.warning("route %s: %s", route.name, said.message)
+            return error_response(said)
         except Exception as exc:
-            ref = uuid.uuid4().hex[:8]
-            log.error("route %s failed (ref %s)\n%s", route.name, ref, traceback.format_exc())
-            app.host.record_failure(owner, f"route {route.name}", f"{type(exc).__name__}: {exc}",
-                                    traceback.format_exc())
-            return json_response({"error": {"title": "Internal error",
-                                            "message": f"the daemon failed on this request; see its log (ref {ref})"}},
-                                 500)
+            return _internal_error(app, route, owner, exc)
         if isinstance(result, Stream):
             return StreamingResponse(result.chunks, media_type=result.media_type,
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
@@ -69,6 +71,14 @@ def _endpoint(app: Any, route: Route, owner: str):
         return json_response(result)
 
     return endpoint
+
+
+def _internal_error(app: Any, route: Route, owner: str, exc: Exception) -> Response:
+    ref = uuid.uuid4().hex[:8]
+    log.error("route %s failed (ref %s)\n%s", route.name, ref, traceback.format_exc())
+    app.host.record_failure(owner, f"route {route.name}", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    return json_response({"error": {"title": "Internal error",
+                                    "message": f"the daemon failed on this request; see its log (ref {ref})"}}, 500)
 
 
 def body_limit(route: Route) -> int:

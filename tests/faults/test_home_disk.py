@@ -50,3 +50,21 @@ def test_down_on_a_full_disk_closes_the_stores_and_says_why(tmp_path):
         filler.unlink()
         with d:  # what the stores held is there after the restart
             assert d.get("/health").json()["status"] == "ok"
+
+
+def test_a_route_that_writes_on_a_full_disk_says_so_instead_of_a_500(tmp_path):
+    """A model upload (any route writing a file) on a full disk: a 507 naming the disk, no plugin failure."""
+    from serving_models import linear_model
+
+    model = linear_model(tmp_path / "m.onnx", seed=1, n_features=200_000)  # 800 kB: more than the disk has left
+    with small_disk(tmp_path / "disk", mb=64) as disk:
+        d = DaemonProcess(disk / "home")
+        d.stderr_path = tmp_path / "daemon-stderr.log"
+        with d:
+            filler = fill_disk(disk, leave=64 * 1024)
+            r = d.http.post("/api/v1/models/wide/versions", content=model.read_bytes())
+            assert r.status_code == 507, r.text
+            assert _says_disk_full(r.json()["error"]["message"], disk / "home"), r.text
+            assert d.get("/status").json()["plugins"]["failures"] == 0  # the box's state, not a plugin's bug
+            filler.unlink()
+            assert d.register_model("wide", model)["version"] == 1
