@@ -85,9 +85,10 @@ def test_a_ledger_from_before_blake3_still_knows_its_files(tmp_path):
         d.stop()
 
 
-def test_a_batch_that_fills_the_disk_gives_its_space_back(tmp_path):
-    """A file too big for the disk fails its ingest with ENOSPC; the store gives the space its rows took back,
-    so the failure is recorded, the next (smaller) file lands, and failing again does not grow the store."""
+def test_a_file_too_big_for_the_disk_is_refused_before_a_byte_is_written(tmp_path):
+    """A file too big for the store's disk fails its ingest saying so (needed, free, where) before writing: a
+    rolled-back load would leave DuckDB's file grown (it does not give blocks back), the disk full, and the
+    failure unrecordable. The failure is recorded, the space is all there, and the next (smaller) file lands."""
     from faults.harness import free_bytes, small_disk
 
     project = tmp_path / "project"
@@ -106,7 +107,8 @@ def test_a_batch_that_fills_the_disk_gives_its_space_back(tmp_path):
                 job = d.wait_job(d.post("/sources/big/ingest", {"files": ["data/big.parquet"]}).json()["id"],
                                  timeout=30)
                 assert job["state"] == "failed", job
-                assert "No space left on device" in job["error"]
+                assert "not enough space on the disk holding the store" in job["error"], job["error"]
+                assert f"free at {disk / 'home'}; nothing was written" in job["error"], job["error"]
                 assert free_bytes(disk) > free - (2 << 20), "the failed batch kept its space"
             duckdb.sql(f"copy (select 1 as id, 0.5 as x, 'a' as s) to '{project / 'data/small.parquet'}'")
             job = d.wait_job(d.post("/sources/big/ingest", {"files": ["data/small.parquet"]}).json()["id"])

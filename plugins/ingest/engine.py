@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,8 @@ QUARANTINE_COLUMNS = ("_batch_id BIGINT, _file VARCHAR, _row BIGINT, _column VAR
                       "_expected VARCHAR, _got VARCHAR, _record VARCHAR")
 #: Files at least this big are hashed while DuckDB reads them, instead of before.
 HASH_ALONGSIDE_BYTES = 32 << 20
+#: Free space a load leaves beside its estimate: the catalog's record of the batch, the WAL, DuckDB's metadata.
+ROOM_BYTES = 8 << 20
 VISIBLE = ("accepted", "approved")
 INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
 #: The widest key range counted with a bitmap: 2^27 bits, 16 MiB per DuckDB thread.
@@ -169,6 +172,7 @@ class Batch:
             hasher.join()
             if dup := self._ledger(digest["hash"], stat.st_size):
                 return dup
+        self._check_room(stat.st_size)
         self.batch_id = self.q("select nextval('ingest.batch_ids')")[0][0]
         self.q("begin")
         try:
@@ -188,6 +192,20 @@ class Batch:
             self.q("commit")
             self._drop_temps()
         return result
+
+    def _check_room(self, size: int) -> None:
+        """Refuse, before writing a byte, a file the store's disk has no room for. DuckDB does not give back
+        the blocks a rolled-back load wrote (it truncates its file only when a later checkpoint finds free
+        blocks at the end), so a load that fills the disk would leave it full: the catalog could not even
+        record the failure. The estimate is the file's size (Parquet stores about as compactly as DuckDB) or
+        half of it (text), plus room for the catalog and the WAL."""
+        need = int(size * (1.0 if getattr(self.kind, "exact_types", False) else 0.5)) + ROOM_BYTES
+        free = shutil.disk_usage(self.app.home.root).free
+        if free < need:
+            raise IngestError(f"{self.file}: not enough space on the disk holding the store: about {need} bytes "
+                              f"needed for {size} bytes of {self.source.kind}, {free} free at {self.app.home.root}; "
+                              "nothing was written. Free some space and ingest it again",
+                              title="Disk full", status=507)
 
     def _give_space_back(self) -> None:
         """After a rollback: a checkpoint returns the blocks the batch's rows took to the disk. Until then the
