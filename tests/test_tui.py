@@ -21,6 +21,7 @@ import pytest
 from conftest import make_project
 from serving_models import linear_model
 from tui_fakes import NOW, ROUTES, FakeApi
+from tui_helpers import settle, table, text_of
 
 from appliance.testing import DaemonProcess
 from tui.app import ApplianceApp
@@ -142,20 +143,6 @@ def app_for(d: DaemonProcess, readonly: bool = False) -> ApplianceApp:
     return ApplianceApp(ApiClient(d.home), readonly=readonly, home=d.home)
 
 
-async def settle(pilot, app, until=lambda: True, timeout: float = 10.0) -> None:
-    """Let workers finish (and the condition hold): the daemon answers over real HTTP."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await pilot.pause(0.05)
-        busy = [w for w in app.workers if w.group != "events" and not w.is_finished]
-        if (not busy and until()) or time.monotonic() > deadline:
-            return
-
-
-def table(app, name: str) -> PagedTable:
-    return app.screen.query_one(f"#{name}", PagedTable)
-
-
 async def goto(pilot, app, key: str, table_id: str) -> PagedTable:
     await pilot.press(key)
     await settle(pilot, app, lambda: bool(app.screen.query(f"#{table_id}")) and table(app, table_id).rows_all)
@@ -255,7 +242,7 @@ async def test_help_and_command_palette(box):
         await pilot.press("question_mark")
         await settle(pilot, app)
         assert type(app.screen).__name__ == "Help"
-        await pilot.press("escape", "colon", *"go models", "enter")
+        await pilot.press("escape", "colon", *"models", "enter")
         await settle(pilot, app, lambda: app.current_mode == "models")
         assert app.current_mode == "models"
 
@@ -306,6 +293,7 @@ async def test_promote_and_roll_back_a_model_through_confirmations(box):
         await goto(pilot, app, "6", "models")
         versions = table(app, "versions")
         await settle(pilot, app, lambda: len(versions.rows_all) == 2)
+        versions.focus()
         versions.move_cursor(row=next(i for i, r in enumerate(versions.shown) if r["version"] == 2))
         await pilot.press("p")
         await settle(pilot, app)
@@ -328,6 +316,7 @@ async def test_approve_a_held_batch_through_its_confirmation(box):
     async with app.run_test(size=(120, 36)) as pilot:
         await goto(pilot, app, "3", "sources")
         batches = table(app, "batches")
+        batches.focus()
         batches.move_cursor(row=next(i for i, r in enumerate(batches.shown) if r["id"] == box.held))
         await pilot.press("a")
         await settle(pilot, app)
@@ -340,49 +329,48 @@ async def test_acknowledge_an_alert_through_its_confirmation(box):
     app = app_for(box)
     async with app.run_test(size=(120, 36)) as pilot:
         alerts = await goto(pilot, app, "8", "alerts")
+        alerts.focus()
         alerts.move_cursor(row=next(i for i, r in enumerate(alerts.shown) if r["id"] == box.alert))
         await pilot.press("a")
+        await settle(pilot, app)
+        await pilot.press(*"disk is a test fixture", "enter")  # the note
         await settle(pilot, app)
         await pilot.press("y")
         await settle(pilot, app, lambda: box.get(f"/alerts/{box.alert}").json()["state"] == "acked")
     alert = box.get(f"/alerts/{box.alert}").json()
-    assert (alert["state"], alert["acked_by"]) == ("acked", "tui")
+    assert (alert["state"], alert["acked_by"], alert["ack_note"]) == ("acked", "tui", "disk is a test fixture")
 
 
-async def test_readonly_refuses_every_action(box):
+async def test_readonly_hides_and_refuses_every_action(box):
+    """Read-only: the keys that change the box are not in the footer, pressing them changes nothing, and the
+    marker shows."""
     job = box.submit("sleep", {"seconds": 60})
     before = {"champion": box.get("/models/fraud").json()["aliases"]["champion"],
               "batches": box.get("/batches").json(), "alerts": box.get("/alerts", params={"state": "all"}).json()}
     app = app_for(box, readonly=True)
-    # Notifications expire after a few seconds, and a loaded machine can take longer than that to press through
-    # every action: keep every one the app raises.
-    raised = []
-    notify = app.notify
-
-    def keep(message, *args, **kwargs):
-        raised.append((kwargs.get("title"), message))
-        return notify(message, *args, **kwargs)
-
-    app.notify = keep
     async with app.run_test(size=(120, 36)) as pilot:
         jobs = await goto(pilot, app, "2", "jobs")
         jobs.move_cursor(row=next(i for i, r in enumerate(jobs.shown) if r["id"] == job["id"]))
+        seen = text_of(app)
+        assert "Cancel job" not in seen and "READ-ONLY" in seen, seen
         for key in ("c", "n", "p"):
-            await pilot.press(key)
-            await pilot.press("y")
+            await pilot.press(key, "y")
         await goto(pilot, app, "3", "sources")
+        table(app, "batches").focus()
         for key in ("a", "x"):
             await pilot.press(key, "y")
         await goto(pilot, app, "6", "models")
         await settle(pilot, app, lambda: len(table(app, "versions").rows_all) == 2)
+        table(app, "versions").focus()
+        assert "Promote" not in text_of(app)
         for key in ("p", "b"):
             await pilot.press(key, "y")
         await goto(pilot, app, "8", "alerts")
-        await pilot.press("a", "y")
+        table(app, "alerts").focus()
+        await pilot.press("a")
         await settle(pilot, app)
-        refused = [message for title, message in raised if title == "Read-only"]
-        assert len(refused) == 8, refused
-        assert "READ-ONLY" in str(app.screen.query_one("#nav").render())
+        assert type(app.screen).__name__ == "MonitoringScreen"  # no prompt for a note was opened
+        await pilot.press("y")
     assert box.get(f"/jobs/{job['id']}").json()["state"] in ("queued", "running")
     assert box.get("/models/fraud").json()["aliases"]["champion"] == before["champion"]
     assert box.get("/batches").json() == before["batches"]
@@ -470,20 +458,23 @@ async def test_a_long_job_history_is_paged_from_the_daemon_with_before():
         assert asked[-1] == 801 and jobs_table.rows_all[-1]["id"] == 601
 
 
-async def test_two_runs_compared_side_by_side_and_a_run_sorted():
-    diff = {"a": 12, "b": 11, "params": {"hyperparameters.lr": {"a": 0.001, "b": 0.01}},
+def three_runs() -> list[dict]:
+    """The recorded run, and two more like it (the demo trains one)."""
+    run = ROUTES["/runs"][0]
+    return [{**run, "id": i, "created": run["created"] - 60 * (3 - i)} for i in (3, 2, 1)]
+
+
+async def test_two_runs_compared_side_by_side():
+    diff = {"a": 3, "b": 2, "params": {"hyperparameters.lr": {"a": 0.001, "b": 0.01}},
             "metrics": {"val_auc": {"a": 0.89, "b": 0.86}}, "environment": {}, "data": {}}
-    app = ApplianceApp(FakeApi({"/runs/compare": diff}), live=False, clock=lambda: NOW)
+    app = ApplianceApp(FakeApi({"/runs": three_runs(), "/runs/compare": diff}), live=False, clock=lambda: NOW,
+                       area="experiments")
     async with app.run_test(size=(120, 36)) as pilot:
-        runs = await goto(pilot, app, "5", "runs")
-        await pilot.press("m", "down", "m", "c")
+        await settle(pilot, app, lambda: table(app, "runs").rows_all)
+        await pilot.press("m", "down", "m", "d")
         await settle(pilot, app)
         body = str(app.screen.query_one("#detail-body").render())
         assert "hyperparameters.lr" in body and "0.89" in body and "0.86" in body
-        await pilot.press("escape")
-        runs.move_cursor(column=6)  # Step
-        await pilot.press("s")
-        assert [r["step"] for r in runs.shown] == sorted(r["step"] for r in runs.shown)
 
 
 async def test_online_lookup_box():
@@ -508,6 +499,7 @@ async def test_a_failing_action_is_a_notification_not_a_crash():
     async with app.run_test(size=(120, 36)) as pilot:
         await goto(pilot, app, "6", "models")
         await settle(pilot, app, lambda: table(app, "versions").rows_all)
+        table(app, "versions").focus()
         await pilot.press("p", "enter", "y")
         await settle(pilot, app)
         assert [n.title for n in app._notifications] == ["Promotion refused"]
