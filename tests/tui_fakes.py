@@ -89,6 +89,8 @@ class FakeApi:
         data = self.routes[name]
         if callable(data):
             return data(**params)
+        if isinstance(data, list) and params.get("kind"):
+            data = [r for r in data if r.get("kind") == params["kind"]]
         if isinstance(data, list) and params.get("limit"):
             return data[: int(params["limit"])]
         return data

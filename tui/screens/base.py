@@ -34,8 +34,10 @@ class AreaScreen(Screen):
     #: Actions that change the box: hidden and refused in read-only mode.
     MUTATING: frozenset[str] = frozenset()
     BINDINGS = [
-        Binding("slash", "filter", "Filter"),
-        Binding("colon", "command", "Command"),
+        # Priority: the app runs these as it takes the key, so the keys typed right after already find the line
+        # open and focused (otherwise they are on their way to the table, and lost).
+        Binding("slash", "filter", "Filter", priority=True),
+        Binding("colon", "command", "Command", priority=True),
         Binding("s", "sort", "Sort"),
         Binding("S", "reverse_sort", "Reverse sort", show=False),
         Binding("r", "reload", "Refresh"),
@@ -173,11 +175,20 @@ class AreaScreen(Screen):
         if table := self.focused_table():
             table.reverse_sort()
 
+    def _typed_into_a_box(self, char: str) -> bool:
+        """A priority key pressed while a box has the focus is the box's character."""
+        if isinstance(self.focused, Input):
+            self.focused.insert_text_at_cursor(char)
+            return True
+        return False
+
     def action_filter(self) -> None:
-        self.query_one("#filter", LineInput).open(self.query_one("#filter", LineInput).value)
+        if not self._typed_into_a_box("/"):
+            self.query_one("#filter", LineInput).open(self.query_one("#filter", LineInput).value)
 
     def action_command(self) -> None:
-        self.query_one("#command", LineInput).open()
+        if not self._typed_into_a_box(":"):
+            self.query_one("#command", LineInput).open()
 
     def action_back(self) -> None:
         box = self.query_one("#filter", LineInput)

@@ -26,7 +26,7 @@ KEEP = 100_000
 
 class JobDetail(Screen):
     BINDINGS = [Binding("escape,q", "back", "Back"), Binding("f", "follow", "Follow on/off"),
-                Binding("slash", "search", "Search log"), Binding("G", "end", "End of log", show=False)]
+                Binding("slash", "search", "Search log", priority=True), Binding("G", "end", "End of log", show=False)]
 
     def __init__(self, job_id: int):
         super().__init__()
@@ -110,7 +110,10 @@ class JobDetail(Screen):
         self.query_one(Log).scroll_end(animate=False)
 
     def action_search(self) -> None:
-        self.query_one("#log-search", LineInput).open(self.search)
+        if isinstance(self.focused, Input):
+            self.focused.insert_text_at_cursor("/")
+        else:
+            self.query_one("#log-search", LineInput).open(self.search)
 
     @on(Input.Changed, "#log-search")
     def _searched(self, event: Input.Changed) -> None:
