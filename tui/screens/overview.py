@@ -25,6 +25,8 @@ class OverviewScreen(AreaScreen):
     EVENTS = ("job.", "deployment.", "alert.", "plugin.", "daemon.", "model.")
     POLL_S = 2.0  # job progress and request counts are not events: poll while shown
     BINDINGS = [Binding("u", "gpus", "GPUs in full")]
+    #: A tall terminal gives the health and GPU boxes room for a line per GPU of a larger box.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
 
     def __init__(self):
         super().__init__()
@@ -73,6 +75,8 @@ class OverviewScreen(AreaScreen):
     def tick(self) -> None:
         super().tick()
         self._painted_events = -1  # the ages in the log move on too
+        if self.is_current:
+            self._gpu(self.gpus.latest)  # fitted to the box as it is now (the terminal may have been resized)
 
     def paint_events(self) -> None:
         """Repaint the event log if events arrived since the last paint (at most four times a second)."""
@@ -82,7 +86,7 @@ class OverviewScreen(AreaScreen):
         self.repaints += 1
         now = self.app.clock()
         box = self.query_one("#events", Static)
-        room = max(1, box.size.height - 1)
+        room = max(1, box.size.height - 1)  # below its title line
         lines = [f"[dim]{ago(e.get('time'), now):>8}[/] {cell(e.get('type'), width=24):<24} {cell(e.get('subject'))}"
                  for e in list(self.app.events)[:room]]
         rate = sparkline(self.rate_history)
@@ -97,7 +101,7 @@ class OverviewScreen(AreaScreen):
         alerts = await self.section(self.query_one("#alerts-missing", Static), "/alerts", state="open")
         self._health(status)
         self.gpus.add(gpus, self.app.clock())
-        self._gpu(gpus)
+        self.call_after_refresh(self._gpu, gpus)
         self.query_one("#running", PagedTable).show(running)
         self.query_one("#deployments", PagedTable).show(self._throughput((deployments or {}).get("deployments", [])))
         self.query_one("#alerts", PagedTable).show(alerts if isinstance(alerts, list) else [])
@@ -131,7 +135,7 @@ class OverviewScreen(AreaScreen):
         plugins = s.get("plugins") or {}
         failed = plugins.get("failed", 0)
         box = self.query_one("#health", Static)
-        room = max(20, box.size.width - 4 if box.size.width else 36)
+        room = max(20, box.size.width or 36)
         project = str(s.get("project") or "-")
         if len(project) > room - 8:
             project = "…" + project[-(room - 9):]
@@ -147,8 +151,8 @@ class OverviewScreen(AreaScreen):
         if not gpus:
             box.update("[b]GPU[/b] [dim]none reported by the daemon[/]")
             return
-        room = max(1, box.size.height - 2 if box.size.height else 3)
-        width = max(20, box.size.width - 4 if box.size.width else 36)
+        room = max(1, box.size.height or 4)  # the content's size (inside the border)
+        width = max(20, box.size.width or 36)
         shown = gpus if len(gpus) <= room else gpus[: room - 1]
         lines = [gpu_line(g, self.gpus.of(g["gpu"]), width) for g in shown]
         if len(shown) < len(gpus):

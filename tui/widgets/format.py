@@ -27,7 +27,7 @@ def is_time_field(key: str) -> bool:
 
 
 def is_byte_field(key: str) -> bool:
-    return key in BYTE_FIELDS or key.endswith(("_bytes", "_size"))
+    return key in BYTE_FIELDS or key.endswith("_bytes")
 
 
 def ago(ts: float | None, now: float) -> str:
