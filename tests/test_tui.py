@@ -211,6 +211,18 @@ async def test_every_area_shows_the_daemons_data(box):
         assert app.current_mode == "jobs"
 
 
+async def test_the_daemon_log_is_followed(box):
+    app = app_for(box)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, app, lambda: app.first_paint is not None)
+        await pilot.press("colon", *"log", "enter")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "DaemonLog")
+        await pilot.pause(0.3)
+        log = app.screen.query_one("#daemon-log")
+        written = (box.home / "logs" / "daemon.log").read_text().splitlines()
+        assert written and written[-1] in list(log.lines)
+
+
 async def test_hook_register_tui_panels(box):
     """A fixture plugin's panels are listed by the daemon and rendered in the Panels area with its data."""
     listed = {p["name"]: p for p in box.get("/tui/panels").json()}
@@ -405,6 +417,7 @@ async def test_a_lost_daemon_shows_the_banner_and_the_dashboard_reconnects(tmp_p
             await settle(pilot, app, lambda: bool(app.lost))
             assert app.lost
             assert app.screen.query_one("#lost").display
+            assert app.screen.has_class("-stale") and "stale" in text_of(app).splitlines()[0]  # the data dims
             await pilot.press("2")  # the dashboard still works while the daemon is away
             await settle(pilot, app)
             d.start()  # a new port: the client finds it through daemon.json

@@ -271,3 +271,42 @@ async def test_the_no_daemon_screen_attaches_to_the_demos_daemon(tmp_path):
             await settle(pilot, app, lambda: app.first_paint is not None, timeout=20)
             status = await app.api.get("/status")
         assert status["pid"] == demo.proc.pid and os.path.samefile(status["home"], Path(demo.home))
+
+
+# ------------------------------------------------------------------------------------------------ build items
+
+
+async def test_the_chosen_theme_is_remembered(tmp_path):
+    first = ApplianceApp(FakeApi(), live=False, clock=lambda: NOW, home=tmp_path)
+    async with first.run_test(size=(80, 24)) as pilot:
+        await opened(pilot, first)
+        await pilot.press("colon", *"theme nord", "enter")
+        await settle(pilot, first)
+        assert first.theme == "nord"
+    again = ApplianceApp(FakeApi(), live=False, clock=lambda: NOW, home=tmp_path)
+    async with again.run_test(size=(80, 24)) as pilot:
+        assert again.theme == "nord"
+
+
+async def test_u_shows_every_gpu_with_its_history_and_processes():
+    app = fake_app(api=FakeApi(metrics=more_gpus(METRICS, 3)))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot, app)
+        await pilot.press("u")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "GpuView" and app.screen.query("#gpu2-chart"))
+        seen = str(app.screen.query_one("#gpu2-text").render())
+        assert "GPU 2" in seen and "pid 4242" in seen and "250 / 700 W" in seen, seen
+        await pilot.press("q")
+        await settle(pilot, app)
+        assert type(app.screen).__name__ == "OverviewScreen"
+
+
+async def test_events_are_browsed_by_type():
+    events_ = [{"id": i, "time": NOW - i, "type": t, "subject": "x", "data": {}, "source": "appliance"}
+               for i, t in enumerate(["alert.raised", "job.succeeded", "alert.resolved", "job.failed"])]
+    app = fake_app(api=FakeApi({"/events": list(reversed(events_))}))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot, app)
+        await pilot.press("colon", *"events alert.", "enter")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "EventLog" and table(app, "event-list").rows_all)
+        assert [r["type"] for r in table(app, "event-list").rows_all] == ["alert.raised", "alert.resolved"]

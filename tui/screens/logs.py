@@ -80,9 +80,9 @@ class DaemonLog(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.offset = 0
-        self.path = Path(self.app.home) / "logs" / "daemon.log" if self.app.home else None
-        self.query_one("#daemon-log-head", Static).update(f"[b]Daemon log[/b] [dim]{self.path or 'unknown home'}[/]")
+        self.read_to = 0
+        self.log_path = Path(self.app.home) / "logs" / "daemon.log" if self.app.home else None
+        self.query_one("#daemon-log-head", Static).update(f"[b]Daemon log[/b] [dim]{self.log_path or 'unknown home'}[/]")
         self.set_interval(1.0, self.follow)
         self.follow()
 
@@ -91,18 +91,18 @@ class DaemonLog(Screen):
 
     def follow(self) -> None:
         log = self.query_one(Log)
-        if self.path is None or not self.path.exists():
-            if self.offset == 0:
+        if self.log_path is None or not self.log_path.exists():
+            if self.read_to == 0:
                 log.write_line("no daemon log here yet")
-                self.offset = -1
+                self.read_to = -1
             return
-        with self.path.open("rb") as f:
+        with self.log_path.open("rb") as f:
             end = f.seek(0, 2)
-            if end < self.offset:  # rotated or truncated: start again
-                self.offset = 0
-            start = max(self.offset, end - TAIL_BYTES) if self.offset <= 0 else self.offset
+            if end < self.read_to:  # rotated or truncated: start again
+                self.read_to = 0
+            start = max(self.read_to, end - TAIL_BYTES) if self.read_to <= 0 else self.read_to
             f.seek(start)
             chunk = f.read(end - start)
-        self.offset = end
+        self.read_to = end
         if chunk:
             log.write(chunk.decode("utf-8", "replace"))
