@@ -191,3 +191,20 @@ async def test_panels_say_so_when_no_plugin_contributes_one(demo, size):
     async with app.run_test(size=size) as pilot:
         seen = await opened(pilot, app)
         assert "no plugin contributes a panel" in seen, seen
+
+
+async def test_a_schedule_is_paused_and_resumed(demo):
+    app = app_for(demo, area="jobs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot, app, lambda: table(app, "schedules").rows_all)
+        schedules = table(app, "schedules")
+        schedules.focus()
+        for paused in (True, False):
+            await pilot.press("t")
+            await settle(pilot, app, lambda: app.screen.query("#question"))
+            assert ("Pause" if paused else "Resume") in str(app.screen.query_one("#question").render())
+            await pilot.press("y")
+            await settle(pilot, app, lambda p=paused: table(app, "schedules").rows_all[0].get("paused") is p)
+            nightly = next(s for s in demo.get("/schedules").json() if s["name"] == "nightly")
+            assert nightly["paused"] is paused and (nightly["next_fire"] is None) is paused
+            assert ("paused" in text_of(app)) is paused

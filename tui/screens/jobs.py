@@ -26,12 +26,13 @@ class JobsScreen(AreaScreen):
     AREA = "jobs"
     EVENTS = ("job.", "pipeline.")
     POLL_S = 2.0  # progress of a running job is not worth an event each step
-    MUTATING = frozenset({"cancel_job", "new_job", "run_pipeline"})
+    MUTATING = frozenset({"cancel_job", "new_job", "run_pipeline", "pause_schedule"})
     BINDINGS = [
         Binding("enter", "details", "Job log / schedule"),
         Binding("c", "cancel_job", "Cancel job"),
         Binding("n", "new_job", "New job"),
         Binding("p", "run_pipeline", "Run pipeline"),
+        Binding("t", "pause_schedule", "Pause/resume schedule"),
     ]
 
     def body(self) -> ComposeResult:
@@ -46,6 +47,7 @@ class JobsScreen(AreaScreen):
         yield Static(id="schedules-missing", classes="missing")
         yield PagedTable([Column("name", "Schedule"), Column("type", "Type"), Column("target", "Target"),
                           Column("schedule", "When"),
+                          Column("paused", "State", lambda r: state("paused" if r.get("paused") else "active")),
                           Column("next_fire", "Next", lambda r: until(r.get("next_fire"), now()), live=True),
                           Column("last_fire", "Last", lambda r: ago(r.get("last_fire"), now()), live=True)],
                          id="schedules", title="schedule")
@@ -135,6 +137,17 @@ class JobsScreen(AreaScreen):
             return
         self.app.push_screen(Confirm(f"Run pipeline {name} now?"), lambda yes: yes and self._act(
             "POST", f"/pipelines/{name}/run", {}, f"pipeline {name} started"))
+
+    def action_pause_schedule(self) -> None:
+        row = self.pick("schedules", "schedule")
+        if row is None:
+            return
+        verb = "resume" if row.get("paused") else "pause"
+        question = (f"Resume schedule {row['name']} ({row.get('schedule')}) from now? The times it missed are "
+                    "not caught up." if row.get("paused") else
+                    f"Pause schedule {row['name']} ({row.get('schedule')})? It fires nothing until resumed.")
+        self.app.push_screen(Confirm(question), lambda yes: yes and self._act(
+            "POST", f"/schedules/{row['name']}/{verb}", {"type": row.get("type")}, f"schedule {row['name']} {verb}d"))
 
     @work(exit_on_error=False, group="action")
     async def _act(self, method: str, path: str, body, done: str) -> None:

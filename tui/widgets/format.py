@@ -145,7 +145,8 @@ STATE_STYLE = {"running": "bold cyan", "queued": "yellow", "succeeded": "green",
                "cancelled": "dim", "held": "bold yellow", "accepted": "green", "approved": "green",
                "rejected": "red", "ready": "green", "loading": "yellow", "loaded": "green", "refused": "red",
                "denied": "dim", "open": "bold red", "acked": "yellow", "acknowledged": "yellow",
-               "resolved": "green", "interrupted": "red", "alert": "bold red", "ok": "green"}
+               "resolved": "green", "interrupted": "red", "alert": "bold red", "ok": "green",
+               "paused": "bold yellow", "active": "green"}
 
 
 def state(value: str | None) -> str:
