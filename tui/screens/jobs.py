@@ -52,6 +52,11 @@ class JobsScreen(AreaScreen):
                           Column("last_fire", "Last", lambda r: ago(r.get("last_fire"), now()), live=True)],
                          id="schedules", title="schedule")
 
+    def _poll(self) -> None:
+        # Only progress needs the timer (every state change is an event): poll while a job is queued or running.
+        if any(r.get("state") in ("queued", "running") for r in self.query_one("#jobs", PagedTable).rows_all):
+            super()._poll()
+
     async def fetch(self) -> None:
         jobs = await self.api.get("/jobs", limit=PAGE)
         schedules = await self.section(self.query_one("#schedules-missing", Static), "/schedules")

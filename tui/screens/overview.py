@@ -32,6 +32,8 @@ class OverviewScreen(AreaScreen):
         super().__init__()
         self.rate_history: list[float] = []
         self._painted_events = -1
+        self._events_text = ""
+        self._gpu_text = ""
         self._seen_at_tick = 0
         self.repaints = 0
         #: Each deployment's request count and when it was read: throughput is the difference between polls.
@@ -90,8 +92,11 @@ class OverviewScreen(AreaScreen):
         lines = [f"[dim]{ago(e.get('time'), now):>8}[/] {cell(e.get('type'), width=24):<24} {cell(e.get('subject'))}"
                  for e in list(self.app.events)[:room]]
         rate = sparkline(self.rate_history)
-        box.update("\n".join([f"[b]Events[/b] [dim]{self.app.events_seen} seen  {rate}  (:events to browse)[/]",
-                              *(lines or ["[dim]no events yet[/]"])]))
+        text = "\n".join([f"[b]Events[/b] [dim]{self.app.events_seen} seen  {rate}  (:events to browse)[/]",
+                          *(lines or ["[dim]no events yet[/]"])])
+        if text != self._events_text:
+            self._events_text = text
+            box.update(text, layout=False)  # the box's size is the layout's, not its text's
 
     async def fetch(self) -> None:
         status = await self.api.get("/status")
@@ -144,12 +149,12 @@ class OverviewScreen(AreaScreen):
             f"  up {ago(self.app.clock() - (s.get('uptime_s') or 0), self.app.clock()).removesuffix(' ago')}"
             f"\nproject {cell(project)}"
             f"\nplugins {plugins.get('loaded', 0)} loaded" + (f", [red]{failed} failed[/]" if failed else "")
-            + "\njobs " + " ".join(f"{k} {v}" for k, v in sorted(jobs.items())))
+            + "\njobs " + " ".join(f"{k} {v}" for k, v in sorted(jobs.items())), layout=False)
 
     def _gpu(self, gpus: list[dict]) -> None:
         box = self.query_one("#gpu", Static)
         if not gpus:
-            box.update("[b]GPU[/b] [dim]none reported by the daemon[/]")
+            box.update("[b]GPU[/b] [dim]none reported by the daemon[/]", layout=False)
             return
         room = max(1, box.size.height or 4)  # the content's size (inside the border)
         width = max(20, box.size.width or 36)
@@ -157,7 +162,10 @@ class OverviewScreen(AreaScreen):
         lines = [gpu_line(g, self.gpus.of(g["gpu"]), width) for g in shown]
         if len(shown) < len(gpus):
             lines.append(f"[dim]+{len(gpus) - len(shown)} more (u shows every GPU)[/]")
-        box.update("\n".join(lines))
+        text = "\n".join(lines)
+        if text != self._gpu_text:
+            self._gpu_text = text
+            box.update(text, layout=False)
 
     def action_gpus(self) -> None:
         from .gpus import GpuView

@@ -26,6 +26,7 @@ class NavBar(Static):
         super().__init__(id="nav")
         self.current = current
         self.loaded_at: float | None = None
+        self._drawn = ""
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.draw)
@@ -49,7 +50,10 @@ class NavBar(Static):
             shown = f"[reverse bold]{text}[/]" if mode == self.current else text
             parts.append(f"[@click=app.switch_mode('{mode}')]{shown}[/]")
         room = self.size.width - width
-        self.update("".join(parts) + " " * max(1, room + 1) + f"[{style}]{age}[/]")
+        text = "".join(parts) + " " * max(1, room + 1) + f"[{style}]{age}[/]"
+        if text != self._drawn:  # the age changes once a second at most; nothing else does
+            self._drawn = text
+            self.update(text, layout=False)  # one line, always: no layout pass for the whole screen
 
     def _age(self) -> tuple[str, str]:
         """How old the data below is, and its style."""

@@ -89,8 +89,11 @@ class PagedTable(DataTable):
         return self.shown[self.cursor_row]
 
     def show(self, rows: list[dict], *, more: bool = False) -> None:
-        """Replace the rows (a refresh); the cursor stays on the same item."""
-        self.rows_all = list(rows)
+        """Replace the rows (a refresh); the cursor stays on the same item. The same rows again cost nothing."""
+        rows = list(rows)
+        if rows == self.rows_all and more == self.more and self.shown:
+            return
+        self.rows_all = rows
         self.more = more
         self._render_rows()
 
@@ -133,7 +136,9 @@ class PagedTable(DataTable):
             return
         for row_key, row in zip(self._row_keys, self.shown, strict=False):
             for c in live:
-                self.update_cell(row_key, c.key, c.text(row))
+                text = c.text(row)
+                if self.get_cell(row_key, c.key) != text:  # most ages read the same as a second ago
+                    self.update_cell(row_key, c.key, text)
 
     def _matches(self, row: dict) -> bool:
         # The raw values, not the rendered cells: markup and gauges are not what a person types.
