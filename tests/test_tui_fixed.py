@@ -119,3 +119,16 @@ async def test_overview_throughput_is_the_request_count_between_two_polls():
         app.screen.reload()
         await settle(pilot, app)
         assert table(app, "deployments").rows_all[0]["rate"] == 300.0
+
+
+async def test_on_the_first_row_the_newest_job_stays_in_view():
+    """Untouched, the cursor stays on the first row as jobs arrive (the head, as in k9s); moved down, it keeps its
+    job (the tests against the real daemon check that)."""
+    jobs = [{**ROUTES["/jobs"][0], "id": i} for i in (3, 2, 1)]
+    app = ApplianceApp(FakeApi({"/jobs": lambda **kw: jobs}), live=False, clock=lambda: NOW, area="jobs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        listed = await goto(pilot, app, "2", "jobs")
+        jobs[:0] = [{**jobs[0], "id": i} for i in range(50, 3, -1)]  # 47 new jobs: more than a screen
+        app.screen.reload()
+        await settle(pilot, app, lambda: len(listed.rows_all) == 50)
+        assert listed.selected["id"] == 50 and listed.scroll_y == 0

@@ -5,8 +5,9 @@ every row it is given (about 2 ms a row here), so it gets ``page`` rows of what 
 more when the cursor reaches the last one. When every fetched row is shown it asks for more (``NeedMore``);
 screens answer by fetching the next page from the daemon (``limit``/``before``).
 
-A refresh replaces the rows; the cursor follows the item it was on (by ``id``, or ``name``), not its position, so
-a new job arriving at the top never moves an action onto another job.
+A refresh replaces the rows; once the user has moved the cursor down to an item, it follows that item (by ``id``,
+or ``name``), not its position, so a new job arriving at the top never moves an action onto another job. On the
+first row it stays on the first row: the newest item, as new ones arrive (the head of a log, as in k9s).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class PagedTable(DataTable):
         self.sort_key: str | None = None
         self.sort_reverse = False
         self._row_keys: list = []
+        #: The user chose the item under the cursor (moved it off the first row): refreshes keep it there.
+        self.pinned = False
+        self._rendering = False
 
     def on_mount(self) -> None:
         for c in self.spec:
@@ -152,14 +156,18 @@ class PagedTable(DataTable):
             rows.sort(key=lambda r: (r.get(key) is None, _sortable(r.get(key))), reverse=self.sort_reverse)
         self.shown = rows[: self.limit]
         cursor = self.cursor_row
-        wanted = self.key(was) if was is not None else None
+        wanted = self.key(was) if was is not None and self.pinned else None
         if wanted is not None:
             cursor = next((i for i, r in enumerate(self.shown) if self.key(r) == wanted), cursor)
-        self.clear()
-        self._label_headers()
-        self._row_keys = self.add_rows([[c.text(r) for c in self.spec] for r in self.shown])
-        if self.shown:
-            self.move_cursor(row=min(max(cursor, 0), len(self.shown) - 1), animate=False)
+        self._rendering = True
+        try:
+            self.clear()
+            self._label_headers()
+            self._row_keys = self.add_rows([[c.text(r) for c in self.spec] for r in self.shown])
+            if self.shown:
+                self.move_cursor(row=min(max(cursor, 0), len(self.shown) - 1), animate=False)
+        finally:
+            self._rendering = False
 
     def _label_headers(self) -> None:
         for c in self.spec:
@@ -182,6 +190,8 @@ class PagedTable(DataTable):
 
     def watch_cursor_coordinate(self, old, new) -> None:
         super().watch_cursor_coordinate(old, new)
+        if not self._rendering:
+            self.pinned = new.row > 0
         if self.shown and new.row == len(self.shown) - 1:
             if len(self.shown) < sum(1 for r in self.rows_all if self._matches(r)):
                 self.limit += self.page
