@@ -16,3 +16,5 @@ def test_tui_bench_quick_runs_and_reports():
     assert result["bench"] == "tui"
     assert set(result) >= {"ours", "baseline", "ratio", "goal", "met", "events_per_s", "repaints_per_s"}
     assert result["ours"] > 0 and result["baseline"] > 0 and result["events_per_s"] > 0
+    assert len(result["key_p95_ms"]) == 10 and all(ms > 0 for ms in result["key_p95_ms"].values())
+    assert set(result["refresh_ms"]) == {"jobs", "experiments", "overview"} and len(result["memory_mib"]) == 2

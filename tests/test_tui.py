@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,11 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import make_project
 from serving_models import linear_model
-from tui_fakes import NOW, ROUTES, FakeApi
+from tui_fakes import NOW
+from tui_helpers import settle, table, text_of
 
 from appliance.testing import DaemonProcess
 from tui.app import ApplianceApp
-from tui.client import ApiClient, ApiError
+from tui.client import ApiClient
 from tui.widgets.table import PagedTable
 
 TOML = """
@@ -141,20 +140,6 @@ def app_for(d: DaemonProcess, readonly: bool = False) -> ApplianceApp:
     return ApplianceApp(ApiClient(d.home), readonly=readonly, home=d.home)
 
 
-async def settle(pilot, app, until=lambda: True, timeout: float = 10.0) -> None:
-    """Let workers finish (and the condition hold): the daemon answers over real HTTP."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await pilot.pause(0.05)
-        busy = [w for w in app.workers if w.group != "events" and not w.is_finished]
-        if (not busy and until()) or time.monotonic() > deadline:
-            return
-
-
-def table(app, name: str) -> PagedTable:
-    return app.screen.query_one(f"#{name}", PagedTable)
-
-
 async def goto(pilot, app, key: str, table_id: str) -> PagedTable:
     await pilot.press(key)
     await settle(pilot, app, lambda: bool(app.screen.query(f"#{table_id}")) and table(app, table_id).rows_all)
@@ -223,6 +208,18 @@ async def test_every_area_shows_the_daemons_data(box):
         assert app.current_mode == "jobs"
 
 
+async def test_the_daemon_log_is_followed(box):
+    app = app_for(box)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, app, lambda: app.first_paint is not None)
+        await pilot.press("colon", *"log", "enter")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "DaemonLog")
+        await pilot.pause(0.3)
+        log = app.screen.query_one("#daemon-log")
+        written = (box.home / "logs" / "daemon.log").read_text().splitlines()
+        assert written and written[-1] in list(log.lines)
+
+
 async def test_hook_register_tui_panels(box):
     """A fixture plugin's panels are listed by the daemon and rendered in the Panels area with its data."""
     listed = {p["name"]: p for p in box.get("/tui/panels").json()}
@@ -254,7 +251,7 @@ async def test_help_and_command_palette(box):
         await pilot.press("question_mark")
         await settle(pilot, app)
         assert type(app.screen).__name__ == "Help"
-        await pilot.press("escape", "colon", *"go models", "enter")
+        await pilot.press("escape", "colon", *"models", "enter")
         await settle(pilot, app, lambda: app.current_mode == "models")
         assert app.current_mode == "models"
 
@@ -305,6 +302,7 @@ async def test_promote_and_roll_back_a_model_through_confirmations(box):
         await goto(pilot, app, "6", "models")
         versions = table(app, "versions")
         await settle(pilot, app, lambda: len(versions.rows_all) == 2)
+        versions.focus()
         versions.move_cursor(row=next(i for i, r in enumerate(versions.shown) if r["version"] == 2))
         await pilot.press("p")
         await settle(pilot, app)
@@ -327,6 +325,7 @@ async def test_approve_a_held_batch_through_its_confirmation(box):
     async with app.run_test(size=(120, 36)) as pilot:
         await goto(pilot, app, "3", "sources")
         batches = table(app, "batches")
+        batches.focus()
         batches.move_cursor(row=next(i for i, r in enumerate(batches.shown) if r["id"] == box.held))
         await pilot.press("a")
         await settle(pilot, app)
@@ -339,49 +338,48 @@ async def test_acknowledge_an_alert_through_its_confirmation(box):
     app = app_for(box)
     async with app.run_test(size=(120, 36)) as pilot:
         alerts = await goto(pilot, app, "8", "alerts")
+        alerts.focus()
         alerts.move_cursor(row=next(i for i, r in enumerate(alerts.shown) if r["id"] == box.alert))
         await pilot.press("a")
+        await settle(pilot, app)
+        await pilot.press(*"disk is a test fixture", "enter")  # the note
         await settle(pilot, app)
         await pilot.press("y")
         await settle(pilot, app, lambda: box.get(f"/alerts/{box.alert}").json()["state"] == "acked")
     alert = box.get(f"/alerts/{box.alert}").json()
-    assert (alert["state"], alert["acked_by"]) == ("acked", "tui")
+    assert (alert["state"], alert["acked_by"], alert["ack_note"]) == ("acked", "tui", "disk is a test fixture")
 
 
-async def test_readonly_refuses_every_action(box):
+async def test_readonly_hides_and_refuses_every_action(box):
+    """Read-only: the keys that change the box are not in the footer, pressing them changes nothing, and the
+    marker shows."""
     job = box.submit("sleep", {"seconds": 60})
     before = {"champion": box.get("/models/fraud").json()["aliases"]["champion"],
               "batches": box.get("/batches").json(), "alerts": box.get("/alerts", params={"state": "all"}).json()}
     app = app_for(box, readonly=True)
-    # Notifications expire after a few seconds, and a loaded machine can take longer than that to press through
-    # every action: keep every one the app raises.
-    raised = []
-    notify = app.notify
-
-    def keep(message, *args, **kwargs):
-        raised.append((kwargs.get("title"), message))
-        return notify(message, *args, **kwargs)
-
-    app.notify = keep
     async with app.run_test(size=(120, 36)) as pilot:
         jobs = await goto(pilot, app, "2", "jobs")
         jobs.move_cursor(row=next(i for i, r in enumerate(jobs.shown) if r["id"] == job["id"]))
+        seen = text_of(app)
+        assert "Cancel job" not in seen and "READ-ONLY" in seen, seen
         for key in ("c", "n", "p"):
-            await pilot.press(key)
-            await pilot.press("y")
+            await pilot.press(key, "y")
         await goto(pilot, app, "3", "sources")
+        table(app, "batches").focus()
         for key in ("a", "x"):
             await pilot.press(key, "y")
         await goto(pilot, app, "6", "models")
         await settle(pilot, app, lambda: len(table(app, "versions").rows_all) == 2)
+        table(app, "versions").focus()
+        assert "Promote" not in text_of(app)
         for key in ("p", "b"):
             await pilot.press(key, "y")
         await goto(pilot, app, "8", "alerts")
-        await pilot.press("a", "y")
+        table(app, "alerts").focus()
+        await pilot.press("a")
         await settle(pilot, app)
-        refused = [message for title, message in raised if title == "Read-only"]
-        assert len(refused) == 8, refused
-        assert "READ-ONLY" in str(app.screen.query_one("#nav").render())
+        assert type(app.screen).__name__ == "MonitoringScreen"  # no prompt for a note was opened
+        await pilot.press("y")
     assert box.get(f"/jobs/{job['id']}").json()["state"] in ("queued", "running")
     assert box.get("/models/fraud").json()["aliases"]["champion"] == before["champion"]
     assert box.get("/batches").json() == before["batches"]
@@ -416,6 +414,7 @@ async def test_a_lost_daemon_shows_the_banner_and_the_dashboard_reconnects(tmp_p
             await settle(pilot, app, lambda: bool(app.lost))
             assert app.lost
             assert app.screen.query_one("#lost").display
+            assert app.screen.has_class("-stale") and "stale" in text_of(app).splitlines()[0]  # the data dims
             await pilot.press("2")  # the dashboard still works while the daemon is away
             await settle(pilot, app)
             d.start()  # a new port: the client finds it through daemon.json
@@ -443,95 +442,3 @@ async def test_no_daemon_offers_to_start_one(tmp_path):
         await pilot.press("s")  # read-only: refused, nothing started
         await settle(pilot, app)
         assert not (home / "daemon.json").exists()
-
-
-# ------------------------------------------------------------------------------------------------ on fixed data
-
-
-async def test_a_long_job_history_is_paged_from_the_daemon_with_before():
-    history = [{"id": i, "kind": "ingest", "state": "succeeded", "progress": 1.0, "created": NOW - i}
-               for i in range(1000, 0, -1)]
-    asked = []
-
-    def jobs(limit=100, before=None, state=None):
-        asked.append(before)
-        rows = [j for j in history if before is None or j["id"] < before]
-        return rows[:limit]
-
-    app = ApplianceApp(FakeApi({"/jobs": jobs}), live=False, clock=lambda: NOW)
-    async with app.run_test(size=(120, 36)) as pilot:
-        jobs_table = await goto(pilot, app, "2", "jobs")
-        assert len(jobs_table.rows_all) == 200 and jobs_table.row_count == 50  # one page fetched, less drawn
-        while len(jobs_table.rows_all) < 400:
-            jobs_table.move_cursor(row=jobs_table.row_count - 1)
-            await settle(pilot, app)
-        assert jobs_table.row_count == 250
-        assert asked[-1] == 801 and jobs_table.rows_all[-1]["id"] == 601
-
-
-async def test_two_runs_compared_side_by_side_and_a_run_sorted():
-    diff = {"a": 12, "b": 11, "params": {"hyperparameters.lr": {"a": 0.001, "b": 0.01}},
-            "metrics": {"val_auc": {"a": 0.89, "b": 0.86}}, "environment": {}, "data": {}}
-    app = ApplianceApp(FakeApi({"/runs/compare": diff}), live=False, clock=lambda: NOW)
-    async with app.run_test(size=(120, 36)) as pilot:
-        runs = await goto(pilot, app, "5", "runs")
-        await pilot.press("m", "down", "m", "c")
-        await settle(pilot, app)
-        body = str(app.screen.query_one("#detail-body").render())
-        assert "hyperparameters.lr" in body and "0.89" in body and "0.86" in body
-        await pilot.press("escape")
-        runs.move_cursor(column=6)  # Step
-        await pilot.press("s")
-        assert [r["step"] for r in runs.shown] == sorted(r["step"] for r in runs.shown)
-
-
-async def test_online_lookup_box():
-    api = FakeApi(replies={"/features/online": {"features": ["customer_stats:tenure"], "values": [
-        {"customer_stats:tenure": 31}]}})
-    app = ApplianceApp(api, live=False, clock=lambda: NOW)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await goto(pilot, app, "4", "views")
-        await pilot.press("l", *"customer_id=42", "enter")
-        await settle(pilot, app)
-        assert api.posted == [("/features/online", {"entity": {"customer_id": "42"}})]
-        assert "customer_stats:tenure" in str(app.screen.query_one("#lookup-result").render())
-
-
-async def test_a_failing_action_is_a_notification_not_a_crash():
-    class Refusing(FakeApi):
-        async def post(self, path, body=None):
-            raise ApiError("alias 'champion' is gated: version 4 has auc 0.88 < 0.9", title="Promotion refused",
-                           status=409)
-
-    app = ApplianceApp(Refusing(), live=False, clock=lambda: NOW)
-    async with app.run_test(size=(120, 36)) as pilot:
-        await goto(pilot, app, "6", "models")
-        await settle(pilot, app, lambda: table(app, "versions").rows_all)
-        await pilot.press("p", "enter", "y")
-        await settle(pilot, app)
-        assert [n.title for n in app._notifications] == ["Promotion refused"]
-        assert app.is_running
-
-
-def test_bare_appliance_without_a_terminal_prints_help_that_names_tui(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "appliance", "--home", str(tmp_path)], capture_output=True,
-                         text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0 and "tui" in out.stdout
-
-
-async def test_overview_throughput_is_the_request_count_between_two_polls():
-    served = iter([1000, 1600])
-    now = [NOW]
-    dep = ROUTES["/deployments"]["deployments"][0]
-
-    def deployments():
-        return {"port": 1, "deployments": [{**dep, "requests": next(served)}]}
-
-    app = ApplianceApp(FakeApi({"/deployments": deployments}), live=False, clock=lambda: now[0])
-    async with app.run_test(size=(120, 36)) as pilot:
-        await settle(pilot, app)
-        assert table(app, "deployments").rows_all[0]["rate"] is None  # one reading is no rate yet
-        now[0] = NOW + 2
-        app.screen.reload()
-        await settle(pilot, app)
-        assert table(app, "deployments").rows_all[0]["rate"] == 300.0

@@ -1,140 +1,102 @@
-"""A fake control API client with fixed data, for the dashboard's snapshot tests only.
+"""The control API as the demo daemon answered it, recorded, for the dashboard's snapshot and fault tests.
 
-Snapshots must not depend on a daemon's timing (ids, latencies, ages), so the app gets this object instead of
-``ApiClient`` and a frozen clock; the Pilot tests in ``test_tui.py`` use the real daemon.
+Snapshots must not depend on a daemon's timing (ids, latencies, ages), so those tests get ``FakeApi``, which
+answers from ``tui_recorded.json`` with the clock frozen at the moment of recording. The recording is never
+written by hand: ``TUI_RECORD=1 pytest tests/test_tui_screens.py -k recorded`` takes it from the shortened demo
+(``tui_demo.py``), and the same test, run without the variable, compares its shapes with what the live daemon
+answers now, so a daemon whose answers change breaks that test instead of a user's screen.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from tui.client import NotInstalled
 
-NOW = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+RECORDING = Path(__file__).with_name("tui_recorded.json")
+
+#: What the dashboard reads, with the filters it uses (``?state=`` is part of a route's name here; ``limit`` is
+#: applied by the fake to the longest answer recorded).
+RECORDED = ["/health", "/status", "/jobs", "/jobs?state=running", "/schedules", "/pipelines", "/job-kinds",
+            "/deployments", "/predictions?deployment=fraud", "/alerts", "/alerts?state=open", "/alerts?state=all",
+            "/monitors", "/monitors/fraud_drift", "/monitors/box", "/sources", "/batches",
+            "/sources/transactions/quarantine", "/features", "/features/card_velocity", "/features/merchant_risk",
+            "/runs", "/runs/1", "/runs/1/metrics", "/models", "/models/fraud", "/models/fraud/versions/1",
+            "/plugins", "/tui/panels", "/events", "/jobs/{train}", "/jobs/{train}/logs"]
+#: Subtrees whose keys depend on the job kind, the event type or the run, not on the daemon's version.
+FREE_FORM = {"params", "result", "data", "details", "environment", "options", "alerts", "labels", "definition",
+             "schema", "signature", "lineage", "spec", "registrations", "tags", "manifest", "psi", "metrics",
+             "jobs", "aliases"}
 
 
-def ago(s: float) -> float:
-    return NOW - s
+def record(d, root: Path) -> dict:
+    """Every route in ``RECORDED`` as the daemon ``d`` answers it now, its temporary paths made readable."""
+    routes: dict[str, Any] = {}
+    train = d.get("/jobs", params={"kind": "train", "limit": 1}).json()[0]["id"]
+    for name in RECORDED:
+        path, _, query = name.format(train=train).partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if p)
+        limit = {"/events": 200, "/predictions": 30}.get(path, 1000)
+        r = d.get(path, params={**params, "limit": limit})
+        assert r.status_code == 200, (name, r.text)
+        routes[name.format(train=train)] = r.json()
+    text = json.dumps({"now": _now(routes), "train_job": train, "routes": routes,
+                       "metrics": d.get("/metrics").text})
+    return json.loads(text.replace(str(root), "/home/ml/fraud"))
 
 
-JOBS = [{"id": 40 - i, "kind": kind, "state": st, "progress": prog, "message": msg, "attempt": 1,
-         "created": ago(60 * (i + 1)), "origin": "api", "error": err, "params": {}}
-        for i, (kind, st, prog, msg, err) in enumerate([
-            ("train", "running", 0.62, "epoch 31/50", None),
-            ("materialize", "running", 0.25, "customers", None),
-            ("ingest", "queued", 0.0, "", None),
-            ("ingest", "succeeded", 1.0, "3 batches", None),
-            ("monitor", "failed", 0.4, "", "reference window is empty"),
-            ("backup", "cancelled", 0.1, "", None)])]
+def _now(routes: dict) -> float:
+    """The moment of recording: just after the newest time the daemon reported."""
+    newest = max(e["time"] for e in routes["/events"])
+    return float(int(newest) + 1)
 
-RUNS = [{"id": 12 - i, "experiment": "churn", "spec_name": "churn_mlp", "state": st, "epoch": ep, "step": ep * 40,
-         "created": ago(3600 * (i + 1))} for i, (st, ep) in enumerate([("running", 31), ("succeeded", 50),
-                                                                     ("succeeded", 50), ("failed", 7)])]
 
-ROUTES: dict[str, Any] = {
-    "/health": {"status": "ok", "version": "0.1.0"},
-    "/status": {"version": "0.1.0", "pid": 4242, "home": "/home/ml/.local/share/appliance",
-                "project": "/home/ml/churn", "uptime_s": 93784.0, "stopping": False,
-                "plugins": {"loaded": 11, "failed": 1, "failures": 1},
-                "jobs": {"running": 2, "queued": 1, "succeeded": 812, "failed": 3}},
-    "/jobs": JOBS,
-    "/schedules": [{"name": "nightly", "type": "pipeline", "target": "nightly", "schedule": "cron 0 2 * * *",
-                    "next_fire": NOW + 7200, "last_fire": ago(79200)},
-                   {"name": "drift", "type": "job", "target": "monitor", "schedule": "every 15m",
-                    "next_fire": NOW + 300, "last_fire": ago(600)}],
-    "/deployments": {"port": 7871, "deployments": [
-        {"name": "churn", "target": "churn@champion", "state": "ready", "version": 3, "provider": "CUDAExecutionProvider",
-         "requests": 182_113, "failures": 2, "p50_ms": 0.81, "p99_ms": 3.2, "max_batch_size": 64,
-         "max_queue_delay_us": 2000, "shadow": "churn-next", "error": None},
-        {"name": "churn-next", "target": "churn:4", "state": "ready", "version": 4, "provider": "CPUExecutionProvider",
-         "requests": 9_001, "failures": 0, "p50_ms": 1.4, "p99_ms": 5.9, "max_batch_size": 1,
-         "max_queue_delay_us": 0, "shadow": None, "error": None}]},
-    "/predictions": [{"ts": f"2025-12-31 23:59:5{9 - i}.125000", "deployment": "churn", "model": "churn",
-                      "version": 3, "request_id": f"req-{100 - i}", "row_index": 0, "latency_us": 700 + 10 * i,
-                      "shadow": False, "outputs": {"probability": [0.12 + i / 100]}} for i in range(5)],
-    "/alerts": [{"id": 7, "rule": "churn_drift.dataset_drift", "subject": "deployment:churn", "severity": "warning",
-                 "state": "open", "count": 3, "message": "4 of 12 features drifted (tenure, plan, calls, spend)",
-                 "last_seen": ago(120)},
-                {"id": 5, "rule": "box.disk", "subject": "box:disk", "severity": "error", "state": "acked",
-                 "count": 1, "message": "8.2% of the home's volume is free", "last_seen": ago(5400)}],
-    "/monitors": {"monitors": [
-        {"name": "churn_drift", "kind": "drift", "every_s": 900, "last_run": {
-            "status": "alert", "time": ago(120), "checks": [{"rule": "churn_drift.dataset_drift", "firing": True}]}},
-        {"name": "box", "kind": "box", "every_s": 60, "last_run": {
-            "status": "ok", "time": ago(30), "checks": [{"rule": "box.disk", "firing": False}]}}], "kinds": []},
-    "/sources": [{"name": "customers", "kind": "parquet", "rows": 1_204_311, "quarantined_rows": 17, "batches": 41,
-                  "held": 0},
-                 {"name": "events", "kind": "csv", "rows": 88_120, "quarantined_rows": 3, "batches": 9, "held": 1}],
-    "/batches": [{"id": 50 - i, "source": src, "state": st, "rows_in": n, "accepted": ok, "quarantined": n - ok,
-                  "time": ago(900 * (i + 1)), "reasons": reasons}
-                 for i, (src, st, n, ok, reasons) in enumerate([
-                     ("events", "held", 1200, 1200, ["column 'score': PSI 0.91 > 0.25"]),
-                     ("customers", "accepted", 30_000, 29_990, []),
-                     ("events", "approved", 800, 797, [])])],
-    "/sources/customers/quarantine": [{"batch_id": 49, "row": r, "column": c, "rule": rule, "expected": e, "got": g}
-                                      for r, c, rule, e, g in [(17, "age", "max", "<= 120", "340"),
-                                                               (88, "plan", "allowed", "basic|pro", "gold"),
-                                                               (91, "email", "pattern", "[a-z]+@…", "n/a")]],
-    "/features": [{"name": "customer_stats", "version": 4, "entities": ["customer_id"], "source": "customers",
-                   "rows": 1_204_311, "materialized": ago(1800)},
-                  {"name": "usage_7d", "version": 2, "entities": ["customer_id"], "source": "events",
-                   "rows": 88_120, "materialized": ago(300)}],
-    "/features/customer_stats": {"name": "customer_stats", "version": 4, "rows": 1_204_311, "watermark": "2025-12-31",
-                                 "online_age_s": 1800.0,
-                                 "stats": {"tenure": {"mean": 31.2, "std": 12.9, "nulls": 0.0},
-                                           "spend": {"mean": 54.1, "std": 20.2, "nulls": 0.01}}},
-    "/runs": RUNS,
-    "/runs/12/metrics": [{"key": key, "step": s, "value": v} for s in range(30)
-                         for key, v in (("loss", 1.0 / (1 + s / 5)), ("val_auc", 0.6 + s / 100))],
-    "/models": [{"name": "churn", "aliases": {"champion": 3, "challenger": 4}}],
-    "/models/churn": {"name": "churn", "versions": [
-        {"name": "churn", "version": v, "aliases": a, "metrics": {"auc": auc}, "created": ago(86400 * (5 - v))}
-        for v, a, auc in ((1, [], 0.81), (2, [], 0.84), (3, ["champion"], 0.87), (4, ["challenger"], 0.88))],
-        "audit": [{"id": 9, "action": "alias", "alias": "champion", "from_version": 2, "to_version": 3,
-                   "actor": "api", "reason": "beat v2 on holdout", "time": ago(86400)}]},
-    "/plugins": {"plugins": [
-        {"name": n, "source": src, "status": st, "version": "", "hooks": hooks, "error": err, "registrations": {}}
-        for n, src, st, hooks, err in [
-            ("ingest", "builtin", "loaded", ["register_routes", "register_job_kinds", "configure"], ""),
-            ("registry", "builtin", "loaded", ["register_routes", "register_services"], ""),
-            ("serving", "builtin", "loaded", ["register_routes", "startup", "shutdown"], ""),
-            ("slack_sink", "dropin", "failed", [], "ModuleNotFoundError: No module named 'slack_sdk'")]],
-        "failures": [{"plugin": "slack_sink", "hook": "import", "message": "No module named 'slack_sdk'",
-                      "traceback": "Traceback ...", "time": NOW - 3600}]},
-    "/tui/panels": [{"name": "queues", "title": "Queue depth", "route": "/fixture/queues", "kind": "table",
-                     "columns": ["queue", "depth"], "rows_key": "queues", "refresh_s": 5, "plugin": "mailer"},
-                    {"name": "license", "title": "License", "route": "/fixture/license", "kind": "keyvalue",
-                     "columns": [], "rows_key": "", "refresh_s": 5, "plugin": "mailer"}],
-    "/fixture/queues": {"queues": [{"queue": "emails", "depth": 7}, {"queue": "webhooks", "depth": 0}]},
-    "/fixture/license": {"holder": "ACME", "seats": 5, "expires": "2030-01-01"},
-}
+def load() -> dict:
+    return json.loads(RECORDING.read_text())
 
-METRICS = "\n".join(f'appliance_gpu_{k}{{gpu="0",name="NVIDIA H100 80GB HBM3"}} {v}' for k, v in (
-    ("temperature_c", 64.0), ("utilization_pct", 87.0), ("memory_used_bytes", 51e9), ("memory_total_bytes", 85e9)))
+
+REC = load() if RECORDING.exists() else {"now": 0.0, "routes": {}, "metrics": ""}
+NOW: float = REC["now"]
+ROUTES: dict[str, Any] = REC["routes"]
+METRICS: str = REC["metrics"]
+
+
+def more_gpus(text: str, n: int) -> str:
+    """The recorded GPU lines repeated for ``n`` GPUs (the fake provider reports one; a box may have eight)."""
+    lines = [line for line in text.splitlines() if 'gpu="0"' in line]
+    extra = [line.replace('gpu="0"', f'gpu="{i}"') for i in range(1, n) for line in lines]
+    return "\n".join([text, *extra])
 
 
 class FakeApi:
-    """Answers ``GET`` from ``ROUTES``; records ``POST``; paths it lacks are 'not installed' like a real daemon."""
+    """Answers ``GET`` from the recording; records ``POST``; paths it lacks are 'not installed' like a daemon."""
 
     where = "/home/ml/.local/share/appliance"
 
-    def __init__(self, routes: dict | None = None, replies: dict | None = None):
+    def __init__(self, routes: dict | None = None, replies: dict | None = None, metrics: str | None = None):
         self.routes = {**ROUTES, **(routes or {})}
         self.replies = replies or {}
+        self.metrics = METRICS if metrics is None else metrics
         self.posted: list[tuple[str, Any]] = []
 
     async def get(self, path: str, **params: Any) -> Any:
-        if path not in self.routes:
+        query = "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k in ("state", "deployment") and v)
+        name = f"{path}?{query}" if query and f"{path}?{query}" in self.routes else path
+        if name not in self.routes:
             raise NotInstalled(f"no route /api/v1{path}", title="Not installed", status=404)
-        data = self.routes[path]
+        data = self.routes[name]
         if callable(data):
             return data(**params)
-        if isinstance(data, list) and params.get("state") not in (None, "all", "active"):
-            return [r for r in data if r.get("state") == params["state"]]
+        if isinstance(data, list) and params.get("kind"):
+            data = [r for r in data if r.get("kind") == params["kind"]]
+        if isinstance(data, list) and params.get("limit"):
+            return data[: int(params["limit"])]
         return data
 
     async def get_text(self, path: str) -> str:
-        return METRICS
+        return self.metrics
 
     async def post(self, path: str, body: Any = None) -> Any:
         self.posted.append((path, body))
@@ -145,3 +107,59 @@ class FakeApi:
 
     async def reconnect(self) -> None:
         pass
+
+
+# ------------------------------------------------------------------------------------------------ shapes
+
+
+def shape(value: Any) -> Any:
+    """The type structure of a JSON value: dicts by key, lists by the union of their items, numbers as one."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        merged: Any = None
+        for item in value:
+            merged = _union(merged, shape(item))
+        return [merged]
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "bool"
+    return "number" if isinstance(value, int | float) else type(value).__name__
+
+
+def _union(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _union(a.get(k), b.get(k)) for k in {**a, **b}}
+    if isinstance(a, list) and isinstance(b, list):
+        return [_union(a[0], b[0])]
+    return a if a == b else "mixed"
+
+
+def _is_map(d: dict) -> bool:
+    """All values of one shape: a mapping keyed by data (counts by state, stats by feature), not a record."""
+    values = [json.dumps(v, sort_keys=True) for v in d.values()]
+    return bool(values) and len(set(values)) == 1
+
+
+def differences(fake: Any, live: Any, where: str = "") -> list[str]:
+    """Where the recorded shape and the live one disagree; nulls and empty lists match anything."""
+    if fake is None or live is None or fake == "mixed" or live == "mixed":
+        return []
+    if isinstance(fake, dict) and isinstance(live, dict):
+        if where.rsplit(".", 1)[-1] in FREE_FORM:
+            return []
+        if set(fake) != set(live) and _is_map(fake) and _is_map(live):
+            return differences(next(iter(fake.values())), next(iter(live.values())), f"{where}.*")
+        out = [f"{where}.{k}: recorded, but the daemon no longer sends it" for k in set(fake) - set(live)]
+        out += [f"{where}.{k}: the daemon sends it, the recording lacks it" for k in set(live) - set(fake)]
+        for k in set(fake) & set(live):
+            out += differences(fake[k], live[k], f"{where}.{k}")
+        return out
+    if isinstance(fake, list) and isinstance(live, list):
+        return differences(fake[0], live[0], f"{where}[]")
+    return [] if fake == live else [f"{where}: recorded {fake}, the daemon sends {live}"]

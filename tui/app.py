@@ -8,13 +8,16 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from platformdirs import user_downloads_path
 from textual import work
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
+from . import settings
 from .client import ApiClient, ApiError, DaemonLost, NotInstalled
 from .commands import AreaCommands
+from .keys import help_text
 from .screens import SCREENS
 from .screens.modals import Help
 from .screens.nodaemon import NoDaemon
@@ -22,19 +25,18 @@ from .widgets.chrome import AREAS, KEYS
 
 
 class ApplianceApp(App):
-    """``api`` is anything with the ``ApiClient`` methods (tests inject a fake for snapshots)."""
+    """``api`` is anything with the ``ApiClient`` methods (tests inject a recorded fake for snapshots)."""
 
     CSS_PATH = "app.tcss"
     TITLE = "appliance"
     MODES = SCREENS
     DEFAULT_MODE = "overview"
-    COMMAND_PALETTE_BINDING = "colon"
     COMMANDS = App.COMMANDS | {AreaCommands}
     BINDINGS = [
         *(Binding(key, f"switch_mode('{mode}')", label, show=False) for key, (mode, label) in zip(KEYS, AREAS,
                                                                                                  strict=True)),
         Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("q", "back_or_quit", "Quit"),
     ]
     #: Why the daemon does not answer; empty while it does (the banner watches this).
     lost = reactive("")
@@ -57,6 +59,12 @@ class ApplianceApp(App):
         self.first_loaded = False
         #: ``perf_counter()`` when the first screen was on the terminal with the daemon's data (for the bench).
         self.first_paint: float | None = None
+        remembered = settings.load(home).get("theme")
+        if remembered in self.available_themes:
+            self.theme = remembered
+
+    def watch_theme(self, theme: str) -> None:
+        settings.save(self.home, theme=theme)
 
     def attached(self) -> None:
         """The daemon answers (again): follow its events and reload what shows."""
@@ -135,5 +143,22 @@ class ApplianceApp(App):
         elif error is not None:
             self.notify(f"{type(error).__name__}: {error}", title="Dashboard error", severity="error")
 
+    # ------------------------------------------------------------------------------------------ keys
+
     def action_help(self) -> None:
-        self.push_screen(Help(classes="modal"))
+        self.push_screen(Help(help_text(self, self.screen)))
+
+    def action_back_or_quit(self) -> None:
+        """``q``: back out of a pushed view (a job's log, a detail); quit only from an area itself."""
+        if len(self.screen_stack) > 1:
+            self.pop_screen()
+        else:
+            self.exit()
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        """Into ~/Downloads when there is one, else the current directory (a server often has no Downloads)."""
+        if path is None:
+            downloads = user_downloads_path()
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        return super().deliver_screenshot(filename, path, time_format)

@@ -131,6 +131,8 @@ def demo(headless, seconds, demo_home, keep, as_json, drift_after):
         traffic = Traffic(f"http://127.0.0.1:{port}", world, feedback_token=client.get("/feedback/token")["token"],
                           drift_after=drift_after if drift_after is not None else min(30.0, seconds / 2))
         traffic.start()
+        say(f"from another terminal: `appliance` (it offers to attach to this demo) or "
+            f"`appliance --home {home}`")
         if headless:
             say(f"sending traffic for {seconds:g} s (drift after {traffic.drift_after:g} s)")
             time.sleep(seconds)

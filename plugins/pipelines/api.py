@@ -53,19 +53,36 @@ def routes(pipelines) -> list[Route]:
         pipelines.pipeline(req.path_params["name"])
         return pipelines.cancel(req.path_params["name"], run_id)
 
+    def paused(key: str) -> bool:
+        return bool((pipelines.records.schedule_state(key) or {}).get("paused"))
+
     def schedules(req) -> list:
         out = []
         for name, p in sorted(pipelines.project.pipelines.items()):
             if p.when:
                 key = f"pipeline:{name}"
                 out.append({"name": name, "type": "pipeline", "target": name, "schedule": p.when.describe(),
-                            "next_fire": pipelines.next_fire(key), "last_fire": pipelines.last_fire(key)})
+                            "next_fire": pipelines.next_fire(key), "last_fire": pipelines.last_fire(key),
+                            "paused": paused(key)})
         for name, s in sorted(pipelines.project.schedules.items()):
             key = f"job:{name}"
             out.append({"name": name, "type": "job", "target": s.kind, "schedule": s.when.describe(),
                         "next_fire": pipelines.next_fire(key), "last_fire": pipelines.last_fire(key),
-                        "fires": pipelines.records.fires(name, limit=10)})
+                        "paused": paused(key), "fires": pipelines.records.fires(name, limit=10)})
         return out
+
+    def pause_or_resume(pause: bool):
+        def route(req) -> dict:
+            body = req.json_object()
+            kind = body.get("type") or ("pipeline" if req.path_params["name"] in pipelines.project.pipelines
+                                        else "job")
+            if kind not in ("pipeline", "job"):
+                raise BadRequest(f"field 'type' must be 'pipeline' or 'job', got {kind!r}")
+            key = f"{kind}:{req.path_params['name']}"
+            pipelines.set_paused(key, pause)
+            return {"name": req.path_params["name"], "type": kind, "paused": pause,
+                    "next_fire": pipelines.next_fire(key)}
+        return route
 
     return [
         Route("GET", "/pipelines", list_pipelines, "pipelines, with schedules and last runs"),
@@ -75,4 +92,8 @@ def routes(pipelines) -> list[Route]:
         Route("POST", "/pipelines/{name}/run", start, "start a run now"),
         Route("POST", "/pipelines/{name}/cancel", cancel, "cancel the pipeline's running run(s)"),
         Route("GET", "/schedules", schedules, "every schedule with its next fire time"),
+        Route("POST", "/schedules/{name}/pause", pause_or_resume(True),
+              "pause a schedule (it fires nothing until resumed, across restarts; body: optional type)"),
+        Route("POST", "/schedules/{name}/resume", pause_or_resume(False),
+              "resume a paused schedule from now (the times it missed are not caught up)"),
     ]

@@ -140,6 +140,27 @@ class Pipelines:
         nxt = trigger.get_next_fire_time(_dt(state["last_fire"]), _dt(state["last_fire"]))
         self.scheduler.add_job(self.fire, trigger=trigger, args=[key], id=key, name=key, replace_existing=True,
                                next_run_time=nxt, misfire_grace_time=None, coalesce=True, max_instances=1)
+        if state.get("paused"):
+            self.scheduler.pause_job(key)
+
+    def set_paused(self, key: str, paused: bool) -> None:
+        """Pause a schedule (it fires nothing, across restarts too) or resume it from now: the times that passed
+        while it was paused are not caught up."""
+        with self.lock:
+            state = self.records.schedule_state(key)
+            if key not in self.armed or state is None:
+                raise NotFound(f"no schedule {key.split(':', 1)[1]!r}; see /schedules")
+            if bool(state.get("paused")) == paused:
+                return
+            self.records.set_paused(key, paused, state["last_fire"] if paused else max(time.time(), state["last_fire"]))
+            if paused:
+                self.scheduler.pause_job(key)
+            else:
+                kind, name = key.split(":", 1)
+                target = (self.project.pipelines if kind == "pipeline" else self.project.schedules)[name]
+                self._arm(key, target.when)
+        self.app.events.emit(f"schedule.{'paused' if paused else 'resumed'}", subject=f"schedule:{key}",
+                             data={"schedule": key})
 
     def fire(self, key: str, catching_up: bool = False) -> None:
         """A schedule's time has come (or the daemon just started): run once for every fire time since the last."""
@@ -149,7 +170,7 @@ class Pipelines:
             state = self.records.schedule_state(key)
             kind, name = key.split(":", 1)
             target = (self.project.pipelines if kind == "pipeline" else self.project.schedules).get(name)
-            if state is None or target is None or self.armed.get(key) != state["fingerprint"]:
+            if state is None or target is None or self.armed.get(key) != state["fingerprint"] or state.get("paused"):
                 return
             when = target.when
             times = fire_times(make_trigger(when, state["anchor"]), state["last_fire"], time.time())

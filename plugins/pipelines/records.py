@@ -70,6 +70,12 @@ def m001_tables(db) -> None:
     db.execute("create index schedule_fires_by_name on schedule_fires(schedule, id)")
 
 
+@migrations()
+def m002_schedule_paused(db) -> None:
+    # A paused schedule stays paused across restarts and fires nothing, not even to catch up.
+    db.execute("alter table schedule_state add column paused integer not null default 0")
+
+
 def run_row(row: dict) -> dict:
     out = dict(row)
     out["missed"] = json.loads(row["missed"])
@@ -176,6 +182,10 @@ class Records:
                         "on conflict(name) do update set fingerprint=excluded.fingerprint, "
                         "anchor=excluded.anchor, last_fire=excluded.last_fire",
                         [name, fingerprint, anchor, last_fire])
+
+    def set_paused(self, name: str, paused: bool, last_fire: float) -> None:
+        self.db.execute("update schedule_state set paused = ?, last_fire = ? where name = ?",
+                        [int(paused), last_fire, name])
 
     def drop_schedule_states(self, keep: list[str]) -> None:
         marks = ", ".join("?" for _ in keep)

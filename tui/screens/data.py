@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..widgets.format import ago, cell, state
+from ..widgets.format import ago, fields, state
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
 from .modals import Confirm, Detail
@@ -17,10 +17,11 @@ from .modals import Confirm, Detail
 class DataScreen(AreaScreen):
     AREA = "data"
     EVENTS = ("ingest.",)
+    MUTATING = frozenset({"decide"})
     BINDINGS = [
-        Binding("a", "decide(True)", "Approve batch"),
-        Binding("x", "decide(False)", "Reject batch"),
-        Binding("enter", "details", "Details"),
+        Binding("a", "decide(True)", "Approve held batch"),
+        Binding("x", "decide(False)", "Reject held batch"),
+        Binding("enter", "details", "Details of the row"),
     ]
 
     def body(self) -> ComposeResult:
@@ -31,19 +32,20 @@ class DataScreen(AreaScreen):
                 yield Static("Sources", classes="heading")
                 yield PagedTable([Column("name", "Source"), Column("kind", "Kind"), Column("rows", "Rows"),
                                   Column("quarantined_rows", "Quarantined"), Column("batches", "Batches"),
-                                  Column("held", "Held")], id="sources")
+                                  Column("held", "Held")], id="sources", title="source")
             with Vertical(classes="half"):
                 yield Static("Batches", classes="heading")
                 yield PagedTable([Column("id", "Batch"), Column("source", "Source"),
                                   Column("state", "State", lambda r: state(r.get("state"))),
                                   Column("rows_in", "In"), Column("accepted", "OK"),
                                   Column("quarantined", "Bad"),
-                                  Column("time", "When", lambda r: ago(r.get("time"), now()))],
-                                 id="batches")
+                                  Column("time", "When", lambda r: ago(r.get("time"), now()), live=True)],
+                                 id="batches", title="batch")
         yield Static("Quarantine", classes="heading", id="quarantine-title")
         yield PagedTable([Column("batch_id", "Batch"), Column("row", "Row"), Column("column", "Column"),
                           Column("rule", "Rule"), Column("expected", "Expected"), Column("got", "Got")],
-                         id="quarantine")
+                         id="quarantine", title="quarantined row", key=lambda r: (r.get("batch_id"), r.get("row"),
+                                                                                  r.get("column"), r.get("rule")))
 
     async def fetch(self) -> None:
         sources = await self.section(self.query_one("#data-missing", Static), "/sources")
@@ -70,18 +72,18 @@ class DataScreen(AreaScreen):
     async def _load_quarantine(self) -> None:
         await self._quarantine()
 
-    def action_details(self) -> None:
-        batch = self.query_one("#batches", PagedTable).selected
-        if batch:
-            reasons = "\n".join(f"  • {r}" for r in batch.get("reasons") or []) or "  (none)"
-            body = "\n".join(f"{k}: {cell(v)}" for k, v in batch.items() if k != "reasons")
-            self.app.push_screen(Detail(f"Batch {batch.get('id')}", f"{body}\n\nreasons:\n{reasons}"))
+    def details_batches(self, batch: dict) -> None:
+        reasons = "\n".join(f"  • {r}" for r in batch.get("reasons") or []) or "  (none)"
+        self.app.push_screen(Detail(f"Batch {batch.get('id')}",
+                                    f"{fields(batch, skip=('reasons',))}\n\n[b]reasons[/b]:\n{reasons}"))
+
+    def details_quarantine(self, row: dict) -> None:
+        self.app.push_screen(Detail(f"Quarantined row {row.get('row')} of batch {row.get('batch_id')}", fields(row)))
 
     def action_decide(self, approve: bool) -> None:
         verb = "approve" if approve else "reject"
-        batch = self.query_one("#batches", PagedTable).selected
+        batch = self.pick("batches", "batch")
         if batch is None:
-            self.notify("no batch selected", severity="warning")
             return
         if not self.allowed(f"{verb} batch {batch.get('id')}"):
             return

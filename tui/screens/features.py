@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
 from ..client import ApiError
-from ..widgets.format import ago, cell
+from ..widgets.format import ago, cell, number
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
 
@@ -21,10 +21,12 @@ class FeaturesScreen(AreaScreen):
     def body(self) -> ComposeResult:
         now = lambda: self.app.clock()  # noqa: E731 - frozen in snapshot tests
         yield Static(id="features-missing", classes="missing")
-        yield PagedTable([Column("name", "View"), Column("version", "Ver"), Column("entities", "Entities"),
+        yield PagedTable([Column("name", "View"), Column("version", "Ver"),
+                          Column("entities", "Entities", lambda r: entities(r.get("entities"))),
                           Column("source", "Source"), Column("rows", "Rows"),
-                          Column("materialized", "Materialized", lambda r: ago(r.get("materialized"), now()))],
-                         id="views")
+                          Column("materialized", "Materialized", lambda r: ago(r.get("materialized"), now()),
+                                 live=True)],
+                         id="views", title="feature view")
         yield Static(id="view-detail", classes="box")
         yield Input(placeholder="online lookup: key=value[,key=value] (enter)", id="lookup")
         yield Static(id="lookup-result", classes="box")
@@ -43,12 +45,7 @@ class FeaturesScreen(AreaScreen):
             box.update("[dim]no feature views[/]")
             return
         d = await self.api.get(f"/features/{view['name']}")
-        stats = d.get("stats") or {}
-        lines = [f"[b]{d['name']}[/b] v{d.get('version')}  rows {cell(d.get('rows'))}  watermark "
-                 f"{cell(d.get('watermark'))}  online age {cell(d.get('online_age_s'))} s"]
-        for name, s in list(stats.items())[:8] if isinstance(stats, dict) else []:
-            lines.append(f"  {name:<20} " + "  ".join(f"{k} {cell(v)}" for k, v in list((s or {}).items())[:5]))
-        box.update("\n".join(lines))
+        box.update(view_summary(d, self.app.clock()))
 
     @on(DataTable.RowHighlighted, "#views")
     def _moved(self) -> None:
@@ -82,3 +79,28 @@ class FeaturesScreen(AreaScreen):
         values = (out.get("values") or [{}])[0]
         pairs = values.items() if isinstance(values, dict) else zip(out.get("features", []), values, strict=False)
         box.update("\n".join(f"{k:<32} {cell(v)}" for k, v in pairs) or "[dim]no values[/]")
+
+
+def entities(value) -> str:
+    """``{"card": ["card_id"]}`` (or a plain list of keys) as ``card(card_id)``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{name}({','.join(keys)})" for name, keys in value.items())
+    return cell(value)
+
+
+def view_summary(d: dict, now: float) -> str:
+    """A view's head line and one line per feature: type, nulls, min, mean, max (``stats.features``)."""
+    stats = d.get("stats") or {}
+    per_feature = stats.get("features") if isinstance(stats.get("features"), dict) else {}
+    online = d.get("online_age_s")
+    lines = [f"[b]{cell(d.get('name'))}[/b] v{cell(d.get('version'))}  rows {cell(d.get('rows'))}  materialized "
+             f"{ago(d.get('materialized'), now)}",
+             f"watermark {cell(d.get('watermark'))}"
+             + (f"  online age {number(max(0.0, online))} s" if isinstance(online, int | float) else "")]
+    for name, s in per_feature.items():
+        s = s if isinstance(s, dict) else {}
+        lines.append(f"  {cell(name, width=24):<24} {cell(s.get('type'), width=7):<7} nulls {cell(s.get('nulls'))}  "
+                     f"min {cell(s.get('min'))}  mean {cell(s.get('mean'))}  max {cell(s.get('max'))}")
+    if not per_feature:
+        lines.append("  [dim]no statistics yet (materialize the view)[/]")
+    return "\n".join(lines)

@@ -1,21 +1,23 @@
-"""Jobs and pipelines: the queue and history (paged from the daemon), schedules, live log tail, run and cancel."""
+"""Jobs and pipelines: the queue and history (paged from the daemon), schedules, run and cancel.
+
+``n`` picks a job kind and asks for its parameters (filled in from the last job of that kind, which is what a
+person usually wants to run again); ``p`` runs the selected schedule's pipeline, or one named.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import json
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Static
 
-from ..client import ApiError
-from ..widgets.format import ago, bar, cell, clock, state, until
+from ..widgets.format import ago, bar, state, until
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
-from .modals import Confirm, Prompt
+from .jobdetail import JobDetail
+from .modals import Confirm, Picker, Prompt
 
 PAGE = 200
 
@@ -23,11 +25,14 @@ PAGE = 200
 class JobsScreen(AreaScreen):
     AREA = "jobs"
     EVENTS = ("job.", "pipeline.")
+    POLL_S = 2.0  # progress of a running job is not worth an event each step
+    MUTATING = frozenset({"cancel_job", "new_job", "run_pipeline", "pause_schedule"})
     BINDINGS = [
-        Binding("enter", "details", "Details / log"),
+        Binding("enter", "details", "Job log / schedule"),
         Binding("c", "cancel_job", "Cancel job"),
-        Binding("n", "new_job", "Run job"),
+        Binding("n", "new_job", "New job"),
         Binding("p", "run_pipeline", "Run pipeline"),
+        Binding("t", "pause_schedule", "Pause/resume schedule"),
     ]
 
     def body(self) -> ComposeResult:
@@ -35,16 +40,22 @@ class JobsScreen(AreaScreen):
         yield PagedTable([Column("id", "Job"), Column("kind", "Kind"),
                           Column("state", "State", lambda r: state(r.get("state"))),
                           Column("progress", "Progress", lambda r: bar(r.get("progress"), 10)),
-                          Column("attempt", "Try"), Column("created", "Created", lambda r: ago(r.get("created"),
-                                                                                             now())),
-                          Column("origin", "Origin"), Column("error", "Error")], id="jobs")
+                          Column("attempt", "Try"),
+                          Column("created", "Created", lambda r: ago(r.get("created"), now()), live=True),
+                          Column("origin", "Origin"), Column("error", "Error")], id="jobs", title="job")
         yield Static("Schedules", classes="heading")
         yield Static(id="schedules-missing", classes="missing")
         yield PagedTable([Column("name", "Schedule"), Column("type", "Type"), Column("target", "Target"),
                           Column("schedule", "When"),
-                          Column("next_fire", "Next", lambda r: until(r.get("next_fire"), now())),
-                          Column("last_fire", "Last", lambda r: ago(r.get("last_fire"), now()))],
-                         id="schedules")
+                          Column("paused", "State", lambda r: state("paused" if r.get("paused") else "active")),
+                          Column("next_fire", "Next", lambda r: until(r.get("next_fire"), now()), live=True),
+                          Column("last_fire", "Last", lambda r: ago(r.get("last_fire"), now()), live=True)],
+                         id="schedules", title="schedule")
+
+    def _poll(self) -> None:
+        # Only progress needs the timer (every state change is an event): poll while a job is queued or running.
+        if any(r.get("state") in ("queued", "running") for r in self.query_one("#jobs", PagedTable).rows_all):
+            super()._poll()
 
     async def fetch(self) -> None:
         jobs = await self.api.get("/jobs", limit=PAGE)
@@ -62,19 +73,12 @@ class JobsScreen(AreaScreen):
         page = await self.api.get("/jobs", limit=PAGE, before=oldest)
         table.extend(page, more=len(page) == PAGE)
 
-    def _job(self) -> dict | None:
-        job = self.query_one("#jobs", PagedTable).selected
-        if job is None:
-            self.notify("no job selected", severity="warning")
-        return job
-
-    def action_details(self) -> None:
-        if job := self._job():
-            self.app.push_screen(JobDetail(job["id"]))
+    def details_jobs(self, job: dict) -> None:
+        self.app.push_screen(JobDetail(job["id"]))
 
     def action_cancel_job(self) -> None:
-        job = self._job()
-        if job is None or not self.allowed(f"cancelling job {job['id']}"):
+        job = self.pick("jobs", "job")
+        if job is None:
             return
 
         def answered(yes: bool | None) -> None:
@@ -83,75 +87,75 @@ class JobsScreen(AreaScreen):
 
         self.app.push_screen(Confirm(f"Cancel job {job['id']} ({job['kind']}, {job['state']})?"), answered)
 
-    def action_new_job(self) -> None:
+    def action_new_job(self, kind: str | None = None) -> None:
         if not self.allowed("running a job"):
             return
+        if kind:
+            self._ask_params(kind)
+        else:
+            self._pick_kind()
 
-        def kind_given(kind: str | None) -> None:
-            if kind:
-                self.app.push_screen(Confirm(f"Queue a {kind} job?"), lambda yes: yes and self._act(
-                    "POST", "/jobs", {"kind": kind}, f"{kind} job queued"))
+    @work(exclusive=True, exit_on_error=False, group="action")
+    async def _pick_kind(self) -> None:
+        kinds = await self.api.get("/job-kinds")
+        choices = [(k["name"], k.get("description") or "") for k in kinds]
+        self.app.push_screen(Picker("Run a job of which kind?", choices),
+                             lambda kind: kind and self._ask_params(kind))
 
-        self.app.push_screen(Prompt("Job kind to run", placeholder="a registered job kind"), kind_given)
+    @work(exclusive=True, exit_on_error=False, group="action")
+    async def _ask_params(self, kind: str) -> None:
+        last = await self.api.get("/jobs", kind=kind, limit=1)
+        params = json.dumps(last[0].get("params") or {}) if last else "{}"
+        hint = (f"[dim]as the last {kind} job ran (job {last[0]['id']}); edit, then enter[/]" if last else
+                f"[dim]no {kind} job ran yet: write its parameters as JSON, then enter[/]")
+
+        def given(text: str | None) -> None:
+            if text is None:
+                return
+            try:
+                body = json.loads(text or "{}")
+            except ValueError as exc:
+                self.notify(f"parameters must be a JSON object: {exc}", title="Bad parameters", severity="error")
+                return
+            if not isinstance(body, dict):
+                self.notify("parameters must be a JSON object, like {\"view\": \"card_velocity\"}",
+                            title="Bad parameters", severity="error")
+                return
+            self.app.push_screen(Confirm(f"Queue a {kind} job with {json.dumps(body)}?"), lambda yes: yes and (
+                self._act("POST", "/jobs", {"kind": kind, "params": body}, f"{kind} job queued")))
+
+        self.app.push_screen(Prompt(f"Parameters of the {kind} job", value=params, hint=hint), given)
 
     def action_run_pipeline(self) -> None:
         if not self.allowed("running a pipeline"):
             return
-        row = self.query_one("#schedules", PagedTable).selected
-        default = row["target"] if row and row.get("type") == "pipeline" else ""
+        focused = self.focused_table()
+        row = focused.selected if focused is not None and focused.id == "schedules" else None
+        if row and row.get("type") == "pipeline":
+            self.run_pipeline(row["target"])
+            return
+        self.app.push_screen(Prompt("Pipeline to run"), lambda name: name and self.run_pipeline(name))
 
-        def name_given(name: str | None) -> None:
-            if name:
-                self.app.push_screen(Confirm(f"Run pipeline {name} now?"), lambda yes: yes and self._act(
-                    "POST", f"/pipelines/{name}/run", {}, f"pipeline {name} started"))
+    def run_pipeline(self, name: str) -> None:
+        """Ask, then run pipeline ``name`` now (``p``, and ``:run NAME``)."""
+        if not self.allowed(f"running pipeline {name}"):
+            return
+        self.app.push_screen(Confirm(f"Run pipeline {name} now?"), lambda yes: yes and self._act(
+            "POST", f"/pipelines/{name}/run", {}, f"pipeline {name} started"))
 
-        self.app.push_screen(Prompt("Pipeline to run", value=default), name_given)
+    def action_pause_schedule(self) -> None:
+        row = self.pick("schedules", "schedule")
+        if row is None:
+            return
+        verb = "resume" if row.get("paused") else "pause"
+        question = (f"Resume schedule {row['name']} ({row.get('schedule')}) from now? The times it missed are "
+                    "not caught up." if row.get("paused") else
+                    f"Pause schedule {row['name']} ({row.get('schedule')})? It fires nothing until resumed.")
+        self.app.push_screen(Confirm(question), lambda yes: yes and self._act(
+            "POST", f"/schedules/{row['name']}/{verb}", {"type": row.get("type")}, f"schedule {row['name']} {verb}d"))
 
     @work(exit_on_error=False, group="action")
     async def _act(self, method: str, path: str, body, done: str) -> None:
         await self.api.request(method, path, body=body if body is not None else {})
         self.notify(done, title="Done")
         self.reload()
-
-
-class JobDetail(Screen):
-    """One job and its log, tailed live until it finishes; esc goes back."""
-
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
-
-    def __init__(self, job_id: int):
-        super().__init__()
-        self.job_id = job_id
-        self.after = 0
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(id="job-head", classes="box")
-            yield Log(id="job-log", highlight=False)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.tail()
-
-    @work(exclusive=True, exit_on_error=False)
-    async def tail(self) -> None:
-        log = self.query_one(Log)
-        while True:
-            try:
-                job = await self.app.api.get(f"/jobs/{self.job_id}")
-                lines = await self.app.api.get(f"/jobs/{self.job_id}/logs", after=self.after, limit=1000)
-            except ApiError as exc:
-                self.app.report(exc)
-                await asyncio.sleep(1.0)
-                continue
-            self.query_one("#job-head", Static).update(
-                f"[b]job {job['id']}[/b] {job['kind']}  {state(job['state'])}  {bar(job.get('progress'), 20)} "
-                f"{cell(job.get('message'))}\ncreated {clock(job.get('created'))}  attempt {job.get('attempt')}"
-                f"  params {cell(job.get('params'))}\n"
-                + (f"[red]{cell(job.get('error'))}[/]" if job.get("error") else ""))
-            for line in lines:
-                self.after = max(self.after, int(line["seq"]))
-                log.write_line(str(line["line"]))
-            if job["state"] in ("succeeded", "failed", "cancelled") and not lines:
-                return
-            await asyncio.sleep(0.5)

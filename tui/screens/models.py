@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..widgets.format import ago, cell
+from ..widgets.format import ago, cell, fields, number
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
 from .modals import Confirm, Detail, Prompt
@@ -17,10 +17,11 @@ from .modals import Confirm, Detail, Prompt
 class ModelsScreen(AreaScreen):
     AREA = "models"
     EVENTS = ("model.",)
+    MUTATING = frozenset({"promote", "rollback"})
     BINDINGS = [
         Binding("p", "promote", "Promote version"),
         Binding("b", "rollback", "Roll back alias"),
-        Binding("enter", "details", "Lineage"),
+        Binding("enter", "details", "Version lineage"),
     ]
 
     def body(self) -> ComposeResult:
@@ -32,18 +33,20 @@ class ModelsScreen(AreaScreen):
                 yield PagedTable([Column("name", "Model"),
                                   Column("aliases", "Aliases", lambda r: " ".join(
                                       f"{a}→{v}" for a, v in sorted((r.get("aliases") or {}).items())) or "-")],
-                                 id="models")
+                                 id="models", title="model")
             with Vertical(classes="twothirds"):
                 yield Static("Versions", classes="heading")
                 yield PagedTable([Column("version", "Ver"),
                                   Column("aliases", "Aliases", lambda r: " ".join(r.get("aliases") or []) or "-"),
-                                  Column("metrics", "Metrics"),
-                                  Column("created", "Created", lambda r: ago(r.get("created"), now()))],
-                                 id="versions")
+                                  Column("metrics", "Metrics", lambda r: metrics(r.get("metrics"))),
+                                  Column("created", "Created", lambda r: ago(r.get("created"), now()), live=True)],
+                                 id="versions", title="version", key=lambda r: r.get("version"))
         yield Static("Audit log", classes="heading")
-        yield PagedTable([Column("id", "#"), Column("action", "Action"), Column("alias", "Alias"), Column("from_version", "From"),
-                          Column("to_version", "To"), Column("actor", "By"), Column("reason", "Reason"),
-                          Column("time", "When", lambda r: ago(r.get("time"), now()))], id="audit")
+        yield PagedTable([Column("id", "#"), Column("action", "Action"), Column("alias", "Alias"),
+                          Column("from_version", "From"), Column("to_version", "To"), Column("actor", "By"),
+                          Column("reason", "Reason"),
+                          Column("time", "When", lambda r: ago(r.get("time"), now()), live=True)],
+                         id="audit", title="audit entry")
 
     async def fetch(self) -> None:
         models = await self.section(self.query_one("#models-missing", Static), "/models")
@@ -71,16 +74,18 @@ class ModelsScreen(AreaScreen):
     def _selection(self) -> tuple[dict | None, dict | None]:
         return self.query_one("#models", PagedTable).selected, self.query_one("#versions", PagedTable).selected
 
-    def action_details(self) -> None:
-        _, version = self._selection()
-        if version:
-            body = "\n".join(f"{k}: {cell(v)}" for k, v in version.items())
-            self.app.push_screen(Detail(f"{version.get('name')} version {version.get('version')}", body))
+    def details_versions(self, version: dict) -> None:
+        self._version(version.get("name"), version.get("version"))
+
+    @work(exit_on_error=False, group="detail")
+    async def _version(self, name: str, number: int) -> None:
+        """A version whole: lineage, metrics, signature (the list row carries only part of it)."""
+        d = await self.api.get(f"/models/{name}/versions/{number}")
+        self.app.push_screen(Detail(f"{name} version {number}", fields(d)))
 
     def action_promote(self) -> None:
-        model, version = self._selection()
+        model, version = self._selection()[0], self.pick("versions", "version")
         if model is None or version is None:
-            self.notify("select a model and a version first", severity="warning")
             return
         if not self.allowed(f"promoting {model['name']} version {version['version']}"):
             return
@@ -120,3 +125,10 @@ class ModelsScreen(AreaScreen):
         await self.api.post(path, body)
         self.notify(done, title="Done")
         self.reload()
+
+
+def metrics(values) -> str:
+    """``{"auc": 0.7333721365874545}`` as ``auc 0.7334``: what a person compares at a glance."""
+    if not isinstance(values, dict):
+        return cell(values)
+    return "  ".join(f"{k} {number(v) if isinstance(v, float) else cell(v)}" for k, v in sorted(values.items()))

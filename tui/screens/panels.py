@@ -40,6 +40,11 @@ class PanelsScreen(AreaScreen):
         if panels is None:
             return
         box = self.query_one("#panels", VerticalScroll)
+        placeholder = self.query_one("#panels-missing", Static)
+        if not panels:
+            placeholder.update("[dim]no plugin contributes a panel: a plugin adds one with the register_tui_panels "
+                               "hook (see docs/plugins.md)[/]")
+        placeholder.display = not panels
         if [p["name"] for p in panels] != [p["name"] for p in self.panels]:
             await box.remove_children()
             widgets = []
@@ -54,8 +59,6 @@ class PanelsScreen(AreaScreen):
                 else:
                     widgets.append(Static(id=f"panel-{p['name']}", classes="box"))
             await box.mount_all(widgets)
-            if not panels:
-                await box.mount(Static("[dim]no plugin contributes a panel[/]"))
         self.panels = panels
         for p in panels:
             await self._fill(p)
@@ -73,7 +76,7 @@ class PanelsScreen(AreaScreen):
                 self.notify(exc.message, title=f"Panel {panel['title']}", severity="error")
             return
         if panel["kind"] == "keyvalue":
-            target.update("\n".join(f"{k:<20} {cell(v)}" for k, v in (data or {}).items()))
+            target.update("\n".join(f"{k:<20} {cell(v, k, width=200)}" for k, v in (data or {}).items()))
             return
         rows = data.get(panel.get("rows_key") or "", []) if isinstance(data, dict) else data or []
         if isinstance(target, PagedTable):

@@ -26,10 +26,11 @@ class PluginsScreen(AreaScreen):
         yield PagedTable([Column("name", "Plugin"), Column("source", "Source"),
                           Column("status", "Status", lambda r: state(r.get("status"))), Column("version", "Version"),
                           Column("hooks", "Hooks", lambda r: ", ".join(r.get("hooks") or []) or "-"),
-                          Column("error", "Error")], id="plugins")
+                          Column("error", "Error")], id="plugins", title="plugin")
         yield Static("Failures", classes="heading")
         yield PagedTable([Column("plugin", "Plugin"), Column("hook", "Hook"), Column("message", "Message"),
-                          Column("time", "When", lambda r: clock(r.get("time")))], id="failures")
+                          Column("time", "When", lambda r: clock(r.get("time")))], id="failures",
+                         title="plugin failure", key=lambda r: (r.get("plugin"), r.get("hook"), r.get("time")))
 
     async def fetch(self) -> None:
         report = await self.api.get("/plugins")
@@ -37,10 +38,7 @@ class PluginsScreen(AreaScreen):
         self.query_one("#plugins", PagedTable).show(report.get("plugins") or [])
         self.query_one("#failures", PagedTable).show(self.failures)
 
-    def action_details(self) -> None:
-        p = self.query_one("#plugins", PagedTable).selected
-        if p is None:
-            return
+    def details_plugins(self, p: dict) -> None:
         lines = [f"source: {p.get('source')}   status: {state(p.get('status'))}   module: {cell(p.get('module'))}",
                  f"contract: {cell(p.get('contract'))}   version: {cell(p.get('version'))}",
                  "", "[b]hooks[/b]", *(f"  {h}" for h in p.get("hooks") or []),
