@@ -53,11 +53,13 @@ def models_show(ctx, name, as_json):
 @click.argument("version", type=int)
 @click.argument("alias")
 @click.option("--reason", default="", help="Why; kept in the audit log.")
+@click.option("--force", is_flag=True, help="Promote even where a promotion gate would refuse (audited as force).")
 @json_option
 @click.pass_context
-def models_promote(ctx, name, version, alias, reason, as_json):
-    """Point ALIAS of model NAME at VERSION (the promotion gate may refuse)."""
-    r = connect(ctx).post(f"/models/{name}/aliases/{alias}", {"version": version, "reason": reason})
+def models_promote(ctx, name, version, alias, reason, force, as_json):
+    """Point ALIAS of model NAME at VERSION (a promotion gate may refuse; --force overrides it)."""
+    r = connect(ctx).post(f"/models/{name}/aliases/{alias}", {"version": version, "reason": reason,
+                                                               "force": force})
     if as_json:
         return emit_json(r)
     click.echo(f"{name}@{alias}: {r['from_version'] or '-'} -> {r['to_version']}" +
