@@ -67,7 +67,17 @@ def materialize(ctx, view, full, wait, as_json):
     job = _wait(client, client.post(f"/features/{view}/materialize", {"full": full}), wait)
     if as_json:
         return emit_json(job)
-    click.echo(f"job {job['id']} {job['state']}" + (f": {job['result']}" if job.get("result") else ""))
+    r = job.get("result")
+    if not r:
+        return click.echo(f"job {job['id']} {job['state']}")
+    click.echo(f"{r['view']} v{r['version']}: {r['rows_added']} row(s) added, {r['rows']} in all, watermark "
+               f"{r['watermark'] or '-'}, {r['online_entities']} entities online")
+    if r.get("duplicates_dropped"):
+        click.echo(f"  dropped {r['duplicates_dropped']} duplicate (entity, event time) row(s): "
+                   f"{r['duplicates_kept']}")
+    if r.get("late_rows_skipped"):
+        click.echo(f"  skipped {r['late_rows_skipped']} late row(s) at or before the previous watermark; "
+                   f"--full takes them")
 
 
 @features.command("get")
