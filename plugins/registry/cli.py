@@ -43,6 +43,14 @@ def models_show(ctx, name, as_json):
             "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), v["onnx_sha256"][:12],
             when(v["created"])) for v in m["versions"]],
           ["VERSION", "RUN", "ALIASES", "HOLDOUT", "ONNX", "CREATED"])
+    shown = next(iter(m["aliases"].values()), m["latest"])
+    version = next((v for v in m["versions"] if v["version"] == shown), None)
+    inputs = ((version or {}).get("signature") or {}).get("inputs") or []
+    if inputs:
+        click.echo(f"\ninputs of version {shown} (in order; a client sends these):")
+        table([(i.get("name"), i.get("dtype"), i.get("shape"), ", ".join(i.get("features") or []) or "-",
+                "yes" if i.get("nullable") else "no") for i in inputs],
+              ["INPUT", "TYPE", "SHAPE", "FEATURES (IN ORDER)", "TAKES NULL"])
     click.echo("\naudit log (newest first):")
     table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])

@@ -140,8 +140,21 @@ def deployments_show(ctx, name, as_json):
     d = connect(ctx).get(f"/deployments/{name}")
     if as_json:
         return emit_json(d)
+    example = d.pop("example_request", None)
+    inputs = d.pop("inputs", [])
     for key, value in d.items():
         click.echo(f"{key:>18}: {value}")
+    if inputs:
+        click.echo("\ninputs (in order):")
+        table([(i["name"], i["datatype"], i["shape"], ", ".join(i.get("features") or []) or "-",
+                "yes" if i.get("nullable") else "no") for i in inputs],
+              ["INPUT", "TYPE", "SHAPE", "FEATURES (IN ORDER)", "TAKES NULL"])
+    if example:
+        import json
+
+        port = connect(ctx).get("/deployments")["port"]
+        click.echo(f"\nexample request (POST http://127.0.0.1:{port}/v2/models/{name}/infer):")
+        click.echo(json.dumps(example))
 
 
 @deployments_cmd.command("reload")

@@ -163,7 +163,7 @@ class ServingApp:
                     return self._offload(dep, model, name, parsed, binary, later, t0)
                 if rows is not None:
                     parsed = with_features(spec, model, parsed, self.features())
-            ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows)
+            ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows, model.nullable)
             check_outputs(ir, model.output_names)
         except ProtocolError:
             self.metrics.failed(name, str(model.version), "bad_request")
@@ -208,7 +208,7 @@ class ServingApp:
         def work() -> None:
             try:
                 ir = parse_inputs(with_features(spec, model, parsed, self.features()), binary, model.inputs,
-                                  spec.max_request_rows)
+                                  spec.max_request_rows, model.nullable)
                 check_outputs(ir, model.output_names)
                 outputs = model.infer(ir.arrays)
                 done = (ir, outputs, self._encode(name, str(model.version), ir, outputs))

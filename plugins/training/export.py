@@ -23,13 +23,13 @@ def signature(prepared: Prepared) -> dict:
     inputs = []
     if prepared.numeric_features:
         inputs.append({"name": NUMERIC_INPUT, "dtype": "FP32", "shape": [-1, len(prepared.numeric_features)],
-                       "features": prepared.numeric_features,
-                       "note": "raw values; NaN means missing (the training mean is used)"})
+                       "features": prepared.numeric_features, "nullable": True,
+                       "note": "raw values; null (NaN) means missing (the training mean is used)"})
     if prepared.categorical_features:
         inputs.append({"name": CATEGORICAL_INPUT, "dtype": "BYTES",
                        "shape": [-1, len(prepared.categorical_features)],
-                       "features": prepared.categorical_features,
-                       "note": "raw values as strings; unseen or empty values share an 'unknown' slot"})
+                       "features": prepared.categorical_features, "nullable": True,
+                       "note": "raw values as strings; unseen, empty or null values share an 'unknown' slot"})
     if prepared.task == "regression":
         outputs = [{"name": "prediction", "dtype": "FP32", "shape": [-1, 1]}]
     else:
