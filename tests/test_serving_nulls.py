@@ -26,6 +26,11 @@ model = "delays:1"
 
 [deployments.strict]
 model = "delays:2"
+
+[monitors.strict_health]
+kind = "serving"
+deployment = "strict"
+max_error_rate = 0.05
 """
 MEANS = [10.0, -2.0, 0.5]
 FEATURES = ["dep_delay", "temp", "wind"]
@@ -116,3 +121,16 @@ def test_models_show_and_deployments_name_the_inputs_their_order_types_and_nulls
     out = served.cli("models", "show", "delays")
     assert out.returncode == 0, out.stderr
     assert "inputs of version 2" in out.stdout and "dep_delay, temp, wind" in out.stdout
+
+
+def test_a_clients_bad_requests_are_counted_apart_from_server_errors(served):
+    served.cli("monitors", "run", "strict_health")  # counts start from here
+    for row in ([1.0, 2.0, 3.0], [None, 2.0, 3.0], [1.0, None, 3.0], [4.0, 5.0, 6.0]):
+        infer_json(served, "strict", [row])
+    out = served.cli("monitors", "run", "strict_health", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr  # 0: no alert firing
+    result = json.loads(out.stdout)["result"]
+    health = result["details"]["health"]
+    assert (health["error_rate"], health["client_error_rate"], health["client_errors"]) == (0.0, 0.5, 2)
+    check = next(c for c in result["checks"] if c["rule"] == "strict_health.error_rate")
+    assert not check["firing"] and "50.0% were refused as the client's mistakes (4xx)" in check["message"]
