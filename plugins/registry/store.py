@@ -20,6 +20,7 @@ migrations = Migrations("registry")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 RESERVED = "latest"
+GATE_KEYS = {"metric", "aliases", "min_delta", "higher_is_better"}
 
 
 @migrations()
@@ -69,10 +70,10 @@ def check_gates(config) -> dict[str, dict]:
             raise config.error("expected a [registry.models.NAME.gate] table", "registry", "models", name)
         gate = table["gate"]
         keys = ("registry", "models", name, "gate")
-        unknown = set(gate) - {"metric", "aliases", "min_delta", "higher_is_better"}
+        unknown = set(gate) - GATE_KEYS
         if unknown:
-            raise config.error(f"unknown key(s) {', '.join(sorted(unknown))}; known: metric, aliases, min_delta, "
-                               "higher_is_better", *keys)
+            raise config.error(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
+                               f"{', '.join(sorted(GATE_KEYS))}", *keys)
         if not isinstance(gate.get("metric"), str):
             raise config.error("required: the holdout metric a new version must beat the holder on",
                                *keys, "metric")
