@@ -215,7 +215,8 @@ def deployments_show(ctx, name, as_json):
         import json
 
         port = connect(ctx).get("/deployments")["port"]
-        click.echo(f"\nexample request (POST http://127.0.0.1:{port}/v2/models/{name}/infer):")
+        click.echo(f"\nexample request (POST http://127.0.0.1:{port}/v2/models/{name}/infer, content-type "
+                   "application/json; a null is a missing value where TAKES NULL says yes):")
         click.echo(json.dumps(example))
 
 
