@@ -77,3 +77,31 @@ def _apply(app: Appliance, path: Path | None) -> dict:
     note = "restart the daemon to apply [daemon] changes" if "daemon" in changed else ""
     app.events.emit("project.applied", subject="project", data={"path": str(cfg.path), "changed": changed})
     return {"path": str(cfg.path), "changed": changed, "note": note}
+
+
+def preview(app: Appliance, path: Path | None = None) -> dict:
+    """What ``apply`` would change, key by key, without changing anything: the file is read and checked as
+    ``apply`` reads it (syntax, the core's tables); plugins check their own tables when it is applied."""
+    target = path or app.config.path
+    if target is None:
+        raise ConfigError("the daemon was started without a project; start it with `appliance up --project DIR`")
+    cfg = config_mod.load(target)
+    changes: list[dict] = []
+    _diff(app.config.data, cfg.data, [], changes)
+    changed = sorted(k for k in set(app.config.data) | set(cfg.data) if app.config.data.get(k) != cfg.data.get(k))
+    return {"path": str(cfg.path), "changed": changed, "changes": changes, "dry_run": True,
+            "note": "restart the daemon to apply [daemon] changes" if "daemon" in changed else ""}
+
+
+def _diff(old, new, where: list[str], out: list[dict]) -> None:
+    """Each key added, removed or changed between two tables, by dotted path (tables are walked into)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if key not in new:
+                out.append({"key": ".".join([*where, key]), "change": "removed", "from": old[key]})
+            elif key not in old:
+                out.append({"key": ".".join([*where, key]), "change": "added", "to": new[key]})
+            elif old[key] != new[key]:
+                _diff(old[key], new[key], [*where, key], out)
+        return
+    out.append({"key": ".".join(where), "change": "changed", "from": old, "to": new})

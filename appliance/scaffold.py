@@ -17,6 +17,88 @@ from .errors import ApplianceError, BadRequest, Conflict
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
+#: What ``appliance init`` writes: every section named, with a commented example; docs/config.md has every key.
+PROJECT_TEMPLATE = """\
+# The appliance project: keep this file in git. `appliance up --project .` serves it; after an edit,
+# `appliance apply --dry-run` shows what would change and `appliance apply` applies it.
+# Every table and key, with its type, default and meaning: docs/config.md in the appliance repository.
+
+[daemon]
+host = "127.0.0.1"      # loopback only; serving to a LAN needs --allow-remote
+port = 7870
+workers = 4             # jobs running at once
+gpu_slots = 1           # GPU jobs running at once
+drain_seconds = 10      # on stop, how long running jobs may finish
+
+[plugins]
+allow = []              # when set, only these third-party plugins load (failures become errors)
+deny = []               # plugins never to load
+
+[ingest]
+data_dirs = ["data"]    # every file a source names lies under one of these
+
+# ---- sources: files in, checked, into raw.NAME (bad rows to quarantine.NAME) --------------------------------
+# [sources.flights]
+# kind = "csv"
+# path = "data/flights.csv"            # or glob = "data/flights/*.csv", or watch = "data/incoming"
+# null_values = ["NA", ""]             # text that means a missing value, not a broken row
+# timestamp_format = "%Y-%m-%d %H:%M:%S"
+# [sources.flights.columns]
+# origin = { type = "VARCHAR", nullable = false }
+# dep_delay = "DOUBLE"
+# time_hour = "TIMESTAMP"
+
+# ---- entities and feature views: features per key, point in time correct -------------------------------------
+# [entities.airport]
+# join_keys = ["origin"]
+# [feature_views.weather]
+# source = "raw.weather"
+# entities = ["airport"]
+# event_time = "time_hour"
+# ttl = "3h"                           # older values read as missing
+# features = ["temp", "wind_speed"]
+
+# ---- training: appliance training-sets build NAME ..., then appliance train NAME ---------------------------
+# [training.delays]
+# training_set = "delays"
+# label = "delayed"                    # rows without a label are left out, and counted
+# task = "binary"
+# model = "delays"
+# alias = "champion"                   # moves only to a version that beats its holder (gate = "none": always)
+
+# ---- registry: a gate on every promotion of a model's aliases --------------------------------------------------
+# [registry.models.delays.gate]
+# metric = "auc"
+
+# ---- serving: the Open Inference Protocol on its own port -----------------------------------------------------
+# [serving]
+# port = 8000
+# [deployments.delays]
+# model = "delays@champion"
+
+# ---- monitors: drift, quality, performance from feedback, serving health, GPU, the box -----------------------
+# [monitors.delays_performance]
+# kind = "performance"
+# deployment = "delays"
+# output = "probabilities[1]"
+# every_s = 300
+
+# ---- pipelines and schedules: jobs in order, on cron or intervals ----------------------------------------------
+# [pipelines.nightly]
+# schedule = { cron = "0 2 * * *" }
+# [[pipelines.nightly.steps]]
+# name = "ingest"
+# kind = "ingest"
+# params = { source = "flights" }
+
+# ---- backup and retention ---------------------------------------------------------------------------------------
+# [backup]
+# every_hours = 24
+# keep = 7
+# [retention]
+# predictions_days = 30
+"""
+
 PYPROJECT = """\
 [build-system]
 requires = ["setuptools>=68"]

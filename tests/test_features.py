@@ -173,7 +173,25 @@ def test_online_values_through_the_service_and_the_cli(daemon):
                                         "features": ["spend:amount", "pair:amount"]}).json()
     assert old["one"] == {"spend:amount": None, "pair:amount": 5.0}
     values = cli_json(daemon, "features", "get", "customer_id=3", "merchant=c")
-    assert values == {"spend:amount": 7.0, "spend:large": False, "spend:amount_sum_1d": 7.0, "pair:amount": 7.0}
+    assert {f: d["value"] for f, d in values.items()} == {"spend:amount": 7.0, "spend:large": False,
+                                                         "spend:amount_sum_1d": 7.0, "pair:amount": 7.0}
+    assert {d["state"] for d in values.values()} == {"fresh"}
+
+
+def test_features_get_says_expired_and_answers_as_of_a_time(daemon):
+    out = daemon.cli("features", "get", "customer_id=1", "-f", "spend:amount", "-f", "spend:large")
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("spend:amount"))
+    assert "expired" in line and "-" in line  # past its 2 day TTL: a model sees null, and it says why
+    got = cli_json(daemon, "features", "get", "customer_id=1", "-f", "spend:amount", "--at", "2024-01-01T11:30")
+    assert got["spend:amount"] == {"value": 20.0, "state": "fresh", "event_time": "2024-01-01 11:00:00",
+                                   "ttl_s": 172800}
+    got = cli_json(daemon, "features", "get", "customer_id=1", "-f", "spend:amount", "--at", "2024-01-04T12:00")
+    assert (got["spend:amount"]["value"], got["spend:amount"]["state"]) == (None, "expired")
+    got = cli_json(daemon, "features", "get", "customer_id=1", "-f", "spend:amount", "--at", "2023-12-31T00:00")
+    assert got["spend:amount"]["state"] == "missing"
+    out = daemon.cli("features", "get", "customer_id=1", "--at", "yesterday")
+    assert out.returncode != 0 and "ISO 8601" in out.stderr
 
 
 def test_statistics_are_kept_per_version(daemon):

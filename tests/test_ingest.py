@@ -141,8 +141,11 @@ def test_mixed_good_and_bad_rows_land_with_exact_counts_and_reasons(daemon, proj
     assert (by_row[3]["expected"], by_row[3]["got"]) == ("<= 100", "500.0")
     assert all(r["file"] == "data/orders/a.csv" and r["batch_id"] == batch["batch_id"] for r in q)
     ev = [e for e in daemon.events("ingest.batch") if e["data"]["source"] == "orders"]
+    rules = ev[-1]["data"].pop("quarantine_rules")
     assert ev[-1]["data"] == {"source": "orders", "batch_id": batch["batch_id"], "file": "data/orders/a.csv",
                                    "state": "accepted", "rows_in": 9, "accepted": 2, "quarantined": 7, "held": 0}
+    assert sum(r["rows"] for r in rules) == 7 and {"column": "amount", "rule": "cast", "expected": "DOUBLE",
+                                                   "rows": 1, "example": "abc"} in rules
 
 
 def test_a_row_breaking_several_rules_is_reported_once_by_the_first_and_nul_bytes_are_shown_escaped(daemon,

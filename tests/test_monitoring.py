@@ -337,6 +337,24 @@ def test_alert_dedup_auto_resolve_and_ack(d):
     assert len(again) == 1 and again[0]["id"] != active[0]["id"]  # a new episode is a new alert
 
 
+def test_an_open_alert_follows_its_latest_run_and_says_so(d):
+    d.post("/fixture/level", {"value": 0})
+    run(d, "level")
+    d.post("/fixture/level", {"value": 5})
+    run(d, "level")
+    after = d.events()[-1]["id"]
+    d.post("/fixture/level", {"value": 6})
+    run(d, "level")
+    alert = alerts(d, "active", "level.too_high")[0]
+    assert alert["message"] == "level 6 (limit 1)"
+    updated = [e["data"] for e in d.events("alert.updated", after=after) if e["data"]["alert_id"] == alert["id"]]
+    assert [u["message"] for u in updated] == ["level 6 (limit 1)"]
+    run(d, "level")  # the same reading again: nothing new to say
+    assert len([e for e in d.events("alert.updated", after=after) if e["data"]["alert_id"] == alert["id"]]) == 1
+    d.post("/fixture/level", {"value": 0})
+    run(d, "level")
+
+
 def test_sinks_that_hang_or_raise_do_not_delay_other_sinks(d):
     """hanging_sink blocks forever and raising_sink raises on every event; alert events still reach the
     fixture's recording sink and the built-in log sink at once."""

@@ -154,7 +154,8 @@ BAD = [
      400, "input 'features': expected FP32 values, got 'a'"),
     ("null among floats", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
                                                "data": [1, None, 3, 4]}]},
-     400, "input 'features': expected FP32 values, got None"),
+     400, "input 'features': value at flat index 1 is null (missing), and this model does not impute missing "
+          "values of this input"),
     ("beyond float32", lambda: {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
                                             "data": [1, 2, 1e39, 4]}]},
      400, "input 'features': value at flat index 2 is inf; inputs must be finite"),
@@ -232,7 +233,7 @@ def test_binary_faults_are_checked_before_allocating(served):
     assert r.status_code == 400 and "4 bytes of binary data no input claims" in r.json()["error"]
     nan = np.array([[np.nan, 0, 0, 0]], np.float32).tobytes()
     r = binary_request([1, 4], 16, nan)
-    assert r.status_code == 400 and "input 'features': value at flat index 0 is nan" in r.json()["error"]
+    assert r.status_code == 400 and "input 'features': value at flat index 0 is NaN (missing)" in r.json()["error"]
     r = httpx.post(infer, content=b"{}", headers={"Inference-Header-Content-Length": "999"})
     assert r.status_code == 400
     ok = binary_request([1, 4], 16, np.ones((1, 4), np.float32).tobytes())

@@ -252,28 +252,42 @@ def test_registration_lineage_alias_and_audit(daemon, fraud_run):
     assert daemon.post("/models/fraud/aliases/latest", {"version": 1}).status_code == 400  # reserved
 
 
-def test_promotion_gate_refuses_a_worse_version_and_rollback(daemon, fraud_run):
-    # The gate guards an alias that holds a version: production holds 1 (also when this test runs alone).
+def test_a_spec_promotes_only_a_better_version_and_force_or_gate_none_override(daemon, fraud_run):
+    # The spec's alias (staging) took version 1, the first; production holds it too (its own configured gate).
     assert daemon.post("/models/fraud/aliases/production", {"version": 1}).status_code == 200
-    out = daemon.cli("train", "fraud", "--set", "lr=1e-6", "--set", "epochs=1", "--wait", "--json", timeout=180)
+    out = daemon.cli("train", "fraud", "--set", "lr=1e-6", "--set", "epochs=1", "--wait", timeout=180)
     assert out.returncode == 0, out.stderr
-    worse = json.loads(out.stdout)
-    assert worse["params"]["hyperparameters"]["lr"] == 1e-6
-    reg = worse["result"]["registered"]
-    assert reg["version"] == 2 and reg["alias"] == "staging"  # staging has no gate
+    assert "registered fraud version 2; not promoted: promotion gate (spec fraud)" in out.stdout, out.stdout
+    worse = daemon.get(f"/runs/{int(out.stdout.split()[1])}").json()
+    reg, champion = worse["result"]["registered"], worse["result"]["champion"]
+    assert reg["version"] == 2 and "alias" not in reg
+    assert champion["version"] == 1  # the holder, scored on this run's holdout
     v1, v2 = (daemon.get(f"/models/fraud/versions/{v}").json() for v in (1, 2))
-    assert v1["holdout_sha256"] == v2["holdout_sha256"]  # the same rows, so the gate may compare them
-    assert v2["metrics"]["auc"] < v1["metrics"]["auc"]
+    assert v1["holdout_sha256"] == v2["holdout_sha256"]  # the same rows, so the gates may compare them
+    assert v2["metrics"]["auc"] < champion["metrics"]["auc"]
+    assert daemon.get("/models/fraud/resolve/staging").json()["version"] == 1
+    refused = daemon.get("/models/fraud/audit").json()[0]
+    assert (refused["action"], refused["alias"], refused["from_version"], refused["to_version"]) == (
+        "refused", "staging", 1, 2)
+    assert f"auc {v2['metrics']['auc']:.6g}" in refused["reason"]
+    assert f"has {champion['metrics']['auc']:.6g}" in refused["reason"]
     r = daemon.post("/models/fraud/aliases/production", {"version": 2, "reason": "try it"})
     assert r.status_code == 409 and "promotion gate" in r.json()["error"]["message"]
     assert daemon.get("/models/fraud/resolve/production").json()["version"] == 1
-    assert not any(a["alias"] == "production" and a["to_version"] == 2
-                   for a in daemon.get("/models/fraud/audit").json())
+    assert daemon.get("/models/fraud/audit").json()[0]["action"] == "refused"
 
+    out = daemon.cli("models", "promote", "fraud", "2", "staging", "--force", "--reason", "see it live")
+    assert out.returncode == 0 and "staging: 1 -> 2" in out.stdout, out.stderr
+    assert daemon.get("/models/fraud/audit").json()[0]["action"] == "force"
     out = daemon.cli("models", "rollback", "fraud", "staging", "--reason", "v2 is worse", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["to_version"] == 1
     assert daemon.get("/models/fraud/audit").json()[0]["action"] == "rollback"
+
+    # gate = "none": the spec's alias follows every run again.
+    run = wait_run(daemon, start(daemon, "fraud", lr=1e-6, epochs=1, gate="none"))
+    assert run["result"]["registered"] == {"name": "fraud", "version": 3, "alias": "staging"}
+    assert "champion" not in run["result"]
 
 
 def test_descriptions_tags_and_an_append_only_audit_log(daemon, fraud_run):

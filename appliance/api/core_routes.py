@@ -167,6 +167,8 @@ def apply_project(req: ApiRequest) -> dict:
     path = body.get("project")
     if path is not None and not isinstance(path, str):
         raise BadRequest(f"field 'project' must be a path, got {path!r}")
+    if body.get("dry_run"):
+        return project.preview(req.app, Path(path) if path else None)
     return project.apply(req.app, Path(path) if path else None)
 
 

@@ -154,43 +154,40 @@ def init(directory: Path):
     path = directory / "appliance.toml"
     if path.exists():
         raise ApplianceError(f"{path} already exists; edit it, or init another directory", title="Exists")
+    from ..scaffold import PROJECT_TEMPLATE
+
     path.write_text(PROJECT_TEMPLATE)
     (directory / "plugins").mkdir(exist_ok=True)
     (directory / "data").mkdir(exist_ok=True)
-    click.echo(f"created {path}; start the daemon with `appliance up --project {directory}`")
+    click.echo(f"created {path}: each section is commented; every key is in docs/config.md")
+    click.echo(f"start the daemon with `appliance up --project {directory}`, then `appliance apply` after edits")
 
 
-PROJECT_TEMPLATE = """\
-# The appliance project: keep this file in git. `appliance up` in this directory serves it.
-
-[daemon]
-host = "127.0.0.1"      # loopback only; serving to a LAN needs --allow-remote
-port = 7870
-workers = 4             # jobs running at once
-gpu_slots = 1           # GPU jobs running at once
-drain_seconds = 10      # on stop, how long running jobs may finish
-
-[plugins]
-allow = []              # when set, only these third-party plugins load (failures become errors)
-deny = []               # plugins never to load
-"""
 
 
 @cli.command()
 @click.argument("project", type=click.Path(path_type=Path), required=False)
+@click.option("--dry-run", is_flag=True, help="Check the file and show what would change, key by key; change nothing.")
 @json_option
 @click.pass_context
-def apply(ctx, project, as_json):
+def apply(ctx, project, dry_run, as_json):
     """Check the project's appliance.toml and apply it to the running daemon (all or nothing)."""
     from .. import config as config_mod
 
     if project is not None:
         project = project.resolve()
         config_mod.load(project)  # a mistake is reported here, with file, line and key, before the daemon sees it
-    result = client(ctx).post("/apply", {"project": str(project) if project else None})
+    result = client(ctx).post("/apply", {"project": str(project) if project else None, "dry_run": dry_run})
     if as_json:
         return emit_json(result)
-    click.echo(f"applied {result['path']}; changed: {', '.join(result['changed']) or 'nothing'}")
+    if dry_run:
+        click.echo(f"{result['path']}: {len(result['changes'])} change(s) would be applied (nothing changed yet)")
+        for c in result["changes"]:
+            shown = {"added": f"+ {c['key']} = {c.get('to')!r}", "removed": f"- {c['key']} (was {c.get('from')!r})",
+                     "changed": f"~ {c['key']}: {c.get('from')!r} -> {c.get('to')!r}"}[c["change"]]
+            click.echo(f"  {shown}")
+    else:
+        click.echo(f"applied {result['path']}; changed: {', '.join(result['changed']) or 'nothing'}")
     if result["note"]:
         click.echo(result["note"])
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from appliance import BadRequest, Reply, Route
 
-from . import records
+from . import asof, records
 from .store import FeatureStore, TrainingSets
 
 
@@ -60,7 +60,16 @@ def routes(store: FeatureStore) -> list[Route]:
         if not isinstance(features, list):
             raise BadRequest("features must be a list of view:feature names", title="Unknown feature")
         entities = [_coerce(store, e) for e in entities]
-        return {"features": features, "values": store.online.get_many(entities, features)}
+        if body.get("at") is not None:  # as of a past time, from the offline tables
+            at = asof.parse_time(body["at"])
+            con = req.app.store.cursor()
+            detail = [asof.explain_at(store, con, e, features, at) for e in entities]
+            return {"features": features, "at": str(at), "values": [{f: d[f]["value"] for f in features}
+                                                                   for d in detail], "detail": detail}
+        out = {"features": features, "values": store.online.get_many(entities, features)}
+        if body.get("explain"):
+            out["detail"] = [store.online.explain(e, features) for e in entities]
+        return out
 
     def list_sets(req) -> list[dict[str, Any]]:
         limit = req.int_query("limit", 100, minimum=1, maximum=10_000)
@@ -77,6 +86,12 @@ def routes(store: FeatureStore) -> list[Route]:
         TrainingSets(store).get(rec["id"])  # verifies the snapshot still matches its hash
         return rec
 
+    def export_set(req) -> dict[str, Any]:
+        body = req.json_object()
+        rec = records.training_set(req.app.catalog.db, req.path_params["id"])
+        snapshot = TrainingSets(store).get(rec["id"])["path"]  # verified against its hash first
+        return export_snapshot(req.app.store.cursor(), rec, snapshot, body.get("path"), body.get("format"))
+
     return [
         Route("GET", "/features", list_views, "feature views and their current versions"),
         Route("POST", "/features/online", online, "online feature values for entities"),
@@ -86,7 +101,42 @@ def routes(store: FeatureStore) -> list[Route]:
         Route("GET", "/training-sets", list_sets, "training sets, newest first"),
         Route("POST", "/training-sets", build, "check and queue a training-set build"),
         Route("GET", "/training-sets/{id}", show_set, "one training set (by id or name) with its manifest"),
+        Route("POST", "/training-sets/{id}/export", export_set,
+              "write a training set to a new file (body: path, absolute; format: parquet or csv)"),
     ]
+
+
+def export_snapshot(con, rec: dict, snapshot: str, path: Any, fmt: Any) -> dict[str, Any]:
+    """Copy a training set's snapshot to ``path`` as Parquet (the snapshot's bytes) or CSV (DuckDB writes it);
+    an existing file is never overwritten."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    if not isinstance(path, str) or not path or "\0" in path or not Path(path).is_absolute():
+        raise BadRequest("field 'path' must be an absolute file path (the CLI resolves a relative one)")
+    fmt = fmt or ("csv" if path.lower().endswith(".csv") else "parquet")
+    if fmt not in ("parquet", "csv"):
+        raise BadRequest(f"format must be parquet or csv, got {fmt!r}")
+    target = Path(path)
+    if target.exists():
+        raise BadRequest(f"{target} exists; give a new file name", title="Export refused")
+    if not target.parent.is_dir():
+        raise BadRequest(f"{target.parent} is not a directory", title="Export refused")
+    tmp = target.with_name(f".{target.name}.partial")
+    try:
+        if fmt == "parquet":
+            shutil.copyfile(snapshot, tmp)
+        else:
+            quoted = str(tmp).replace("'", "''")
+            con.execute(f"copy (select * from read_parquet(?)) to '{quoted}' (format csv, header true)",
+                        [snapshot]).fetchall()
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BadRequest(f"{target}: {exc.strerror or exc}", title="Export refused") from None
+    return {"id": rec["id"], "name": rec["name"], "path": str(target), "format": fmt,
+            "rows": rec["manifest"]["row_count"], "sha256": rec["sha256"]}
 
 
 def _brief(rec: dict) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from appliance.cli import connect
@@ -67,27 +69,50 @@ def materialize(ctx, view, full, wait, as_json):
     job = _wait(client, client.post(f"/features/{view}/materialize", {"full": full}), wait)
     if as_json:
         return emit_json(job)
-    click.echo(f"job {job['id']} {job['state']}" + (f": {job['result']}" if job.get("result") else ""))
+    r = job.get("result")
+    if not r:
+        return click.echo(f"job {job['id']} {job['state']}")
+    click.echo(f"{r['view']} v{r['version']}: {r['rows_added']} row(s) added, {r['rows']} in all, watermark "
+               f"{r['watermark'] or '-'}, {r['online_entities']} entities online")
+    if r.get("duplicates_dropped"):
+        click.echo(f"  dropped {r['duplicates_dropped']} duplicate (entity, event time) row(s): "
+                   f"{r['duplicates_kept']}")
+    if r.get("late_rows_skipped"):
+        click.echo(f"  skipped {r['late_rows_skipped']} late row(s) at or before the previous watermark; "
+                   f"--full takes them")
 
 
 @features.command("get")
 @click.argument("entity_key", nargs=-1, required=True)
 @click.option("--feature", "-f", "feature_refs", multiple=True, help="view:feature (default: all that apply).")
+@click.option("--at", "at", metavar="TIME", help="As of this time (ISO 8601, e.g. 2013-01-01T10:00), from the "
+              "offline tables, with the TTL a training set applies then.")
 @json_option
 @click.pass_context
-def get(ctx, entity_key, feature_refs, as_json):
-    """Online values for one entity, given as KEY=VALUE (one per join key)."""
+def get(ctx, entity_key, feature_refs, at, as_json):
+    """Values for one entity, given as KEY=VALUE (one per join key): online (now) or --at a past time. Each
+    says whether it is fresh, expired (older than its view's TTL, so a model sees null) or missing."""
     entity = {}
     for item in entity_key:
         key, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="ENTITY_KEY")
         entity[key] = value
-    answer = connect(ctx).post("/features/online", {"entity": entity, "features": list(feature_refs) or None})
-    values = answer["values"][0]
+    answer = connect(ctx).post("/features/online", {"entity": entity, "features": list(feature_refs) or None,
+                                                     "at": at, "explain": True})
+    detail = answer["detail"][0]
     if as_json:
-        return emit_json(values)
-    table(sorted(values.items()), ["FEATURE", "VALUE"])
+        return emit_json(detail)
+    if at:
+        click.echo(f"as of {answer['at']}")
+    table([(f, "-" if d["value"] is None else d["value"], d["state"], _time(d["event_time"]))
+           for f, d in sorted(detail.items())], ["FEATURE", "VALUE", "STATE", "FROM"])
+
+
+def _time(value) -> str:
+    if value is None:
+        return "-"
+    return when(value) if isinstance(value, int | float) else str(value)
 
 
 @click.group("training-sets")
@@ -141,3 +166,18 @@ def show_set(ctx, id_or_name, as_json):
     click.echo(f"training set {rec['id']} {rec['name']}: {m['row_count']} rows, sha256 {rec['sha256']}")
     click.echo(f"spine {m['spine']['source']} (event time {m['spine']['event_time']})")
     table([(col, ref) for col, ref in m["columns"].items()], ["COLUMN", "FEATURE"])
+
+
+@training_sets.command("export")
+@click.argument("id_or_name")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]),
+              help="Default: csv when PATH ends in .csv, else parquet.")
+@json_option
+@click.pass_context
+def export_set(ctx, id_or_name, path, fmt, as_json):
+    """Write a training set (by id or name) to a new file PATH, as Parquet or CSV, to read it elsewhere."""
+    r = connect(ctx).post(f"/training-sets/{id_or_name}/export", {"path": str(path.resolve()), "format": fmt})
+    if as_json:
+        return emit_json(r)
+    click.echo(f"wrote training set {r['id']} {r['name']} ({r['rows']} rows, {r['format']}) to {r['path']}")

@@ -123,8 +123,9 @@ def describe(con, view: FeatureView) -> Schema:
                         title="Feature view SQL failed") from None
 
 
-def pipeline(view: FeatureView, schema: Schema, since_sql: str | None) -> str:
-    """The SELECT producing the view's rows after ``since_sql`` (an SQL timestamp literal), deduplicated."""
+def pipeline(view: FeatureView, schema: Schema, since_sql: str | None, *, count: bool = False) -> str:
+    """The SELECT producing the view's rows after ``since_sql`` (an SQL timestamp literal), deduplicated; with
+    ``count``, the number of those rows before deduplication."""
     keys = ", ".join(q(k) for k in view.join_keys)
     ev = q(view.event_time)
     plain = [f for f in schema.features if f not in {w.feature for w in view.windows}]
@@ -140,34 +141,68 @@ def pipeline(view: FeatureView, schema: Schema, since_sql: str | None) -> str:
         scan = f"(select * from _t where {ev} >= {lo})"
     keep = f"where {ev} > {since_sql}" if since_sql is not None else ""
     order = ", ".join(f"{q(f)} nulls last" for f in schema.features)
-    return (f"with _t as ({_transformed(view)}), _w as (select {', '.join(cols)} from {scan} _s) "
-            f"select {', '.join(q(c) for c in schema.columns)} from _w {keep} "
+    head = f"with _t as ({_transformed(view)}), _w as (select {', '.join(cols)} from {scan} _s) "
+    if count:
+        return f"{head} select count(*) from _w {keep}"
+    return (f"{head} select {', '.join(q(c) for c in schema.columns)} from _w {keep} "
             f"qualify row_number() over (partition by {keys}, {ev} order by {order}) = 1")
+
+
+SEEN = f"{SCHEMA}._source_seen"
+#: How the row kept among duplicates is chosen, in words for results and logs.
+KEPT = "kept the first in order of its feature values (nulls last)"
+
+
+def _source_rows_until(con, view: FeatureView, watermark: str, ev_type: str) -> int:
+    """Rows of the view's source (after its sql) with an event time at or before ``watermark`` (as text)."""
+    literal = f"cast('{watermark}' as {ev_type})"
+    return fetch(con, f"with _t as ({_transformed(view)}) select count(*) from _t where {q(view.event_time)} <= "
+                      f"{literal}")[0][0]
 
 
 def materialize(con, view: FeatureView, version: int, schema: Schema, *, full: bool = False) -> dict[str, Any]:
     """Add the view's new rows to its offline table; returns rows added, total and the watermark before/after."""
     table = table_name(view.name, version)
+    ev_type = schema.columns[view.event_time]
     fetch(con, f"create schema if not exists {SCHEMA}")
+    fetch(con, f"create table if not exists {SEEN} (view VARCHAR, version INTEGER, watermark VARCHAR, "
+               "source_rows BIGINT)")
     ddl = ", ".join(f"{q(c)} {t}" for c, t in schema.columns.items())
     fetch(con, "begin transaction")
     try:
         if full:
             fetch(con, f"drop table if exists {table}")
         fetch(con, f"create table if not exists {table} ({ddl})")
-        before = fetch(con, f"select max({q(view.event_time)}) from {table}")[0][0]
-        since = None if before is None else f"cast('{before.isoformat()}' as {schema.columns[view.event_time]})"
+        before, before_text = fetch(con, f"select max({q(view.event_time)}), max({q(view.event_time)})::VARCHAR "
+                                         f"from {table}")[0]
+        since = None if before is None else f"cast('{before_text}' as {ev_type})"
+        late = 0
+        if before is not None:
+            # Rows at or before the watermark that were not there when it was set arrived late: an incremental
+            # run cannot place them (windows before them are already written), so they are counted, not lost
+            # in silence.
+            seen = fetch(con, f"select source_rows from {SEEN} where view = ? and version = ? and watermark = ?",
+                         [view.name, version, before_text])
+            if seen:
+                late = max(0, _source_rows_until(con, view, before_text, ev_type) - seen[0][0])
         try:
+            candidates = fetch(con, pipeline(view, schema, since, count=True))[0][0]
             added = fetch(con, f"insert into {table} {pipeline(view, schema, since)}")[0][0]
         except Exception as exc:
             raise BadRequest(f"feature view {view.name!r}: materialization failed: {first_line(exc)}",
                              title="Feature view SQL failed") from None
-        total, after = fetch(con, f"select count(*), max({q(view.event_time)}) from {table}")[0]
+        total, after, after_text = fetch(con, f"select count(*), max({q(view.event_time)}), "
+                                              f"max({q(view.event_time)})::VARCHAR from {table}")[0]
+        fetch(con, f"delete from {SEEN} where view = ? and version = ?", [view.name, version])
+        if after is not None:
+            fetch(con, f"insert into {SEEN} values (?, ?, ?, ?)",
+                  [view.name, version, after_text, _source_rows_until(con, view, after_text, ev_type)])
         fetch(con, "commit")
     except BaseException:
         fetch(con, "rollback")
         raise
-    return {"rows_added": int(added), "rows": int(total), "watermark_before": before, "watermark": after}
+    return {"rows_added": int(added), "rows": int(total), "watermark_before": before, "watermark": after,
+            "duplicates_dropped": int(candidates - added), "late_rows_skipped": int(late)}
 
 
 def latest_rows(con, view: FeatureView, version: int, schema: Schema, since: Any = None):

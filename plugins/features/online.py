@@ -55,6 +55,24 @@ class OnlineStore:
         plan, now = self._plan(features), time.time()
         return [self._lookup(keys, plan, now) for keys in entities]
 
+    def explain(self, entity_keys: dict[str, Any], features: list[str]) -> dict[str, dict]:
+        """For each feature: its value, the event time it is from, and whether it is ``fresh``, ``expired`` (older
+        than the view's TTL: it reads as None) or ``missing`` (no value for this entity): what a person asks when a
+        lookup comes back empty."""
+        out, now = {}, time.time()
+        for name, _, items in self._plan(features):
+            values = self._views[name]
+            key = entity_keys.get(values.keys[0]) if values.single else tuple(entity_keys.get(k) for k in values.keys)
+            row = values.rows.get(key)
+            for ref, pos in items:
+                if row is None:
+                    out[ref] = {"value": None, "state": "missing", "event_time": None}
+                else:
+                    expired = values.ttl_s is not None and now - row[-1] > values.ttl_s
+                    out[ref] = {"value": None if expired else row[pos], "state": "expired" if expired else "fresh",
+                                "event_time": row[-1], "ttl_s": values.ttl_s}
+        return out
+
     def freshness(self) -> dict[str, float | None]:
         """Age in seconds of each view's newest value (None for a view with no values yet)."""
         now = time.time()

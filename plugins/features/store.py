@@ -133,7 +133,15 @@ class FeatureStore:
             entities = self.refresh_online(con, act, since)
         result = {"view": name, "version": version, "rows_added": done["rows_added"], "rows": done["rows"],
                   "watermark": str(done["watermark"]) if done["watermark"] is not None else None,
+                  "duplicates_dropped": done["duplicates_dropped"], "late_rows_skipped": done["late_rows_skipped"],
                   "online_entities": entities, "seconds": round(time.perf_counter() - started, 3)}
+        if done["duplicates_dropped"]:
+            result["duplicates_kept"] = offline.KEPT
+            job.log(f"dropped {done['duplicates_dropped']} row(s) sharing (entity, event time) with another; "
+                    f"{offline.KEPT}")
+        if done["late_rows_skipped"]:
+            job.log(f"skipped {done['late_rows_skipped']} late row(s) at or before the watermark "
+                    f"{done['watermark_before']}; `appliance features materialize {name} --full` takes them")
         app.events.emit("features.materialized", subject=f"feature_view:{name}", data=result)
         return result
 

@@ -18,10 +18,13 @@ def _schemas_with(cur, name: str) -> set[str]:
 
 def _counts(cur, name: str) -> dict:
     tables = _schemas_with(cur, name)
-    out = {}
-    for schema in ("raw", "quarantine"):
-        out[schema] = cur.execute(f"select count(*) from {schema}.{ident(name)}").fetchall()[0][0] \
-            if schema in tables else 0
+    out = {"raw": 0, "quarantine": 0}
+    if "raw" in tables:
+        out["raw"] = cur.execute(f"select count(*) from raw.{ident(name)}").fetchall()[0][0]
+    if "quarantine" in tables:  # a rejected batch's rows were never taken, so neither was its quarantine
+        out["quarantine"] = cur.execute(
+            f"select count(*) from quarantine.{ident(name)} where _batch_id not in (select id from ingest.batches "
+            f"where source = ? and state = 'rejected')", [name]).fetchall()[0][0]
     states = dict(cur.execute("select state, count(*) from ingest.batches where source = ? group by state",
                               [name]).fetchall())
     return {"rows": out["raw"], "quarantined_rows": out["quarantine"], "batches": sum(states.values()),

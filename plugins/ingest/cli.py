@@ -10,6 +10,8 @@ import click
 from appliance.cli import connect
 from appliance.cli.output import emit_json, json_option, table, when
 
+from .report import quarantine_lines
+
 
 @click.command()
 @json_option
@@ -46,9 +48,17 @@ def ingest(ctx, source, files, no_wait, as_json):
         for b in (job.get("result") or {}).get("batches", []):
             if b["status"] == "duplicate":
                 click.echo(f"{b['file']}: {b['message']}")
+            elif b["quarantined"]:  # not a plain success: say what was lost, and to which rule
+                share = b["quarantined"] / b["rows_in"] if b["rows_in"] else 0
+                click.echo(f"{b['file']}: batch {b['batch_id']} {b['status']} with {b['quarantined']} of "
+                           f"{b['rows_in']} rows quarantined ({share:.1%}); {b['accepted']} accepted")
+                for line in quarantine_lines(b):
+                    click.echo(f"  {line}")
+                click.echo(f"  see them: appliance quarantine {source} --batch {b['batch_id']}")
             else:
                 click.echo(f"{b['file']}: batch {b['batch_id']} {b['status']}: {b['rows_in']} rows in, "
-                           f"{b['accepted']} accepted, {b['quarantined']} quarantined")
+                           f"{b['accepted']} accepted, 0 quarantined")
+            if b["status"] != "duplicate":
                 for reason in b["reasons"]:
                     click.echo(f"  held: {reason}")
         if job.get("error"):

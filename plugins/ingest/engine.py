@@ -54,6 +54,8 @@ BITMAP_MAX = 1 << 27
 SHORT_LIST = 16
 #: Up to this many row rules, each is looked for in a query of its own (see ``Batch._bad``).
 SEPARATE_CHECKS = 64
+#: Text that files commonly use for a missing value; a cast failing on one of these gets a hint.
+MISSING_MARKERS = {"na", "n/a", "nan", "null", "none", "nil", "-", "?", ".", "#n/a", ""}
 
 
 class IngestError(ApplianceError):
@@ -317,6 +319,7 @@ class Batch:
                 self.job.id if self.job else None])
         return {"file": self.file, "status": state, "batch_id": self.batch_id, "content_hash": digest["hash"],
                 "rows_in": rows_in, "accepted": accepted, "quarantined": rows_in - accepted,
+                "quarantine_rules": self._quarantine_rules() if rows_in - accepted else [],
                 "reasons": self.reasons, "psi": psi}
 
     def _schema(self, stat) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -351,11 +354,15 @@ class Batch:
 
     def _rejects(self) -> int:
         """Records the CSV reader could not read: one row each (the first error), numbered by line."""
-        header = 1 if self.source.options.get("header", True) else 0
+        options = self.source.options
+        header = (1 if options.get("header", True) else 0) + options.get("skip", 0)
         rej = self._temp("_rej")
+        # A cast's value is shown as it was in the file; DuckDB's message around it names the column again.
+        got = ("CASE WHEN error_type = 'CAST' THEN coalesce(nullif(regexp_extract(error_message, "
+               """'string "(.*)" to ''', 1), ''), error_message) ELSE error_message END""")
         self.q(f"create temp table {ident(f'_rejrows_{self.batch_id}')} as select line - {header} as _row, "
                f"first(column_name order by column_idx) as _column, first(error_type order by column_idx) as "
-               f"_rule, first(error_message order by column_idx) as _got, first(csv_line) as _record from {rej} "
+               f"_rule, first({got} order by column_idx) as _got, first(csv_line) as _record from {rej} "
                f"group by line")
         return self.q(f"select count(*) from {self._temp('_rejrows')}")[0][0]
 
@@ -438,6 +445,21 @@ class Batch:
         if bad:
             self.q(f"insert into {self.quarantine} select {fields}, b._pos + 1 + {shift}, _column, _rule, "
                    f"_expected, _got, _record from {self._temp('_bad')} b")
+
+    def _quarantine_rules(self) -> list[dict]:
+        """Which column and rule cost how many rows of this batch, with one value each, most rows first: what
+        a person must see to tell a few bad rows from a column lost to a missing-value marker."""
+        rows = self.q(f"select _column, _rule, any_value(_expected), count(*), min(_got) from {self.quarantine} "
+                      f"where _batch_id = ? group by _column, _rule order by count(*) desc, _column, _rule",
+                      [self.batch_id])
+        out = []
+        for column, rule, expected, n, example in rows:
+            entry = {"column": column, "rule": rule, "expected": expected, "rows": n, "example": example}
+            if rule in ("cast", "type") and isinstance(example, str) and example.strip().lower() in MISSING_MARKERS:
+                entry["hint"] = (f"if {example!r} marks a missing value, add it to null_values in "
+                                 f"[sources.{self.source.name}]")
+            out.append(entry)
+        return out
 
     def _judge(self, columns, rows_in: int, accepted: int) -> tuple[float | None, dict]:
         relation = f"(select * from {self.table} where _batch_id = {self.batch_id})"

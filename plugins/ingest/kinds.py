@@ -16,12 +16,20 @@ from .sql import literal, struct_type
 
 #: JSON records (and so single lines) up to this size are read; DuckDB's default is 16 MiB.
 MAX_JSON_OBJECT_BYTES = 1 << 30
+QUOTE = '"'
 
 
 def _csv_options(options: dict) -> str:
     # The dialect is part of the contract: guessing the delimiter from a file full of bad rows guesses wrong.
-    return (f"header={literal(options.get('header', True))}, delim={literal(options.get('delimiter', ','))}, "
-            "quote='\"', escape='\"'")
+    out = (f"header={literal(options.get('header', True))}, delim={literal(options.get('delimiter', ','))}, "
+           f"quote={literal(options.get('quote', QUOTE))}, escape={literal(options.get('escape', QUOTE))}")
+    if "null_values" in options:  # DuckDB's own default is the empty string alone
+        out += f", nullstr=[{', '.join(literal(v) for v in options['null_values']) or literal('')}]"
+    for key, arg in (("timestamp_format", "timestampformat"), ("date_format", "dateformat"), ("skip", "skip"),
+                     ("encoding", "encoding")):
+        if key in options:
+            out += f", {arg}={literal(options[key])}"
+    return out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from appliance.errors import ApplianceError, BadRequest, NotFound
 
 from . import engine, ledger
+from .report import quarantine_lines
 from .settings import Settings, confine, parse
 
 log = logging.getLogger("appliance.ingest")
@@ -98,6 +99,8 @@ class IngestService:
             results.append(result)
             job.log(f"{result['file']}: {result['status']} " + (
                 result.get("message") or f"{result['accepted']} accepted, {result['quarantined']} quarantined"))
+            for line in quarantine_lines(result):
+                job.log(f"  {line}")
             if result["status"] != "duplicate":
                 self.announce(app, src.name, result)
         if errors:
@@ -109,7 +112,7 @@ class IngestService:
         app.events.emit("ingest.batch", subject=f"source:{source}", data={
             "source": source, "batch_id": r["batch_id"], "file": r["file"], "state": r["status"],
             "rows_in": r["rows_in"], "accepted": 0 if held else r["accepted"], "quarantined": r["quarantined"],
-            "held": r["accepted"] if held else 0})
+            "quarantine_rules": r.get("quarantine_rules", []), "held": r["accepted"] if held else 0})
         if held:
             app.events.emit("ingest.held", subject=f"batch:{r['batch_id']}", data={
                 "source": source, "batch_id": r["batch_id"], "file": r["file"], "reasons": r["reasons"]})

@@ -12,12 +12,18 @@ Everything is checked here, before any state changes, and every mistake names fi
     unique = ["id"]               # a key no two accepted rows share
     mostly = 0.95                 # hold the batch for review when fewer rows than this pass
     label = "churned"             # compared with the history's label rate by the poisoning guard
+    null_values = ["NA", ""]      # CSV: text that means a missing value (NULL), not a broken row (default [""])
+    timestamp_format = "%Y-%m-%d %H:%M:%S"   # CSV: strptime formats for TIMESTAMP and DATE columns
+    date_format = "%Y-%m-%d"      # (default: ISO 8601, as DuckDB reads it)
+    delimiter = ","               # CSV dialect: delimiter, quote ('"'), escape ('"'), header (true),
+    skip = 0                      # lines before the header, encoding ("utf-8", "utf-16" or "latin-1")
 
     [sources.orders.columns]
     id = "BIGINT"                                      # a type alone, or a table of rules:
     amount = { type = "DOUBLE", not_null = true, min = 0, max = 10000, max_null_fraction = 0.01 }
     country = { type = "VARCHAR", allowed = ["DE", "FR"] }
     email = { type = "VARCHAR", pattern = "^[^@]+@[^@]+$" }
+    note = { type = "VARCHAR", nullable = false }     # nullable = false is not_null = true
 
     [sources.orders.guard]
     psi = 0.25                    # hold a batch when a column's PSI against the accepted history is above this
@@ -38,9 +44,14 @@ from typing import Any
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
+#: How a CSV file is read (the dialect is part of the contract): key -> what the value must be.
+CSV_OPTIONS = {"delimiter": "one character", "quote": "one character", "escape": "one character",
+               "header": "true or false", "null_values": "a list of strings", "timestamp_format": "a strptime format",
+               "date_format": "a strptime format", "skip": "a number of lines", "encoding": "utf-8, utf-16 or latin-1"}
+ENCODINGS = ("utf-8", "utf-16", "latin-1")
 SOURCE_KEYS = {"kind", "path", "glob", "watch", "pattern", "columns", "unique", "mostly", "label", "guard",
-               "delimiter", "header"}
-RULE_KEYS = {"type", "not_null", "min", "max", "allowed", "pattern", "max_null_fraction"}
+               *CSV_OPTIONS}
+RULE_KEYS = {"type", "not_null", "nullable", "min", "max", "allowed", "pattern", "max_null_fraction"}
 GUARD_KEYS = {"enabled", "psi", "label_rate_delta", "min_history_rows", "min_batch_rows", "exclude"}
 INGEST_KEYS = {"data_dirs", "poll_seconds"}
 
@@ -162,7 +173,7 @@ def _source(config, settings: Settings, name: str, t: Any, kinds) -> Source:
     places = [k for k in ("path", "glob", "watch") if k in t]
     if len(places) != 1:
         raise config.error("give exactly one of path, glob or watch", *where)
-    for key in places + ["pattern", "delimiter", "label"]:
+    for key in places + ["pattern", "label"]:
         if key in t and (not isinstance(t[key], str) or not t[key]):
             raise config.error(f"expected a non-empty string, got {t[key]!r}", *where, key)
 
@@ -193,12 +204,36 @@ def _source(config, settings: Settings, name: str, t: Any, kinds) -> Source:
     if mostly is not None and (isinstance(mostly, bool) or not isinstance(mostly, int | float)
                                or not 0 <= mostly <= 1):
         raise config.error(f"expected a fraction between 0 and 1, got {mostly!r}", *where, "mostly")
-    if "header" in t and not isinstance(t["header"], bool):
-        raise config.error(f"expected true or false, got {t['header']!r}", *where, "header")
-    options = {k: t[k] for k in ("delimiter", "header") if k in t}
+    options = _csv_options(config, t, where)
     return Source(name=name, kind=kind, path=path, glob=t.get("glob"), watch=watch,
                   pattern=t.get("pattern", "*"), columns=columns, unique=tuple(unique), mostly=mostly,
                   label=t.get("label"), guard=_guard(config, t.get("guard", {}), where), options=options)
+
+
+def _csv_options(config, t: dict, where: tuple) -> dict:
+    """The reading options given, each checked (DuckDB would take a wrong one as a different dialect)."""
+    out = {}
+    for key, want in CSV_OPTIONS.items():
+        if key not in t:
+            continue
+        v = t[key]
+        if want == "one character":
+            ok = isinstance(v, str) and len(v) == 1 and v not in "\r\n"
+        elif want == "true or false":
+            ok = isinstance(v, bool)
+        elif want == "a list of strings":
+            ok = isinstance(v, list) and all(isinstance(x, str) and "\0" not in x for x in v)
+        elif want == "a number of lines":
+            ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1_000_000
+        elif key == "encoding":
+            ok = isinstance(v, str) and v.lower() in ENCODINGS
+            v = v.lower() if ok else v
+        else:
+            ok = isinstance(v, str) and "%" in v and "\0" not in v
+        if not ok:
+            raise config.error(f"expected {want}, got {v!r}", *where, key)
+        out[key] = v
+    return out
 
 
 def _columns(config, cols: Any, where: tuple) -> tuple[Column, ...]:
@@ -234,9 +269,13 @@ def _columns(config, cols: Any, where: tuple) -> tuple[Column, ...]:
         mnf = spec.get("max_null_fraction")
         if mnf is not None and (isinstance(mnf, bool) or not isinstance(mnf, int | float) or not 0 <= mnf <= 1):
             raise config.error(f"expected a fraction between 0 and 1, got {mnf!r}", *key, "max_null_fraction")
-        if not isinstance(spec.get("not_null", False), bool):
-            raise config.error("expected true or false", *key, "not_null")
-        out.append(Column(name=col, type=typ.upper(), not_null=spec.get("not_null", False), min=spec.get("min"),
+        for flag in ("not_null", "nullable"):
+            if not isinstance(spec.get(flag, False), bool):
+                raise config.error("expected true or false", *key, flag)
+        not_null = spec.get("not_null", False) or not spec.get("nullable", True)
+        if "not_null" in spec and "nullable" in spec and spec["not_null"] == spec["nullable"]:
+            raise config.error("nullable and not_null say opposite things; give one of them", *key, "nullable")
+        out.append(Column(name=col, type=typ.upper(), not_null=not_null, min=spec.get("min"),
                           max=spec.get("max"), allowed=tuple(allowed) if allowed else None, pattern=pattern,
                           max_null_fraction=mnf))
     return tuple(out)

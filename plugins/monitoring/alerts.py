@@ -109,16 +109,23 @@ class Alerts:
                 self.db.execute("update monitoring_alerts set last_seen = ?, count = count + 1, message = ?, "
                                 "value = ?, severity = ? where id = ?",
                                 [now, check.message, check.value, check.severity, current["id"]])
-                return "refreshed"
-            if check.firing:
-                alert = self._insert(check.rule, check.subject, check.severity, check.message, monitor, "monitor",
-                                     check.value, check.threshold, None)
+                changed = current["message"] != check.message or current["severity"] != check.severity
+                if not changed:
+                    return "refreshed"
+                alert, event = self.get(current["id"]), "alert.updated"
+            elif check.firing:
+                alert, event = self._insert(check.rule, check.subject, check.severity, check.message, monitor,
+                                            "monitor", check.value, check.threshold, None), "alert.raised"
             elif current:
                 self._resolve(current, f"condition cleared: {check.message}")
                 return "resolved"
             else:
                 return "clear"
-        self._emit("alert.raised", alert)
+        # An open alert reads as its latest run says ("6 of 7 columns", not the first run's count), and whoever
+        # shows it (the dashboard lives on events) hears that it changed.
+        self._emit(event, alert)
+        if event == "alert.updated":
+            return "refreshed"
         if pipeline:
             self._run_pipeline(alert, pipeline)
         return "raised"

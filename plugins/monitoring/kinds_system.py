@@ -15,9 +15,14 @@ _SAMPLE = re.compile(r'^(nv_inference_request_(?:success|failure))\{([^}]*)\}\s+
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def serving_counters(port: int | None, deployment: str) -> tuple[float, float] | None:
-    """Successful and failed requests of the deployment so far, read from the serving port's ``/metrics``
-    (its public face), so this plugin needs nothing private of the serving plugin."""
+#: Failure reasons that are the client's doing (a 4xx): counted apart, so a client's bad requests never read
+#: as the server failing.
+CLIENT_REASONS = {"bad_request", "content_type"}
+
+
+def serving_counters(port: int | None, deployment: str) -> tuple[float, float, float] | None:
+    """Successful requests, server failures and client errors of the deployment so far, read from the serving
+    port's ``/metrics`` (its public face), so this plugin needs nothing private of the serving plugin."""
     if not port:
         return None
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -28,18 +33,21 @@ def serving_counters(port: int | None, deployment: str) -> tuple[float, float] |
         return None
     finally:
         conn.close()
-    ok = failed = 0.0
+    ok = failed = client = 0.0
     for line in text.splitlines():
         m = _SAMPLE.match(line)
-        if m and dict(_LABEL.findall(m.group(2))).get("model") == deployment:
+        labels = dict(_LABEL.findall(m.group(2))) if m else {}
+        if m and labels.get("model") == deployment:
             if m.group(1).endswith("success"):
                 ok += float(m.group(3))
+            elif labels.get("reason") in CLIENT_REASONS:
+                client += float(m.group(3))
             else:
                 failed += float(m.group(3))
-    return ok, failed
+    return ok, failed, client
 
 
-_last_counters: dict[str, tuple[float, float]] = {}
+_last_counters: dict[str, tuple[float, float, float]] = {}
 
 
 def run_serving(ctx) -> None:
@@ -60,15 +68,18 @@ def run_serving(ctx) -> None:
     counters = serving_counters(ctx.app.ports.get("serving"), dep)
     if counters is not None:
         # Counters are cumulative since the daemon started; the error rate is over the time since the last run.
-        before = _last_counters.get(ctx.monitor, (0.0, 0.0))
-        if counters[0] < before[0] or counters[1] < before[1]:
-            before = (0.0, 0.0)  # the counters restarted
+        before = _last_counters.get(ctx.monitor, (0.0, 0.0, 0.0))
+        if any(now < then for now, then in zip(counters, before, strict=True)):
+            before = (0.0, 0.0, 0.0)  # the counters restarted
         _last_counters[ctx.monitor] = counters
-        ok, failed = counters[0] - before[0], counters[1] - before[1]
-        health["error_rate"] = failed / (ok + failed) if ok + failed else 0.0
+        ok, failed, client = (now - then for now, then in zip(counters, before, strict=True))
+        total = ok + failed + client
+        health["error_rate"] = failed / total if total else 0.0
         health["errors"] = failed
+        health["client_error_rate"] = client / total if total else 0.0
+        health["client_errors"] = client
     ctx.details["health"] = health
-    for key in ("rows_per_s", "requests_per_s", "p50_ms", "p99_ms", "error_rate"):
+    for key in ("rows_per_s", "requests_per_s", "p50_ms", "p99_ms", "error_rate", "client_error_rate"):
         ctx.value(f"serving_{key}", health.get(key), deployment=dep)
     if o["max_p99_ms"] is not None and health["p99_ms"] is not None:
         ctx.check("latency", health["p99_ms"] > o["max_p99_ms"], f"deployment {dep}: p99 latency "
@@ -76,8 +87,14 @@ def run_serving(ctx) -> None:
                   value=health["p99_ms"], threshold=o["max_p99_ms"])
     if "error_rate" in health:
         ctx.check("error_rate", health["error_rate"] > o["max_error_rate"], f"deployment {dep}: "
-                  f"{health['error_rate']:.1%} of requests failed (limit {o['max_error_rate']:.1%})",
+                  f"{health['error_rate']:.1%} of requests failed on the server (limit {o['max_error_rate']:.1%}); "
+                  f"{health['client_error_rate']:.1%} were refused as the client's mistakes (4xx)",
                   subject=f"deployment:{dep}", value=health["error_rate"], threshold=o["max_error_rate"])
+        if o["max_client_error_rate"] is not None:
+            ctx.check("client_error_rate", health["client_error_rate"] > o["max_client_error_rate"],
+                      f"deployment {dep}: {health['client_error_rate']:.1%} of requests were refused as bad (4xx; "
+                      f"limit {o['max_client_error_rate']:.1%})", subject=f"deployment:{dep}",
+                      value=health["client_error_rate"], threshold=o["max_client_error_rate"])
 
 
 # ------------------------------------------------------------------------------------------------ GPU
@@ -155,7 +172,7 @@ def kinds(providers) -> list[Kind]:
     return [
         Kind("serving", "p50/p99 latency, error rate and throughput of a deployment", run_serving,
              {"deployment": None, "window_s": 300.0, "window_end": None, "max_p99_ms": None,
-              "max_error_rate": 0.05}),
+              "max_error_rate": 0.05, "max_client_error_rate": None}),
         Kind("gpu", "GPU temperature, power, memory, utilisation, throttling, ECC errors, memory per process",
              lambda ctx: run_gpu(ctx, providers),
              {"provider": "nvml", "max_temperature_c": 85.0, "throttle_reasons": sorted(HARMFUL_THROTTLE)}, ()),

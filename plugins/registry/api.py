@@ -62,8 +62,12 @@ def set_alias(req) -> dict:
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise BadRequest("field 'version' (the version number to point the alias at) is required")
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("field 'force' must be true or false")
     return _registry(req).set_alias(req.path_params["name"], req.path_params["alias"], version,
-                                    reason=_text(body, "reason"), actor="api")
+                                    reason=_text(body, "reason"), actor="api", gate=not force,
+                                    action="force" if force else "promote")
 
 
 def rollback(req) -> dict:

@@ -46,6 +46,14 @@ def models_show(ctx, name, as_json):
             "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), v["onnx_sha256"][:12],
             when(v["created"])) for v in m["versions"]],
           ["VERSION", "RUN", "ALIASES", "HOLDOUT", "ONNX", "CREATED"])
+    shown = next(iter(m["aliases"].values()), m["latest"])
+    version = next((v for v in m["versions"] if v["version"] == shown), None)
+    inputs = ((version or {}).get("signature") or {}).get("inputs") or []
+    if inputs:
+        click.echo(f"\ninputs of version {shown} (in order; a client sends these):")
+        table([(i.get("name"), i.get("dtype"), i.get("shape"), ", ".join(i.get("features") or []) or "-",
+                "yes" if i.get("nullable") else "no") for i in inputs],
+              ["INPUT", "TYPE", "SHAPE", "FEATURES (IN ORDER)", "TAKES NULL"])
     click.echo("\naudit log (newest first):")
     table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
@@ -110,11 +118,13 @@ def print_registered(v: dict) -> None:
 @click.argument("version", type=int)
 @click.argument("alias")
 @click.option("--reason", default="", help="Why; kept in the audit log.")
+@click.option("--force", is_flag=True, help="Promote even where a promotion gate would refuse (audited as force).")
 @json_option
 @click.pass_context
-def models_promote(ctx, name, version, alias, reason, as_json):
-    """Point ALIAS of model NAME at VERSION (the promotion gate may refuse)."""
-    r = connect(ctx).post(f"/models/{name}/aliases/{alias}", {"version": version, "reason": reason})
+def models_promote(ctx, name, version, alias, reason, force, as_json):
+    """Point ALIAS of model NAME at VERSION (a promotion gate may refuse; --force overrides it)."""
+    r = connect(ctx).post(f"/models/{name}/aliases/{alias}", {"version": version, "reason": reason,
+                                                               "force": force})
     if as_json:
         return emit_json(r)
     click.echo(f"{name}@{alias}: {r['from_version'] or '-'} -> {r['to_version']}" +

@@ -20,6 +20,7 @@ migrations = Migrations("registry")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 RESERVED = "latest"
+GATE_KEYS = {"metric", "aliases", "min_delta", "higher_is_better"}
 
 
 @migrations()
@@ -70,10 +71,10 @@ def check_gates(config) -> dict[str, dict]:
             raise config.error("expected a [registry.models.NAME.gate] table", "registry", "models", name)
         gate = table["gate"]
         keys = ("registry", "models", name, "gate")
-        unknown = set(gate) - {"metric", "aliases", "min_delta", "higher_is_better"}
+        unknown = set(gate) - GATE_KEYS
         if unknown:
-            raise config.error(f"unknown key(s) {', '.join(sorted(unknown))}; known: metric, aliases, min_delta, "
-                               "higher_is_better", *keys)
+            raise config.error(f"unknown key(s) {', '.join(sorted(unknown))}; known: "
+                               f"{', '.join(sorted(GATE_KEYS))}", *keys)
         if not isinstance(gate.get("metric"), str):
             raise config.error("required: the holdout metric a new version must beat the holder on",
                                *keys, "metric")
@@ -140,13 +141,19 @@ class ModelRegistry:
         return self.version(name, version)
 
     def set_alias(self, name: str, alias: str, version: int, *, reason: str = "", actor: str = "",
-                  action: str = "promote", gate: bool = True) -> dict:
-        """Point ``alias`` at ``version``, atomically; the promotion gate may refuse (409)."""
+                  action: str = "promote", gate: bool = True, policy: dict | None = None) -> dict:
+        """Point ``alias`` at ``version``, atomically; the promotion gate may refuse (409), and a refusal is
+        written to the audit log with the figures it compared.
+
+        ``policy`` is a training spec's own gate: ``{"metric", "higher_is_better", "source"}``, and optionally
+        ``holder_version`` and ``holder_score``, the holder scored on the candidate's holdout by the run.
+        ``gate=False`` skips every gate (``--force``; rollback)."""
         if alias == RESERVED:
             raise BadRequest(f"'{RESERVED}' is reserved: it always means the newest version")
         if not ALIAS.match(alias):
             raise BadRequest(f"alias {alias!r}: start with a letter; then letters, digits, '_', '.', '-'")
         version = int(version)
+        refusal = None
         with self._lock, transaction(self.db):
             candidate = self.version(name, version)
             row = self.db.execute("select version from registry_aliases where name = ? and alias = ?",
@@ -156,11 +163,20 @@ class ModelRegistry:
                 return {"name": name, "alias": alias, "from_version": holder, "to_version": version,
                         "moved": False}
             if gate and holder is not None:
-                self._check_gate(name, alias, candidate, self.version(name, holder))
-            self.db.execute("insert into registry_aliases (name, alias, version, updated) values (?, ?, ?, ?) "
-                            "on conflict (name, alias) do update set version = excluded.version, "
-                            "updated = excluded.updated", [name, alias, version, time.time()])
-            self._audit(name, action, alias, holder, version, reason, actor)
+                held = self.version(name, holder)
+                refusal = ((self._policy_refusal(alias, candidate, held, policy) if policy else None)
+                           or self._check_gate(name, alias, candidate, held))
+            if refusal:  # the refusal is evidence too: recorded, and the alias left where it was
+                self._audit(name, "refused", alias, holder, version, refusal, actor)
+            else:
+                self.db.execute("insert into registry_aliases (name, alias, version, updated) values (?, ?, ?, ?) "
+                                "on conflict (name, alias) do update set version = excluded.version, "
+                                "updated = excluded.updated", [name, alias, version, time.time()])
+                self._audit(name, action, alias, holder, version, reason, actor)
+        if refusal:
+            self.app.events.emit("model.promotion_refused", subject=f"model:{name}", data={
+                "name": name, "alias": alias, "holder": holder, "candidate": version, "reason": refusal})
+            raise Conflict(refusal, title="Promotion refused")
         moved = {"name": name, "alias": alias, "from_version": holder, "to_version": version, "reason": reason}
         self.app.events.emit("model.alias_moved", subject=f"model:{name}", data=moved)
         return {**moved, "moved": True}
@@ -188,24 +204,47 @@ class ModelRegistry:
                 self.db.execute(f"update {table} set tags = ? where {where}",
                                 [json.dumps({**current["tags"], **tags}), *args])
 
-    def _check_gate(self, name: str, alias: str, candidate: dict, holder: dict) -> None:
+    def _policy_refusal(self, alias: str, candidate: dict, holder: dict, policy: dict) -> str | None:
+        """A spec's gate: the candidate must beat the holder on the spec's metric, scored on the same rows
+        when the run could score the holder on its holdout; else on each one's own."""
+        metric = policy["metric"]
+        new = candidate["metrics"].get(metric)
+        if policy.get("holder_version") == holder["version"] and policy.get("holder_score") is not None:
+            old, rows = policy["holder_score"], "both on the candidate's holdout"
+        else:
+            old = holder["metrics"].get(metric)
+            rows = ("on the same holdout" if candidate["holdout_sha256"] == holder["holdout_sha256"]
+                    else "each on its own holdout")
+        if new is None or old is None:
+            return (f"promotion gate ({policy['source']}): metric {metric!r} is missing from version "
+                    f"{candidate['version'] if new is None else holder['version']}")
+        gain = new - old if policy["higher_is_better"] else old - new
+        if gain > 0:  # NaN never beats anything
+            return None
+        return (f"promotion gate ({policy['source']}): version {candidate['version']} has {metric} {new:.6g}, the "
+                f"holder of {alias!r} (version {holder['version']}) has {old:.6g} ({rows}); a new version must "
+                f"beat it (--force promotes anyway)")
+
+    def _check_gate(self, name: str, alias: str, candidate: dict, holder: dict) -> str | None:
+        """The refusal of the model's configured gate ([registry.models.NAME.gate]), or None."""
         gate = self.gates.get(name)
         if gate is None or (gate["aliases"] is not None and alias not in gate["aliases"]):
-            return
+            return None
         metric = gate["metric"]
         if candidate["holdout_sha256"] != holder["holdout_sha256"]:
-            raise Conflict(f"promotion gate: version {candidate['version']} and the holder of {alias!r} (version "
-                           f"{holder['version']}) were evaluated on different holdouts; the gate compares only "
-                           "on the same rows", title="Promotion refused")
+            return (f"promotion gate: version {candidate['version']} and the holder of {alias!r} (version "
+                    f"{holder['version']}) were evaluated on different holdouts; the gate compares only on the same "
+                    "rows")
         new, old = candidate["metrics"].get(metric), holder["metrics"].get(metric)
         if new is None or old is None:
-            raise Conflict(f"promotion gate: metric {metric!r} is missing from version "
-                           f"{candidate['version'] if new is None else holder['version']}", title="Promotion refused")
+            return (f"promotion gate: metric {metric!r} is missing from version "
+                    f"{candidate['version'] if new is None else holder['version']}")
         gain = new - old if gate["higher_is_better"] else old - new
         if not gain > gate["min_delta"]:  # NaN never beats anything
-            raise Conflict(f"promotion gate: version {candidate['version']} has {metric} {new:.6g}, the holder of "
-                           f"{alias!r} (version {holder['version']}) has {old:.6g}; a new version must beat it by "
-                           f"more than {gate['min_delta']:g}", title="Promotion refused")
+            return (f"promotion gate: version {candidate['version']} has {metric} {new:.6g}, the holder of "
+                    f"{alias!r} (version {holder['version']}) has {old:.6g}; a new version must beat it by "
+                    f"more than {gate['min_delta']:g}")
+        return None
 
     def _audit(self, name, action, alias, from_version, to_version, reason, actor) -> None:
         self.db.execute("insert into registry_audit (time, name, action, alias, from_version, to_version, reason, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import click
@@ -98,6 +99,66 @@ def post_feedback(req):
     return answer["body"]
 
 
+def post_feedback_many(req):
+    """Labels for many logged predictions at once (``{"items": [{"request_id", "labels"}, ...]}``): queued
+    together, so they are stored in one writer cycle instead of a quarter second each. Each item is stored or
+    refused on its own; the answer lists the refused ones with why."""
+    from .feedback import max_labels, read_feedback
+    from .protocol import ProtocolError
+
+    st = _state()
+    body = req.json_object()
+    items = body.get("items")
+    if not isinstance(items, list) or not items or len(items) > MAX_FEEDBACK_ITEMS:
+        raise ApplianceError(f"give 'items': a list of 1 to {MAX_FEEDBACK_ITEMS} {{request_id, labels}} objects",
+                             title="Feedback refused", status=400)
+    limit = max_labels(st.manager.deployments, st.feedback)
+    answers: list[dict | None] = [None] * len(items)
+    refused, parsed = [], []
+    for i, item in enumerate(items):
+        try:
+            parsed.append((i, *read_feedback(item, limit)))
+        except ProtocolError as exc:
+            rid = item.get("request_id") if isinstance(item, dict) else None
+            refused.append({"index": i, "request_id": rid, "status": exc.status, "error": exc.message})
+    if sum(len(labels) for _, _, labels in parsed) > st.feedback.max_pending:
+        raise ApplianceError(f"the items give more labels than the queue holds ({st.feedback.max_pending}); send "
+                             "fewer at once", title="Feedback refused", status=413)
+    done = threading.Semaphore(0)
+
+    def answered(i: int):
+        def store(status: int, body: dict) -> None:
+            answers[i] = {"status": status, "body": body}
+            done.release()
+        return store
+
+    queued = 0
+    for i, rid, labels in parsed:
+        try:
+            st.feedback.submit(rid, labels, answered(i))
+            queued += 1
+        except ProtocolError as exc:
+            refused.append({"index": i, "request_id": rid, "status": exc.status, "error": exc.message})
+    for _ in range(queued):
+        if not done.acquire(timeout=60):
+            raise ApplianceError("the labels were not stored within 60 s; the prediction log's writer is behind",
+                                 title="Feedback not stored", status=503)
+    stored = 0
+    for i, rid, _ in parsed:
+        a = answers[i]
+        if a is None:
+            continue
+        if a["status"] == 200:
+            stored += a["body"]["labels"]
+        else:
+            refused.append({"index": i, "request_id": rid, "status": a["status"], "error": a["body"]["error"]})
+    return {"stored_labels": stored, "items": len(items), "refused": sorted(refused, key=lambda r: r["index"])}
+
+
+#: Feedback items one batch request may carry (the CLI sends a file in batches of this many).
+MAX_FEEDBACK_ITEMS = 10_000
+
+
 def feedback_token(req):
     from .feedback import feedback_token
 
@@ -111,6 +172,7 @@ ROUTES = [
     Route("POST", "/deployments/{name}/unload", unload_deployment, "stop serving a deployment"),
     Route("GET", "/predictions", recent_predictions, "the prediction log, newest first"),
     Route("POST", "/feedback", post_feedback, "ground-truth labels for a logged prediction"),
+    Route("POST", "/feedback/batch", post_feedback_many, "labels for many logged predictions at once"),
     Route("GET", "/feedback/token", feedback_token, "the token that lets the serving port take feedback"),
 ]
 
@@ -140,8 +202,22 @@ def deployments_show(ctx, name, as_json):
     d = connect(ctx).get(f"/deployments/{name}")
     if as_json:
         return emit_json(d)
+    example = d.pop("example_request", None)
+    inputs = d.pop("inputs", [])
     for key, value in d.items():
         click.echo(f"{key:>18}: {value}")
+    if inputs:
+        click.echo("\ninputs (in order):")
+        table([(i["name"], i["datatype"], i["shape"], ", ".join(i.get("features") or []) or "-",
+                "yes" if i.get("nullable") else "no") for i in inputs],
+              ["INPUT", "TYPE", "SHAPE", "FEATURES (IN ORDER)", "TAKES NULL"])
+    if example:
+        import json
+
+        port = connect(ctx).get("/deployments")["port"]
+        click.echo(f"\nexample request (POST http://127.0.0.1:{port}/v2/models/{name}/infer, content-type "
+                   "application/json; a null is a missing value where TAKES NULL says yes):")
+        click.echo(json.dumps(example))
 
 
 @deployments_cmd.command("reload")
@@ -156,9 +232,57 @@ def deployments_reload(ctx, name, as_json):
     click.echo(f"{name}: {d['state']} version {d['version']}" + (f" ({d['error']})" if d["error"] else ""))
 
 
-@click.group(name="feedback")
+class _FeedbackGroup(click.Group):
+    """``appliance feedback FILE`` reads as ``appliance feedback file FILE``: a file is the common case."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["file", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(name="feedback", cls=_FeedbackGroup)
 def feedback_cmd():
-    """Ground truth for logged predictions: what monitoring measures performance with."""
+    """Ground truth for logged predictions: what monitoring measures performance with.
+
+    \b
+    appliance feedback FILE          labels from a CSV or Parquet file (request_id, label[, row_index])
+    appliance feedback send ID 1     labels for one request, one per row it logged
+    appliance feedback token         the token for POST /v2/feedback on the serving port
+    """
+
+
+@feedback_cmd.command("file", hidden=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@json_option
+@click.pass_context
+def feedback_file(ctx, path, as_json):
+    """Labels from a CSV or Parquet file: columns request_id and label (and row_index for requests of several
+    rows). Every request id must be one a prediction answered with; the ones no logged prediction has are listed
+    and the command exits 1."""
+    from .feedback_file import read_file
+
+    try:
+        items = read_file(path)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    c = connect(ctx)
+    stored, refused = 0, []
+    for start in range(0, len(items), MAX_FEEDBACK_ITEMS):
+        chunk = items[start:start + MAX_FEEDBACK_ITEMS]
+        r = c.post("/feedback/batch", {"items": chunk})
+        stored += r["stored_labels"]
+        refused += [{**x, "index": x["index"] + start} for x in r["refused"]]
+    if as_json:
+        emit_json({"stored_labels": stored, "requests": len(items), "refused": refused})
+    else:
+        click.echo(f"{path}: {stored} label(s) stored for {len(items) - len(refused)} of {len(items)} request(s)")
+        for x in refused[:20]:
+            click.echo(f"  refused {x['request_id']!r}: {x['error']}")
+        if len(refused) > 20:
+            click.echo(f"  ... and {len(refused) - 20} more (--json lists them all)")
+    if refused:
+        sys.exit(1)
 
 
 @feedback_cmd.command("send")

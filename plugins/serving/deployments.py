@@ -75,8 +75,27 @@ class Deployment:
         return {"name": self.name, "target": self.spec.target, "state": self.state, "error": self.error,
                 "version": m.version if m else None, "provider": m.provider if m else None,
                 "max_batch_size": self.spec.max_batch_size, "max_queue_delay_us": self.spec.max_queue_delay_us,
-                "shadow": self.spec.shadow, "inputs": [s.to_dict() for s in m.inputs.values()] if m else [],
-                "outputs": [s.to_dict() for s in m.outputs] if m else []}
+                "shadow": self.spec.shadow, "inputs": m.described_inputs() if m else [],
+                "outputs": [s.to_dict() for s in m.outputs] if m else [],
+                "example_request": example_request(self.spec, m) if m else None}
+
+
+def example_request(spec: DeploymentSpec, model: LoadedModel) -> dict:
+    """A request body this deployment answers: one row, a null where the model imputes a missing value,
+    entity keys where the deployment looks features up online (what `appliance deployments show` prints)."""
+    inputs = []
+    for name, s in model.inputs.items():
+        if name == spec.features_input and spec.entity_keys:
+            inputs += [{"name": k, "datatype": "BYTES", "shape": [1], "data": ["KEY"]} for k in spec.entity_keys]
+            continue
+        width = next((d for d in s.shape[1:] if d > 0), 1) if len(s.shape) > 1 else 0
+        value = "text" if s.datatype == "BYTES" else 0
+        row = [value] * width
+        if row and name in model.nullable:
+            row[-1] = None
+        shape = [1, width] if len(s.shape) > 1 else [1]
+        inputs.append({"name": name, "datatype": s.datatype, "shape": shape, "data": [row] if row else [value]})
+    return {"id": "my-request-1", "inputs": inputs}
 
 
 class DeploymentManager:

@@ -46,6 +46,9 @@ class LoadedModel:
             if isinstance(e, dict) and e.get("name") in self.inputs and e.get("features")}
         if not self.input_features and len(self.inputs) == 1 and self.signature.get("feature_names"):
             self.input_features = {next(iter(self.inputs)): list(self.signature["feature_names"])}
+        # Inputs whose missing values the model imputes itself (its signature says so): they take a null.
+        self.nullable = frozenset(e["name"] for e in self.signature.get("inputs", [])
+                                  if isinstance(e, dict) and e.get("nullable") and e.get("name") in self.inputs)
 
     @property
     def batched(self) -> bool:
@@ -72,6 +75,12 @@ class LoadedModel:
         return {"name": self.name, "versions": [str(self.version)], "platform": "onnxruntime_onnx",
                 "inputs": [s.to_dict() for s in self.inputs.values()],
                 "outputs": [s.to_dict() for s in self.outputs]}
+
+    def described_inputs(self) -> list[dict]:
+        """Each input as a client needs it: name, type, shape, its features in order, and whether it takes
+        a null (a missing value the model imputes)."""
+        return [{**s.to_dict(), "features": self.input_features.get(n), "nullable": n in self.nullable}
+                for n, s in self.inputs.items()]
 
 
 def _dims(shape) -> tuple[int, ...]:

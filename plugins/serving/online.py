@@ -81,11 +81,13 @@ def with_features(spec, model, req: dict, service) -> dict:
         raise ProtocolError(status if isinstance(status, int) and 400 <= status < 600 else 400,
                             getattr(exc, "message", None) or str(exc)) from None
     matrix = []
+    imputes = spec.features_input in model.nullable  # a missing or expired value goes in as null
     for i, (row, values) in enumerate(zip(rows, found_values, strict=True)):
         vec = [values.get(f) if ":" in f else columns[f][i] for f in features]
-        absent = [f for f, v in zip(features, vec, strict=True) if v is None]
+        absent = [] if imputes else [f for f, v in zip(features, vec, strict=True) if v is None]
         if absent:
-            raise ProtocolError(400, f"no online value for {', '.join(absent)} at {row}")
+            raise ProtocolError(400, f"no online value for {', '.join(absent)} at {row}, and the model does not "
+                                     f"impute missing values of input '{spec.features_input}'")
         matrix.append(vec)
     inp = model.inputs[spec.features_input]
     used = set(spec.entity_keys) | set(direct)

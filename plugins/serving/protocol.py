@@ -155,7 +155,11 @@ def _parse_simple(header: dict, specs: dict[str, TensorSpec], max_batch: int) ->
 
 
 def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
-                 max_batch: int) -> InferRequest:
+                 max_batch: int, nullable: frozenset[str] = frozenset()) -> InferRequest:
+    """The request's tensors, checked against ``specs``. Inputs named in ``nullable`` (the model imputes them:
+    its signature says so) take a JSON null, or NaN in a binary FP32/FP64 tensor, as a missing value: NaN in a
+    float tensor, an empty string (the unknown category) in a BYTES one. Anywhere else a missing value is refused,
+    naming the input and the index."""
     if not binary and (simple := _parse_simple(header, specs, max_batch)) is not None:
         return simple
     inputs = header.get("inputs")
@@ -202,7 +206,7 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         iparams = item.get("parameters") or {}
         size = iparams.get("binary_data_size") if isinstance(iparams, dict) else None
         if spec.datatype == "BYTES":
-            arr, used = _bytes_input(item, name, shape, count, size, binary[offset:])
+            arr, used = _bytes_input(item, name, shape, count, size, binary[offset:], name in nullable)
             offset += used
             arrays[name] = arr
             continue
@@ -237,7 +241,7 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
                         arr = np.asarray(flat, dtype=dtype)
                 arr = arr.reshape(shape)
             except (TypeError, ValueError, OverflowError):
-                at = _not_a_number(flat)
+                at = _not_a_number(flat, skip_nulls=dtype.kind == "f")
                 if at < 0:  # only numbers: one too large for the type
                     raise ProtocolError(400, f"input '{name}': value at flat index {_out_of_range(flat, dtype)} is out "
                                              f"of range for {spec.datatype}") from None
@@ -250,11 +254,17 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
         # loop up; a small ufunc keeps the GIL.
         if (dtype.kind == "f" and not finite and not math.isfinite(np.add.reduce(arr, axis=None))
                 and not np.isfinite(arr).all()):
-            bad_at = int(np.flatnonzero(~np.isfinite(arr.ravel()))[0])
-            if size is None and flat[bad_at] is None:  # a JSON null, which numpy read as NaN
-                raise ProtocolError(400, f"input '{name}': expected {spec.datatype} values, got None")
-            raise ProtocolError(400, f"input '{name}': value at flat index {bad_at} is {arr.ravel()[bad_at]}; "
-                                     "inputs must be finite")
+            flat_arr = arr.ravel()
+            # A missing value (NaN: a JSON null or a binary NaN) is the model's to impute, if it says it does.
+            bad = np.isinf(flat_arr) if name in nullable else ~np.isfinite(flat_arr)
+            if bad.any():
+                bad_at = int(np.flatnonzero(bad)[0])
+                if np.isnan(flat_arr[bad_at]):
+                    what = "null" if size is None else "NaN"
+                    raise ProtocolError(400, f"input '{name}': value at flat index {bad_at} is {what} (missing), "
+                                             "and this model does not impute missing values of this input")
+                raise ProtocolError(400, f"input '{name}': value at flat index {bad_at} is {flat_arr[bad_at]}; "
+                                         "inputs must be finite")
         arrays[name] = arr
     if offset != len(binary):
         raise ProtocolError(400, f"the body has {len(binary) - offset} bytes of binary data no input claims")
@@ -281,9 +291,11 @@ def parse_inputs(header: dict, binary: memoryview, specs: dict[str, TensorSpec],
                         requested_outputs=requested)
 
 
-def _not_a_number(values: list) -> int:
-    """The index of the first value that is not a number (a string, a null, an object or a list), or -1."""
-    return next((i for i, v in enumerate(values) if isinstance(v, str | dict | list | type(None))), -1)
+def _not_a_number(values: list, skip_nulls: bool = False) -> int:
+    """The index of the first value that is not a number (a string, a null, an object or a list), or -1; with
+    ``skip_nulls``, a null counts as a number (a float tensor reads it as NaN, judged afterwards)."""
+    kinds = str | dict | list if skip_nulls else str | dict | list | type(None)
+    return next((i for i, v in enumerate(values) if isinstance(v, kinds)), -1)
 
 
 def _out_of_range(values: list, dtype: np.dtype) -> int:
@@ -329,9 +341,11 @@ def _float_array(values: list, code: str, dtype: np.dtype) -> np.ndarray | None:
         return None
 
 
-def _bytes_input(item: dict, name: str, shape: tuple, count: int, size, binary: memoryview):
+def _bytes_input(item: dict, name: str, shape: tuple, count: int, size, binary: memoryview,
+                 nullable: bool = False):
     """A BYTES tensor: JSON strings, or Triton's binary form (each element a 4-byte little-endian length, then
-    its bytes). Strings go to onnxruntime as a numpy object array."""
+    its bytes). Strings go to onnxruntime as a numpy object array; a JSON null, where the model takes one, is the
+    empty string (its unknown category)."""
     if size is None:
         data = item.get("data")
         if data is None:
@@ -339,9 +353,15 @@ def _bytes_input(item: dict, name: str, shape: tuple, count: int, size, binary: 
         flat = _flatten(data, len(shape), name)
         if len(flat) != count:
             raise ProtocolError(400, f"input '{name}': shape {list(shape)} needs {count} values, got {len(flat)}")
-        bad = next((v for v in flat if not isinstance(v, str)), None)
-        if bad is not None:
-            raise ProtocolError(400, f"input '{name}': expected BYTES values (strings), got {bad!r}")
+        at = next((i for i, v in enumerate(flat) if not isinstance(v, str)), -1)
+        if at >= 0 and flat[at] is None and not nullable:
+            raise ProtocolError(400, f"input '{name}': value at flat index {at} is null (missing), and this model "
+                                     "does not impute missing values of this input")
+        if at >= 0 and nullable:
+            flat = ["" if v is None else v for v in flat]
+            at = next((i for i, v in enumerate(flat) if not isinstance(v, str)), -1)
+        if at >= 0:
+            raise ProtocolError(400, f"input '{name}': expected BYTES values (strings), got {flat[at]!r}")
         return np.array(flat, dtype=object).reshape(shape), 0
     if not isinstance(size, int) or size < 0 or size > len(binary):
         raise ProtocolError(400, f"input '{name}': binary_data_size {size!r} does not fit the body")

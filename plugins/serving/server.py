@@ -163,13 +163,17 @@ class ServingApp:
                     return self._offload(dep, model, name, parsed, binary, later, t0)
                 if rows is not None:
                     parsed = with_features(spec, model, parsed, self.features())
-            ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows)
+            ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows, model.nullable)
             check_outputs(ir, model.output_names)
         except ProtocolError:
             self.metrics.failed(name, str(model.version), "bad_request")
             raise
         if dep.batcher is None:
-            outputs = model.infer(ir.arrays)
+            try:
+                outputs = model.infer(ir.arrays)
+            except Exception:
+                self.metrics.failed(name, str(model.version), "internal")  # the server's failure, not the client's
+                raise
             self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
             reply, note = self._answer(dep, model, name, ir, outputs, t0)
             if note is not None:
@@ -180,6 +184,7 @@ class ServingApp:
             """Answer one request of the batch; what it returns is logged with the batch (``batch_answered``)."""
             if isinstance(outputs, BaseException):
                 throttled.error("batched inference on %s failed: %s", name, outputs, key=f"batch {name}")
+                self.metrics.failed(name, str(model.version), "internal")
                 later(*INTERNAL)
                 return None
             try:
@@ -208,7 +213,7 @@ class ServingApp:
         def work() -> None:
             try:
                 ir = parse_inputs(with_features(spec, model, parsed, self.features()), binary, model.inputs,
-                                  spec.max_request_rows)
+                                  spec.max_request_rows, model.nullable)
                 check_outputs(ir, model.output_names)
                 outputs = model.infer(ir.arrays)
                 done = (ir, outputs, self._encode(name, str(model.version), ir, outputs))
@@ -227,6 +232,7 @@ class ServingApp:
             return later(done.status, JSON, orjson.dumps({"error": done.message}))
         if isinstance(done, Exception):
             throttled.error("serving request failed", exc_info=done)
+            self.metrics.failed(name, version, "internal")
             return later(*INTERNAL)
         ir, outputs, encoded = done
         self.metrics.executed(name, version, _rows(ir.arrays), 0.0)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from appliance import BadRequest, Conflict, NotFound, Reply, Route
+from appliance import ApplianceError, BadRequest, Conflict, NotFound, Reply, Route
 
 from . import spec as spec_mod
 from . import tracking
@@ -65,7 +65,23 @@ def job_params(app, spec: dict, trainer, data: dict, run_id: int, resume: dict |
     return {"run_id": run_id, "spec": spec, "data": {"path": data["path"], "sha256": data.get("sha256")},
             "project_dir": str(project) if project else None, "trainer": target,
             "trainer_module_file": module_file,
-            "trainer_from_project": isinstance(trainer, spec_mod.ProjectTrainer), "resume": resume}
+            "trainer_from_project": isinstance(trainer, spec_mod.ProjectTrainer), "resume": resume,
+            "champion": champion(app, spec)}
+
+
+def champion(app, spec: dict) -> dict | None:
+    """The version the spec's alias holds now, for the run to score on its own holdout: the gate then
+    compares the two on the same rows."""
+    if not spec.get("alias") or not spec.get("model") or spec.get("gate", "better") == "none":
+        return None
+    registry = app.registry("services").get("model_registry")
+    if registry is None:
+        return None
+    try:
+        held = registry.resolve(spec["model"], spec["alias"])
+    except ApplianceError:  # no holder yet (the first version always promotes), or its file is damaged
+        return None
+    return {"version": held["version"], "onnx_sha256": held["onnx_sha256"], "signature": held["signature"]}
 
 
 def compared_params(spec: dict) -> dict:

@@ -187,6 +187,22 @@ def pick_device(wanted: str):
     return torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
 
 
+def _score_champion(job, champion: dict, prepared, spec: dict, truth) -> dict:
+    """The alias's holder scored on this run's holdout, for the promotion gate (or why it could not be)."""
+    out: dict[str, Any] = {"version": champion["version"]}
+    try:
+        path = str(job.artifacts.verify(champion["onnx_sha256"]))
+        scores = export.score_other(path, champion["signature"] or {}, prepared)
+    except Exception as exc:  # the gate falls back to the holder's own figures
+        out["skipped"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return out
+    if scores is None:
+        out["skipped"] = "it needs features this run's data does not have"
+    else:
+        out["metrics"] = evaluate(spec["task"], scores, truth, "", prepared.y_std)
+    return out
+
+
 def run_train(job) -> dict:
     """The ``train`` job kind, run in the child process."""
     params, spec = job.params, job.params["spec"]
@@ -221,6 +237,8 @@ def _train(job, params: dict, spec: dict, reporter: Reporter, resume: dict | Non
     device = pick_device(spec["device"])
     job.log(f"training on {device}: {len(prepared.parts['train'].y)} train, "
             f"{len(prepared.parts['validation'].y)} validation, {len(prepared.parts['holdout'].y)} holdout rows")
+    if prepared.null_labels:
+        job.log(f"left out {prepared.null_labels} row(s) whose label {spec['label']!r} is missing")
     encoder = Encoder(prepared.mean, prepared.std, [len(v) for v in prepared.vocabularies])
     ctx = FitContext(job, spec, prepared, reporter, device, encoder, resume)
     if params.get("trainer_from_project"):
@@ -235,7 +253,8 @@ def _train(job, params: dict, spec: dict, reporter: Reporter, resume: dict | Non
     truth = label_units(prepared, "holdout")
     result: dict[str, Any] = {"holdout_metrics": evaluate(spec["task"], reference, truth, "", prepared.y_std),
                               "holdout_sha256": prepared.holdout_sha256, "model": None,
-                              "rows": {k: len(p.y) for k, p in prepared.parts.items()}}
+                              "rows": {k: len(p.y) for k, p in prepared.parts.items()},
+                              "dropped": {"null_labels": prepared.null_labels}}
     if spec["export"]:
         job.progress(0.96, "exporting to ONNX")
         sig = export.signature(prepared)
@@ -252,6 +271,8 @@ def _train(job, params: dict, spec: dict, reporter: Reporter, resume: dict | Non
         result["holdout_metrics"] = evaluate(spec["task"], served, truth, "", prepared.y_std)
         result["model"] = {"onnx_sha256": digest, "size": len(onnx_bytes), "signature": sig,
                            "parity_max_abs_diff": diff, "parity_rows": len(truth)}
+        if params.get("champion"):
+            result["champion"] = _score_champion(job, params["champion"], prepared, spec, truth)
     reporter.send("finished", result)
     job.progress(1.0, "done")
     return {"run_id": params["run_id"], **{k: v for k, v in result.items() if k != "model"},

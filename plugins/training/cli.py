@@ -54,6 +54,8 @@ def train(ctx, spec, sets, sweep, wait, as_json):
             click.echo(f"sweep {started['sweep_id']}: {len(run_ids)} run(s)")
         for r in runs:
             click.echo(f"run {r['id']} ({r['spec_name']}): {r['state']}" + (f": {r['error']}" if r["error"] else ""))
+            for line in _outcome(r):
+                click.echo(f"  {line}")
     if wait and any(r["state"] != "succeeded" for r in runs):
         sys.exit(1)
 
@@ -77,6 +79,29 @@ def runs_list(ctx, experiment, spec, state, limit, as_json):
         return emit_json(rows)
     table([(r["id"], r["experiment"], r["spec_name"], r["state"], r["epoch"], when(r["created"]),
             _headline(r)) for r in rows], ["ID", "EXPERIMENT", "SPEC", "STATE", "EPOCH", "CREATED", "HOLDOUT"])
+
+
+def _outcome(run: dict) -> list[str]:
+    """What a finished run left out and where its model went: the lines a person checks after training."""
+    result = run.get("result") or {}
+    out = []
+    rows = result.get("rows") or {}
+    dropped = (result.get("dropped") or {}).get("null_labels")
+    if rows:
+        out.append(f"trained on {rows.get('train', 0)} rows ({rows.get('validation', 0)} validation, "
+                   f"{rows.get('holdout', 0)} holdout)" + (f"; left out {dropped} row(s) with no label "
+                                                             f"{run['params'].get('label')!r}" if dropped else ""))
+    reg = result.get("registered")
+    if reg:
+        line = f"registered {reg['name']} version {reg.get('version', '?')}"
+        if reg.get("alias"):
+            line += f", promoted to {reg['alias']}"
+        if reg.get("alias_refused"):
+            line += f"; not promoted: {reg['alias_refused']}"
+        if reg.get("error"):
+            line += f"; {reg['error']}"
+        out.append(line)
+    return out
 
 
 def _headline(run: dict) -> str:
@@ -119,11 +144,8 @@ def runs_show(ctx, run_id, as_json):
     result = r["result"] or {}
     for k, v in sorted((result.get("holdout_metrics") or {}).items()):
         click.echo(f"holdout {k}: {v:.6g}")
-    if result.get("registered"):
-        reg = result["registered"]
-        click.echo(f"registered: {reg['name']} version {reg['version']}" +
-                   (f", alias {reg['alias']}" if reg.get("alias") else "") +
-                   (f" (alias refused: {reg['alias_refused']})" if reg.get("alias_refused") else ""))
+    for line in _outcome(r):
+        click.echo(line)
 
 
 @runs.command("compare")

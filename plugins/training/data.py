@@ -36,6 +36,8 @@ class Prepared:
     y_std: float = 1.0
     parts: dict[str, Part] = field(default_factory=dict)
     holdout_sha256: str = ""
+    #: Rows left out because their label is missing: a run's result and its log say how many.
+    null_labels: int = 0
 
     @property
     def class_counts(self) -> list[int] | None:
@@ -55,9 +57,12 @@ def load(spec: dict, path: str) -> Prepared:
     for col in [label, *spec.get("features", []), *spec.get("categorical", []), *([time_col] if time_col else [])]:
         if col not in table.column_names:
             raise BadRequest(f"column {col!r} is not in the training data; it has {', '.join(table.column_names)}")
+    before = table.num_rows
     table = table.filter(table[label].is_valid())
+    null_labels = before - table.num_rows
     if table.num_rows < 10:
-        raise BadRequest(f"the training data has {table.num_rows} labelled rows; at least 10 are needed")
+        raise BadRequest(f"the training data has {table.num_rows} labelled rows ({null_labels} of {before} have no "
+                         f"label {label!r}); at least 10 are needed")
     features = spec.get("features") or [c for c in table.column_names if c not in (label, time_col)]
     declared = set(spec.get("categorical", []))
     categorical = [c for c in features if c in declared or _is_text(table.schema.field(c).type, pa)]
@@ -82,7 +87,7 @@ def load(spec: dict, path: str) -> Prepared:
 
     y_raw = table[label].to_numpy(zero_copy_only=False)
     prepared = Prepared(spec["task"], numeric, categorical, vocabularies, mean.astype(np.float32),
-                        std.astype(np.float32), None)
+                        std.astype(np.float32), None, null_labels=null_labels)
     y = _labels(prepared, y_raw, train)
     for name, idx in index.items():
         prepared.parts[name] = Part(num[idx], codes[idx], raw_cat[idx], y[idx])

@@ -23,13 +23,13 @@ def signature(prepared: Prepared) -> dict:
     inputs = []
     if prepared.numeric_features:
         inputs.append({"name": NUMERIC_INPUT, "dtype": "FP32", "shape": [-1, len(prepared.numeric_features)],
-                       "features": prepared.numeric_features,
-                       "note": "raw values; NaN means missing (the training mean is used)"})
+                       "features": prepared.numeric_features, "nullable": True,
+                       "note": "raw values; null (NaN) means missing (the training mean is used)"})
     if prepared.categorical_features:
         inputs.append({"name": CATEGORICAL_INPUT, "dtype": "BYTES",
                        "shape": [-1, len(prepared.categorical_features)],
-                       "features": prepared.categorical_features,
-                       "note": "raw values as strings; unseen or empty values share an 'unknown' slot"})
+                       "features": prepared.categorical_features, "nullable": True,
+                       "note": "raw values as strings; unseen, empty or null values share an 'unknown' slot"})
     if prepared.task == "regression":
         outputs = [{"name": "prediction", "dtype": "FP32", "shape": [-1, 1]}]
     else:
@@ -125,3 +125,23 @@ def torch_outputs(exported, prepared: Prepared, part_name: str = "holdout") -> n
         args.append(torch.from_numpy(part.codes))
     with torch.no_grad():
         return exported(*args).numpy()
+
+
+def score_other(onnx_path: str, signature: dict, prepared: Prepared, part_name: str = "holdout") -> np.ndarray | None:
+    """Another model version's outputs on this run's rows, or None when it needs a feature this run lacks:
+    the promotion gate then compares the champion and the challenger on the same rows."""
+    import onnxruntime as ort
+
+    part = prepared.parts[part_name]
+    feed = {}
+    for entry in signature.get("inputs") or []:
+        features = entry.get("features") or []
+        have, values = ((prepared.numeric_features, part.numeric) if entry.get("name") == NUMERIC_INPUT
+                        else (prepared.categorical_features, part.raw_categorical))
+        if entry.get("name") not in (NUMERIC_INPUT, CATEGORICAL_INPUT) or not set(features) <= set(have):
+            return None
+        feed[entry["name"]] = values[:, [have.index(f) for f in features]]
+    if not feed:
+        return None
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    return session.run(None, feed)[0]

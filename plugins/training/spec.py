@@ -26,8 +26,13 @@ SPEC_KEYS: dict[str, type | tuple[type, ...]] = {
     "trainer": str, "experiment": str, "model": (str, bool), "alias": str, "seed": int, "export": bool,
     "parity_tolerance": (int, float), "device": str, "mixed_precision": bool, "log_every": int,
     "system_metrics_interval": (int, float), "max_categories": int, "hyperparameters": dict, "split": dict,
-    "sweep": dict, "tags": dict, "description": str,
+    "sweep": dict, "tags": dict, "description": str, "gate": str, "gate_metric": str,
 }
+#: The metrics a run's holdout gives per task: what a spec's gate may compare on.
+TASK_METRICS = {"binary": ("auc", "loss", "accuracy"), "multiclass": ("loss", "accuracy"),
+                "regression": ("loss", "rmse", "mae", "r2")}
+#: A spec's alias moves only to a version that beats its holder on this metric, unless gate = "none".
+GATE_METRIC = {"binary": "auc", "multiclass": "loss", "regression": "loss"}
 SPLIT_DEFAULTS: dict[str, Any] = {"method": "random", "column": None, "validation": 0.15, "holdout": 0.15,
                                   "seed": 0}
 SWEEP_DEFAULTS: dict[str, Any] = {"method": "grid", "trials": None, "metric": "val_loss", "goal": None,
@@ -189,6 +194,14 @@ def resolve(name: str, raw: dict, trainers, project_dir: Path | None) -> dict:
     for key in ("features", "categorical"):
         if not all(isinstance(c, str) for c in spec.get(key, [])):
             raise SpecError("expected a list of column names", key)
+    spec.setdefault("gate", "better")
+    if spec["gate"] not in ("better", "none"):
+        raise SpecError(f"expected better (promote only a version that beats the alias's holder) or none, got "
+                        f"{spec['gate']!r}", "gate")
+    spec.setdefault("gate_metric", GATE_METRIC[spec["task"]])
+    if spec["gate_metric"] not in TASK_METRICS[spec["task"]]:
+        raise SpecError(f"a {spec['task']} run gives {', '.join(TASK_METRICS[spec['task']])}, not "
+                        f"{spec['gate_metric']!r}", "gate_metric")
     if spec["device"] not in ("auto", "cpu", "cuda"):
         raise SpecError(f"expected auto, cpu or cuda, got {spec['device']!r}", "device")
     for key in ("log_every", "max_categories"):

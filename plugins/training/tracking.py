@@ -169,6 +169,9 @@ def _finished(app, run_id: int, data: dict) -> None:
     run = _row(db, run_id)
     spec = json.loads(run["spec"])
     result = {k: data[k] for k in ("holdout_metrics", "holdout_sha256", "model", "rows")}
+    result["dropped"] = data.get("dropped") or {"null_labels": 0}
+    if data.get("champion"):
+        result["champion"] = data["champion"]
     model = data.get("model")
     if model:
         db.execute("insert into training_artifacts (run_id, kind, sha256, epoch, step, size, created) "
@@ -180,7 +183,7 @@ def _finished(app, run_id: int, data: dict) -> None:
                [time.time(), json.dumps(result), run_id])
     app.events.emit("run.finished", subject=f"run:{run_id}", data={
         "run_id": run_id, "state": "succeeded", "metrics": data["holdout_metrics"],
-        "model": result.get("registered")})
+        "model": result.get("registered"), "dropped": result["dropped"]})
 
 
 def _register(app, run: dict, spec: dict, data: dict) -> dict | None:
@@ -203,9 +206,16 @@ def _register(app, run: dict, spec: dict, data: dict) -> dict | None:
         return {"name": spec["model"], "error": exc.message}
     out = {"name": spec["model"], "version": version["version"]}
     if spec.get("alias"):
+        policy = None
+        if spec.get("gate", "better") != "none":
+            metric = spec.get("gate_metric", "auc" if spec["task"] == "binary" else "loss")
+            champion = data.get("champion") or {}
+            policy = {"metric": metric, "higher_is_better": metric in ("auc", "accuracy", "r2"),
+                      "source": f"spec {spec['name']}", "holder_version": champion.get("version"),
+                      "holder_score": (champion.get("metrics") or {}).get(metric)}
         try:
             registry.set_alias(spec["model"], spec["alias"], version["version"], reason=f"run {run['id']}",
-                               actor=f"run:{run['id']}")
+                               actor=f"run:{run['id']}", policy=policy)
             out["alias"] = spec["alias"]
         except ApplianceError as exc:  # a refused promotion leaves the run a success: its model is registered
             out["alias_refused"] = exc.message
