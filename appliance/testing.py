@@ -131,15 +131,16 @@ class DaemonProcess:
     def delete(self, path: str, **kw: Any) -> httpx.Response:
         return self.http.delete("/api/v1" + path, **kw)
 
-    def register_model(self, name: str, path: Path, *, sample: Path | None = None, description: str = "") -> dict:
+    def register_model(self, name: str, path: Path, *, sample: Path | None = None, description: str = "",
+                       nullable: tuple[str, ...] = ()) -> dict:
         """Register the ONNX file at ``path`` as the next version of model ``name``, as ``appliance models
         register`` does (``POST /models/NAME/versions``); returns the version record, or raises with the
         daemon's answer."""
         files = {"model": (Path(path).name, Path(path).read_bytes(), "application/octet-stream")}
         if sample is not None:
             files["sample"] = (Path(sample).name, Path(sample).read_bytes(), "application/octet-stream")
-        r = self.http.post(f"/api/v1/models/{name}/versions", files=files,
-                           data={"description": description} if description else None, timeout=120)
+        data = {k: v for k, v in (("description", description), ("nullable", ",".join(nullable))) if v}
+        r = self.http.post(f"/api/v1/models/{name}/versions", files=files, data=data or None, timeout=120)
         if r.status_code != 201:
             raise RuntimeError(f"registering {path} as {name} failed: HTTP {r.status_code} {r.text}")
         return r.json()

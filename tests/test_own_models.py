@@ -270,6 +270,16 @@ def test_an_upload_over_the_configured_limit_is_refused_and_a_bad_limit_stops_th
         DaemonProcess(tmp_path / "home2", project).start()
 
 
+def test_inputs_the_model_imputes_are_named_at_register_and_checked(box):
+    """--nullable INPUT marks an input as taking null (shown in the signature); a name the graph lacks is
+    refused naming the inputs it has."""
+    r = upload(box, "imputed", linear(), nullable="x")
+    assert r.status_code == 201, r.text
+    assert [i.get("nullable") for i in r.json()["signature"]["inputs"]] == [True]
+    r = upload(box, "imputed", linear(), nullable="x,nope")
+    assert r.status_code == 400 and "the model has no input 'nope'; its inputs are x" in r.json()["error"]["message"]
+
+
 def test_a_model_larger_than_the_control_apis_usual_body_limit_registers(box, tmp_path):
     """Real models are often tens of MB: the upload route takes up to [registry] max_upload_mb, not the 16 MB
     every other control-API body is held to."""

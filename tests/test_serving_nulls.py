@@ -9,6 +9,8 @@ import time
 import httpx
 import numpy as np
 import onnxruntime as ort
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tritonclient.http as triton
 from conftest import make_project
@@ -39,14 +41,14 @@ FEATURES = ["dep_delay", "temp", "wind"]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("nulls")
-    project = make_project(root / "project", ["good/model_import"], TOML)
+    project = make_project(root / "project", [], TOML)
     path = imputing_model(root / "m.onnx", seed=3, means=MEANS)
+    sample = root / "sample.parquet"  # its columns name the features, in order
+    pq.write_table(pa.table({f: [float(i), 1.0] for i, f in enumerate(FEATURES)}), sample)
     with DaemonProcess(root / "home", project) as d:
-        for nullable in (True, False):  # the same graph; only the second's signature does not say it imputes
-            signature = {"inputs": [{"name": "features", "dtype": "FP32", "shape": [-1, 3], "features": FEATURES,
-                                     "nullable": nullable}]}
-            r = d.post("/fixture/import-model", {"name": "delays", "path": str(path), "signature": signature})
-            assert r.status_code == 200, r.text
+        # The same graph twice, registered as a user would; only the first says it imputes its input.
+        d.register_model("delays", path, sample=sample, nullable=("features",))
+        d.register_model("delays", path, sample=sample)
         d.port = d.info["ports"]["serving"]
         d.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         deadline = time.monotonic() + 30

@@ -67,16 +67,18 @@ def models_show(ctx, name, as_json):
 @click.option("--description", default="", help="What this version is.")
 @click.option("--tolerance", type=float, help="Largest parity difference accepted (default 1e-4).")
 @click.option("--run", "run_id", type=int, help="The run that trained it (linked in its lineage).")
+@click.option("--nullable", multiple=True, metavar="INPUT",
+              help="An input the model imputes (takes NaN): serving lets a null through to it. Repeatable.")
 @json_option
 @click.pass_context
-def models_register(ctx, name, onnx_file, sample, description, tolerance, run_id, as_json):
+def models_register(ctx, name, onnx_file, sample, description, tolerance, run_id, nullable, as_json):
     """Register ONNX_FILE, trained elsewhere, as the next version of model NAME.
 
     The file is read here and sent; the daemon checks it (ONNX checker, opset, no external data, tensors in
     and out), reads its signature from the graph and, with --sample, runs the rows for parity and latency.
     """
     fields = {k: str(v) for k, v in (("description", description), ("tolerance", tolerance),
-                                     ("run_id", run_id)) if v not in (None, "")}
+                                     ("run_id", run_id), ("nullable", ",".join(nullable))) if v not in (None, "")}
     files = {"model": (onnx_file.name, onnx_file.read_bytes())}
     if sample:
         files["sample"] = (sample.name, sample.read_bytes())

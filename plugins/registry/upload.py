@@ -17,7 +17,7 @@ from appliance import BadRequest, Reply
 from . import checker
 from .store import NAME
 
-FIELDS = ("model", "sample", "description", "tolerance", "run_id")
+FIELDS = ("model", "sample", "description", "tolerance", "run_id", "nullable")
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_MAX_UPLOAD_MB = 1024
 
@@ -62,15 +62,16 @@ def post_version(req) -> Reply:
     version = register_file(req.app, registry, req.path_params["name"], parts["model"].data,
                             filename=parts["model"].filename, sample=sample.data if sample else None,
                             description=_text(parts, "description"), tolerance=_tolerance(parts),
-                            run_id=_run_id(parts))
+                            run_id=_run_id(parts), nullable=_names(parts, "nullable"))
     return Reply(version, 201)
 
 
 def register_file(app, registry, name: str, data: bytes, *, filename: str | None = None,
                   sample: bytes | None = None, description: str = "", tolerance: float = DEFAULT_TOLERANCE,
-                  run_id: int | None = None) -> dict:
+                  run_id: int | None = None, nullable: tuple[str, ...] = ()) -> dict:
     """Store an ONNX file (and its sample) by hash, check them in a child process, and register the next
-    version of ``name``. Returns the version record with ``checks``: size, opset, producer, parity, latency."""
+    version of ``name``. Returns the version record with ``checks``: size, opset, producer, parity, latency.
+    ``nullable`` names the inputs the model imputes (it takes NaN there): serving lets a null through to them."""
     if not NAME.match(name):
         raise BadRequest(f"model name {name!r}: use letters, digits, '_', '.', '-' (it becomes a directory name)")
     if not data:
@@ -79,6 +80,7 @@ def register_file(app, registry, name: str, data: bytes, *, filename: str | None
     sample_sha256 = app.artifacts.put_bytes(sample) if sample is not None else None
     found = checker.check(app, digest, sample_sha256, tolerance)
     checks = found["checks"]
+    _mark_nullable(found["signature"], nullable)
     lineage = {"source": "upload", "file": filename, "producer": checks["producer"], "opset": checks["opset"],
                "run_id": run_id, "sample_sha256": sample_sha256, "sample": checks["sample"]}
     if found["reference_sha256"]:
@@ -137,6 +139,24 @@ def _text(parts: dict[str, Part], key: str) -> str:
         return part.data.decode()
     except UnicodeDecodeError:
         raise BadRequest(f"part {key!r} is not UTF-8 text") from None
+
+
+def _names(parts: dict[str, Part], key: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in _text(parts, key).split(",") if n.strip())
+
+
+def _mark_nullable(signature: dict, names: tuple[str, ...]) -> None:
+    """Mark the named inputs as taking null (the graph imputes NaN there); a name the graph lacks is refused."""
+    inputs = {i["name"]: i for i in signature.get("inputs", [])}
+    unknown = [n for n in names if n not in inputs]
+    if unknown:
+        raise BadRequest(f"nullable: the model has no input {', '.join(map(repr, unknown))}; its inputs are "
+                         f"{', '.join(inputs) or 'none'}", title="Unknown input")
+    for n in names:
+        if inputs[n].get("dtype") not in ("FP16", "FP32", "FP64"):
+            raise BadRequest(f"nullable: input {n!r} is {inputs[n].get('dtype')}; only floating-point inputs can "
+                             "carry a missing value (as NaN)", title="Input cannot take null")
+        inputs[n]["nullable"] = True
 
 
 def _tolerance(parts: dict[str, Part]) -> float:
