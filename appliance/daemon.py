@@ -110,13 +110,7 @@ class Daemon:
         host.load_all(dropin_dirs=dropins)
         catalog = Catalog(self.home.catalog_path)
         catalog.migrate(core_migrations)
-        for name, mig in host.registries["migrations"].items():
-            try:
-                catalog.migrate(mig)
-            except Exception as exc:
-                owner = host.registries["migrations"].owner(name) or "?"
-                raise ApplianceError(f"migration set {name!r} of plugin {owner!r} failed: {exc}",
-                                     title="Migration failed") from exc
+        host.migrate(catalog)  # a third-party set that fails is rolled back and its plugin disabled
         store = Store(self.home.store_path)
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
@@ -133,7 +127,7 @@ class Daemon:
                         data={"plugin": failure.plugin, "hook": failure.hook, "message": failure.message})
         project.configure(app, self.cfg)
         app.jobs.recover()
-        host.call("startup", app=app)
+        host.start(app)  # a third-party plugin whose startup raises is disabled
         log.info("built in %.0f ms", (time.perf_counter() - t0) * 1000)
         return app
 
