@@ -7,8 +7,10 @@ the ``appliance_daemon`` fixture the appliance ships for plugin authors (``appli
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import re
+import sys
 from pathlib import Path
 from string import Template
 
@@ -205,11 +207,31 @@ def test_a_bad_setting_is_refused_naming_its_line(appliance_daemon):
 '''
 
 
-def new_plugin(name: str, directory: Path) -> Path:
-    """Write the package for plugin ``name`` into ``directory/name``; returns that path."""
+def check_name(name: str) -> None:
+    """Refuse a name the package could not safely have: it is the import name of the package, the plugin's
+    name in ``appliance plugins`` and ``[plugins] allow``, and the prefix of its catalog tables."""
+    from .host import DEFAULT_PLUGINS
+
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise BadRequest(f"plugin name {name!r} must be a Python identifier in lowercase (letters, digits, "
                          "underscores; starting with a letter), such as 'slack_alerts'")
+    if name in ("appliance", "plugins", "tui") or name.startswith("appliance_dropin_"):
+        why = "is the appliance's own package"
+    elif name in {m.rsplit(".", 1)[-1] for m in DEFAULT_PLUGINS}:
+        why = "is a built-in plugin; two plugins of one name cannot both load"
+    elif name.startswith("sqlite_"):
+        why = "starts with sqlite_, a prefix SQLite reserves for its own tables (the plugin's tables are named after it)"
+    elif name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+        why = f"would shadow the module {name!r}, which is already importable here"
+    else:
+        return
+    raise BadRequest(f"plugin name {name!r} {why}; choose another, such as '{name}_plugin' or 'my_{name}'",
+                     title="Name taken")
+
+
+def new_plugin(name: str, directory: Path) -> Path:
+    """Write the package for plugin ``name`` into ``directory/name``; returns that path."""
+    check_name(name)
     root = Path(directory) / name
     if root.exists():
         raise Conflict(f"{root} already exists; choose another name or --dir")

@@ -25,8 +25,10 @@ class DaemonProcess:
     """``appliance up`` in a subprocess with its own home; HTTP helpers carry the token."""
 
     def __init__(self, home: Path, project: Path | None = None, *, env: dict | None = None,
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), cwd: Path | None = None):
         self.home = Path(home)
+        #: The daemon's working directory (the test's, unless given).
+        self.cwd = Path(cwd) if cwd else None
         self.project = Path(project) if project else None
         # Serving gets a free port too unless a test asks otherwise, so daemons side by side never collide.
         self.env = {**os.environ, "APPLIANCE_SERVING_PORT": "0", **(env or {})}
@@ -38,7 +40,9 @@ class DaemonProcess:
     # ------------------------------------------------------------------------------------------- process
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "appliance", "--home", str(self.home), "up", "--port", "0"]
+        # -P: the working directory is not put on sys.path, so an appliance/ (or plugins/, tui.py) beside the
+        # tests cannot stand in for the installed one, as it cannot for the `appliance` script.
+        cmd = [sys.executable, "-P", "-m", "appliance", "--home", str(self.home), "up", "--port", "0"]
         if self.project:
             cmd += ["--project", str(self.project)]
         return cmd + list(self.args)
@@ -47,7 +51,7 @@ class DaemonProcess:
         self.home.parent.mkdir(parents=True, exist_ok=True)
         err = open(self.stderr_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(self.command(), env=self.env, stdout=err, stderr=err,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, cwd=self.cwd)
         err.close()
         self.wait_ready(timeout)
         return self
@@ -159,5 +163,5 @@ class DaemonProcess:
 
     def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``appliance --home HOME ARGS`` as a user would."""
-        return subprocess.run([sys.executable, "-m", "appliance", "--home", str(self.home), *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+        return subprocess.run([sys.executable, "-P", "-m", "appliance", "--home", str(self.home), *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.cwd)

@@ -69,3 +69,19 @@ def test_the_example_webhook_plugin_passes_its_tests_as_installed(tmp_path):
 def test_docs_plugins_md_matches_the_hook_docstrings():
     page = (REPO / "docs" / "plugins.md").read_text()
     assert page == docs.render(), "docs/plugins.md is out of date: run `python -m appliance.docs > docs/plugins.md`"
+
+
+def test_plugin_new_refuses_names_that_would_collide(tmp_path):
+    cases = {
+        "appliance": "the appliance's own package",
+        "ingest": "a built-in plugin",
+        "plugins": "the appliance's own package",
+        "sqlite_stats": "SQLite reserves",
+        "json": "would shadow the module 'json'",
+        "duckdb": "would shadow the module 'duckdb'",
+    }
+    for name, why in cases.items():
+        out = appliance_cli("plugin", "new", name, "--dir", str(tmp_path), cwd=tmp_path)
+        assert out.returncode == 1, (name, out.stdout)
+        assert why in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
+        assert not (tmp_path / name).exists(), name

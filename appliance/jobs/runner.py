@@ -378,7 +378,8 @@ class JobRunner:
         spec = {"target": f"{fn.__module__}:{fn.__qualname__}", "module_file": module_file,
                 "job_id": handle.id, "kind": kind.name, "params": handle.params, "attempt": handle.attempt,
                 "home": str(self.app.home.root)}
-        proc = subprocess.Popen([sys.executable, "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
+        # -P: nothing in the daemon's working directory (a triton/ export, say) may stand in for a real module.
+        proc = subprocess.Popen([sys.executable, "-P", "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         running.proc = proc
         if handle.cancelled:
