@@ -207,6 +207,21 @@ def register_monitors(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def register_alert_sinks(register: Callable[[Any], None]) -> None:
+    """Register a kind of alert sink with ``register(kind)``; ``[alert_sinks.NAME] kind = "..."`` configures one.
+
+    ``kind`` has ``name``, ``description``, ``options`` (``appliance.Options``: what an ``[alert_sinks.NAME]``
+    table of this kind takes besides the common ``kind``, ``events``, which of ``"raised"``, ``"resolved"`` and
+    ``"acked"`` to send (all by default), and ``min_severity``; checked with file, line and key) and
+    ``send(alert, options)``. ``alert`` is a dict: ``id``, ``event`` (raised, resolved or acked), ``rule``,
+    ``subject``, ``severity``, ``message``, ``monitor``, ``value``, ``threshold``, ``count``, ``time``;
+    ``options`` is the table merged over the defaults. Each configured sink sends from a thread of its own
+    (an ``appliance.Outbox``), so a slow endpoint delays nothing else; an exception is recorded against the
+    plugin, and a call busy past ``[daemon] sink_timeout_s`` is reported while it is still stuck.
+    """
+
+
+@hookspec
 def register_gpu_providers(register: Callable[[Any], None]) -> None:
     """Register a source of GPU figures with ``register(provider)``; ``[monitoring] gpu_provider`` picks one.
 

@@ -74,6 +74,12 @@ class Options(dict):
             self.specs[option.name] = option
         super().__init__((o.name, o.default) for o in options)
 
+    @classmethod
+    def of(cls, declared: Mapping[str, Any] | None) -> Options:
+        """``declared`` itself when it is ``Options``; for a plain dict of defaults (how contract 1.0 declared
+        options), ``Options`` whose each option takes its default's type (any value when that is ``None``)."""
+        return from_defaults(declared or {})
+
     def problems(self, given: Mapping[str, Any], *, also: Iterable[str] = ()) -> Iterable[tuple[str, str]]:
         """``(key, message)`` for each mistake in ``given`` (unknown keys and wrong types, in the order given),
         then each required option missing; ``also`` names keys the caller checks itself (a source's ``kind``)."""

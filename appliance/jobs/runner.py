@@ -126,6 +126,7 @@ class JobRunner:
         params = params or {}
         if not isinstance(params, dict):
             raise BadRequest(f"job params must be an object, got {type(params).__name__}")
+        params = spec.checked_params(params)  # the kind's declared options, with their defaults
         try:
             params_json = json.dumps(params)
         except (TypeError, ValueError) as exc:

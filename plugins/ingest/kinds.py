@@ -1,16 +1,20 @@
 """The built-in source kinds: how a file of each kind becomes a DuckDB table expression.
 
-A source kind (registered through the ``register_sources`` hook) is any object with a ``name`` and a
-``read(path, options, columns)`` method returning a DuckDB table expression (``read_csv('...', ...)``): with
-``columns`` (a list of ``(name, type)``), it reads exactly those columns with those types if it can; without, it
-reads the file's own columns. The engine checks and casts what comes back, so a kind that cannot apply types
-may ignore ``columns``. CSV also has ``read_typed``: its reader applies the types itself and writes the records
-it cannot read to a rejects table, which is the fast path the benchmark measures.
+A source kind (registered through the ``register_sources`` hook) is any object with a ``name``, the ``options``
+a source of its kind takes, and a ``read(path, options, columns, source)`` method returning a DuckDB table
+expression (``read_csv('...', ...)``): with ``columns`` (a list of ``(name, type)``), it reads exactly those
+columns with those types if it can; without, it reads the file's own columns. The engine checks and casts what
+comes back, so a kind that cannot apply types may ignore ``columns``. CSV also has ``read_typed``: its reader
+applies the types itself and writes the records it cannot read to a rejects table, which is the fast path the
+benchmark measures.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
+
+from appliance import Option, Options
 
 from .sql import literal, struct_type
 
@@ -24,9 +28,24 @@ def _csv_options(options: dict) -> str:
             "quote='\"', escape='\"'")
 
 
+def read_expression(kind, path: str, options: dict, columns: list[tuple[str, str]] | None, source: str) -> str:
+    """``kind.read(...)``; a kind whose ``read`` takes a ``source`` argument (contract 1.1) is told the source's
+    name, so one that converts files can keep what it made apart per source."""
+    try:
+        takes_source = "source" in inspect.signature(kind.read).parameters
+    except (TypeError, ValueError):
+        takes_source = False
+    if takes_source:
+        return kind.read(path, options, columns, source=source)
+    return kind.read(path, options, columns)
+
+
 @dataclass(frozen=True)
 class CsvKind:
     name: str = "csv"
+    options: Options = field(default_factory=lambda: Options(
+        Option("delimiter", str, ",", "the character between fields"),
+        Option("header", bool, True, "whether the first line names the columns")), compare=False, hash=False)
 
     def read(self, path: str, options: dict, columns: list[tuple[str, str]] | None) -> str:
         # Reading the header and sniffing types must survive the bad rows that read_typed will reject.
@@ -45,6 +64,7 @@ class ParquetKind:
     name: str = "parquet"
     #: Parquet files carry their column types, so a file whose types match the source needs no cast.
     exact_types: bool = True
+    options: Options = field(default_factory=Options, compare=False, hash=False)
 
     def read(self, path: str, options: dict, columns: list[tuple[str, str]] | None) -> str:
         return f"read_parquet({literal(path)})"
@@ -56,6 +76,7 @@ class JsonKind:
 
     name: str
     format: str
+    options: Options = field(default_factory=Options, compare=False, hash=False)
 
     def read(self, path: str, options: dict, columns: list[tuple[str, str]] | None) -> str:
         typed = f", columns={struct_type(columns)}" if columns else ""
