@@ -162,7 +162,7 @@ class Daemon:
         sock = accepts.guarded(listen(self.host_addr, self.port, hint="choose another --port"))
         actual_port = sock.getsockname()[1]
         app.ports["control"] = actual_port
-        asgi = server.build(app, self.routes(app), token=token,
+        asgi = server.build(app, lambda: self.routes(app), token=token,
                             allowed_hosts=self.cfg.daemon.get("allowed_hosts", []))
         config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, loop="asyncio", http="auto")

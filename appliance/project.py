@@ -71,6 +71,10 @@ def _apply(app: Appliance, path: Path | None) -> dict:
         raise ConfigError("the daemon was started without a project; start it with `appliance up --project DIR`")
     cfg = config_mod.load(target)
     old = app.config
+    if cfg.plugins != old.plugins:
+        raise ConfigError(f"{cfg.path}: [plugins] changed; which plugins load is settled when the daemon starts, so "
+                          "nothing was applied: restart it (appliance down && appliance up) to use this file",
+                          title="Restart needed")
     try:
         configure(app, cfg)
     except ConfigError:

@@ -49,6 +49,22 @@ def plugins(req: ApiRequest) -> dict:
     return req.app.host.report()
 
 
+def install_plugin(req: ApiRequest) -> dict:
+    from .. import plugin_admin
+
+    body = req.json_object()
+    unknown = set(body) - {"spec"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; expected spec")
+    return plugin_admin.install(req.app, body.get("spec"))
+
+
+def reload_plugin(req: ApiRequest) -> dict:
+    from .. import plugin_admin
+
+    return plugin_admin.reload(req.app, req.path_params["name"])
+
+
 def job_kinds(req: ApiRequest) -> list:
     reg = req.app.registry("job_kinds")
     return [{"name": name, "plugin": reg.owner(name), "description": k.description, "gpu": k.gpu,
@@ -179,6 +195,8 @@ ROUTES = [
     Route("GET", "/health", health, "liveness and version"),
     Route("GET", "/status", status, "what the daemon is doing"),
     Route("GET", "/plugins", plugins, "loaded and failed plugins, with failures"),
+    Route("POST", "/plugins/install", install_plugin, "pip install a plugin package and load it ({\"spec\"})"),
+    Route("POST", "/plugins/{name}/reload", reload_plugin, "read a drop-in plugin again, without a restart"),
     Route("GET", "/job-kinds", job_kinds, "registered job kinds"),
     Route("GET", "/jobs", list_jobs, "jobs, newest first"),
     Route("POST", "/jobs", submit_job, "queue a job"),

@@ -225,7 +225,38 @@ def plugins(ctx, as_json):
 
 @cli.group("plugin")
 def plugin_group():
-    """Write plugins: `appliance plugin new NAME` scaffolds an installable one."""
+    """Write, install and reload plugins: new, install, reload."""
+
+
+@plugin_group.command("install")
+@click.argument("spec")
+@click.pass_context
+def plugin_install(ctx, spec):
+    """pip install SPEC (a package, requirement or path) into the daemon's environment and load its plugins."""
+    from .client import Client
+
+    if Path(spec).exists():
+        spec = str(Path(spec).resolve())  # the daemon's working directory is not this one
+    result = Client(ctx.find_root().obj["home"], timeout=660).post("/plugins/install", {"spec": spec})
+    _show_loaded(result["plugins"])
+    if result["note"]:
+        click.echo(result["note"])
+
+
+@plugin_group.command("reload")
+@click.argument("name")
+@click.pass_context
+def plugin_reload(ctx, name):
+    """Read the drop-in plugin NAME again from its file, without restarting the daemon."""
+    _show_loaded([client(ctx).post(f"/plugins/{name}/reload")])
+
+
+def _show_loaded(records: list[dict]) -> None:
+    for p in records:
+        click.echo(f"{p['name']}: {p['status']}" + (f" ({p['error']})" if p["error"] else ""))
+        if p["status"] == "failed" and p.get("traceback"):
+            for line in p["traceback"].rstrip().splitlines()[-12:]:
+                click.echo(f"    {line}")
 
 
 @plugin_group.command("new")
