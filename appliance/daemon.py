@@ -100,18 +100,26 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: _Server | None = None
 
-    def build(self) -> Appliance:
-        t0 = time.perf_counter()
+    def load_plugins(self) -> PluginHost:
+        """Every plugin the project allows: built-ins, installed packages, the home's and project's drop-ins."""
         plug_cfg = self.cfg.plugins
         host = PluginHost(allow=plug_cfg.get("allow", []), deny=plug_cfg.get("deny", []))
         dropins = [self.home.plugins_dir]
         if self.cfg.project_dir:
             dropins.append(self.cfg.project_dir / "plugins")
         host.load_all(dropin_dirs=dropins)
+        return host
+
+    def open_store(self) -> Store:
+        return Store(self.home.store_path)
+
+    def build(self) -> Appliance:
+        t0 = time.perf_counter()
+        host = self.load_plugins()
         catalog = Catalog(self.home.catalog_path)
         catalog.migrate(core_migrations)
         host.migrate(catalog)  # a third-party set that fails is rolled back and its plugin disabled
-        store = Store(self.home.store_path)
+        store = self.open_store()
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
         app = Appliance(home=self.home, config=self.cfg, host=host, catalog=catalog, store=store,
