@@ -38,9 +38,10 @@ def test_a_triton_folder_in_the_daemons_directory_is_not_seen_by_job_children(tm
     work = tmp_path / "work"
     (work / "triton" / "fraud" / "1").mkdir(parents=True)
     (work / "triton" / "fraud" / "config.pbtxt").write_text('name: "fraud"\n')
-    project = make_project(tmp_path / "p", ["good/fixture_jobs"])
+    project = make_project(tmp_path / "p", ["good/fixture_jobs"], '[fixture_jobs]\nnote = "from the project"\n')
     with DaemonProcess(tmp_path / "home", project, cwd=work) as d:
         job = d.wait_job(d.submit("child_finds", {"module": "triton"})["id"])
         assert job["state"] == "succeeded", job
         seen = [job["result"]["origin"] or "", *job["result"]["locations"]]
         assert not any(str(work) in place for place in seen), job["result"]
+        assert job["result"]["settings"] == {"note": "from the project"}  # job.settings: the plugin's own table

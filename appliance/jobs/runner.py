@@ -378,7 +378,7 @@ class JobRunner:
         module_file = getattr(module, "__file__", None) if fn.__module__.startswith("appliance_dropin_") else None
         spec = {"target": f"{fn.__module__}:{fn.__qualname__}", "module_file": module_file,
                 "job_id": handle.id, "kind": kind.name, "params": handle.params, "attempt": handle.attempt,
-                "home": str(self.app.home.root)}
+                "home": str(self.app.home.root), "settings": self.app.settings(self.kinds.owner(kind.name) or "")}
         # -P: nothing in the daemon's working directory (a triton/ export, say) may stand in for a real module.
         proc = subprocess.Popen([sys.executable, "-P", "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)

@@ -85,11 +85,13 @@ def child_raises(job):
 
 
 def child_finds(job):
-    """Where the child would import ``params.module`` from (None when it cannot), without importing it."""
+    """Where the child would import ``params.module`` from (None when it cannot), without importing it; and the
+    plugin's settings, as the child is given them."""
     import importlib.util
 
     spec = importlib.util.find_spec(job.params["module"])
-    return {"origin": spec and spec.origin, "locations": list(spec.submodule_search_locations or []) if spec else []}
+    return {"origin": spec and spec.origin, "locations": list(spec.submodule_search_locations or []) if spec else [],
+            "settings": job.settings}
 
 
 def _on_message(job, type, data):
