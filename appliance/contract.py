@@ -31,6 +31,9 @@ CHANGELOG: dict[str, list[str]] = {
     "1.0": ["The first contract: registration, lifecycle, event, training, data and monitoring hooks."],
 }
 
+#: The contract version each hook arrived in, for hooks newer than 1.0.
+HOOKS_ADDED_IN: dict[str, str] = {"register_alert_sinks": "1.1"}
+
 
 def contract_compatible(wanted: str) -> bool:
     try:

@@ -49,6 +49,7 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name=f"outbox-{name}", daemon=True)
 
     def start(self) -> Outbox:
+        """Start delivering; returns the outbox."""
         self._thread.start()
         _watch(self)
         return self
@@ -95,7 +96,7 @@ class Outbox:
             finally:
                 self._busy = None
 
-    def check_stall(self) -> None:
+    def _check_stall(self) -> None:
         busy = self._busy
         if busy is None or busy[2] is self._stall_reported:
             return
@@ -128,4 +129,4 @@ def _watch_loop() -> None:
         tick = min([b.stall_s / 4 for b in boxes] + [1.0])
         time.sleep(max(0.05, tick))
         for box in boxes:
-            box.check_stall()
+            box._check_stall()

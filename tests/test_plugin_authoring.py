@@ -45,7 +45,7 @@ def test_plugin_new_yields_a_package_that_installs_and_whose_tests_pass(tmp_path
         assert f"@hookimpl\ndef {hook}(" in source, hook
     result = install_and_test(package, tmp_path / "site")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
 
 
 def test_plugin_new_refuses_a_bad_name_and_an_existing_directory(tmp_path):
