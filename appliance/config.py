@@ -75,7 +75,12 @@ class Config:
             raise self.error(f"expected a table, got {type(table).__name__} {table!r}", *keys)
         for key, message in options.problems(table, also=also):
             raise self.error(message, *keys, key) if key in table else self.error(f"{key} {message}", *keys)
-        return options.merged({k: v for k, v in table.items() if k not in also})
+        merged = options.merged({k: v for k, v in table.items() if k not in also})
+        base = self.project_dir or Path.cwd()
+        for name, spec in options.specs.items():
+            if spec.type is Path and isinstance(merged.get(name), str):
+                merged[name] = str((base / merged[name]).resolve())  # relative to the project, not the daemon
+        return merged
 
 
 def load(path: Path | str | None) -> Config:

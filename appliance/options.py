@@ -20,19 +20,22 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .errors import BadRequest
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
-          dict: "a table", typing.Any: "any value"}
+          dict: "a table", Path: "a path", typing.Any: "any value"}
 
 
 @dataclass(frozen=True)
 class Option:
     """One option: its ``name``, ``type`` (``str``, ``int``, ``float``, ``bool``, ``list``, ``dict``,
-    ``list[str]`` and the like, or ``typing.Any``), ``default``, ``doc`` (one line for people), whether it is
-    ``required`` and, optionally, the ``choices`` it must be one of. ``float`` takes integers too."""
+    ``list[str]`` and the like, ``pathlib.Path`` or ``typing.Any``), ``default``, ``doc`` (one line for people),
+    whether it is ``required`` and, optionally, the ``choices`` it must be one of. ``float`` takes integers too.
+    A ``Path`` option is written as a string; read from ``appliance.toml``, a relative one is resolved against
+    the project's directory, and the plugin gets an absolute path (as a string)."""
 
     name: str
     type: Any = typing.Any
@@ -144,6 +147,8 @@ def _fits(kind: Any, value: Any) -> bool:
         return isinstance(value, list) and all(_fits(typing.get_args(kind)[0], v) for v in value)
     if isinstance(kind, types.UnionType | typing._UnionGenericAlias):  # type: ignore[attr-defined]
         return any(_fits(a, value) for a in typing.get_args(kind))
+    if kind is Path:
+        return isinstance(value, str) and bool(value) and "\0" not in value
     if isinstance(value, bool):
         return kind is bool
     if kind is float:

@@ -268,10 +268,10 @@ class JsonLinesSink:
 
     name = "notes_jsonl"
     description = "append alerts to a JSON-lines file"
-    options = Options(Option("path", str, required=True, doc="the file, relative to the project"))
+    options = Options(Option("path", Path, required=True, doc="the file (relative to the project)"))
 
     def send(self, alert, options):
-        with open(Path(options["path"]), "a") as f:
+        with open(options["path"], "a") as f:  # a Path option arrives absolute
             f.write(json.dumps(alert) + "\n")
 
 

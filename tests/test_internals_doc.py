@@ -49,7 +49,8 @@ def examples_plugin():
 
 
 def test_the_hook_examples_are_a_working_plugin(tmp_path, examples_plugin):
-    toml = '[notes]\ngreeting = "hello"\n\n[monitors.rows]\nkind = "row_count"\nsource = "orders"\n'
+    toml = ('[notes]\ngreeting = "hello"\n\n[monitors.rows]\nkind = "row_count"\nsource = "orders"\n\n'
+            '[alert_sinks.audit]\nkind = "notes_jsonl"\npath = "alerts.jsonl"\n')
     with InProcessApp(tmp_path / "home", toml, plugins=[("notes", examples_plugin)],
                       builtins=("monitoring",)) as a:
         report = a.get("/plugins").json()
@@ -61,5 +62,7 @@ def test_the_hook_examples_are_a_working_plugin(tmp_path, examples_plugin):
         assert job["result"] == {"count": 1}
         assert a.post("/jobs", {"kind": "notes-count", "params": {"prefix": 1}}).status_code == 400
         assert "appliance_notes_total 2" in a.get("/metrics").text
-        kinds = {k["name"] for k in a.get("/alert-sinks").json()["kinds"]}
-        assert kinds == {"notes_jsonl"}
+        sinks = a.get("/alert-sinks").json()
+        assert {k["name"] for k in sinks["kinds"]} == {"notes_jsonl"}
+        # a Path option is resolved against the project's directory, not the daemon's working directory
+        assert sinks["sinks"][0]["options"]["path"] == str(a.app.config.project_dir / "alerts.jsonl")
