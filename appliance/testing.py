@@ -13,7 +13,7 @@ milliseconds rather than seconds, for tests that need no isolation. Both answer 
             assert d.get("/plugins").status_code == 200
 
     def test_my_route(tmp_path):
-        with InProcessApp(tmp_path / "home", plugins=[my_plugin]) as a:
+        with InProcessApp(tmp_path / "home", toml="[my_plugin]\n", plugins=[my_plugin]) as a:
             assert a.get("/my-plugin/hello").json() == {"hello": "world"}
 """
 
@@ -192,16 +192,18 @@ class InProcessApp(ControlApi):
     ``plugins`` are registered as given (modules or objects with hook implementations; a ``(name, plugin)``
     pair names one), next to the drop-ins of ``project``'s ``plugins/`` and, with ``entry_points=True``, the
     installed packages. ``builtins`` names the built-in plugins to load (none by default: a unit test of one
-    plugin rarely needs them, and each costs start-up time). ``project`` is a project directory or the text of
-    an ``appliance.toml``. The store (DuckDB) opens on first use. Requests go through the real ASGI app, token
+    plugin rarely needs them, and each costs start-up time). ``project`` is a project directory; or give the
+    text of its ``appliance.toml`` as ``toml`` and a project is made beside the home. The store (DuckDB) opens
+    on first use. Requests go through the real ASGI app, token
     and Host checks included; jobs run on the real runner's threads. Not isolated: plugin modules are shared
     with the test process, and a plugin that blocks or crashes takes the test with it.
     """
 
-    def __init__(self, home: Path, project: Path | str | None = None, *, plugins: Iterable[Any] = (),
-                 builtins: Iterable[str] = (), entry_points: bool = False):
+    def __init__(self, home: Path, project: Path | None = None, *, toml: str | None = None,
+                 plugins: Iterable[Any] = (), builtins: Iterable[str] = (), entry_points: bool = False):
         self.home = Path(home)
-        self.project = project
+        self.project = Path(project) if project else None
+        self.toml = toml
         self.plugins = list(plugins)
         self.builtins = tuple(b if "." in b else f"plugins.{b}" for b in builtins)
         self.entry_points = entry_points
@@ -217,10 +219,10 @@ class InProcessApp(ControlApi):
         home.ensure()
         _copy_blank_catalog(home.catalog_path)
         project = self.project
-        if isinstance(project, str) and not Path(project).exists():
-            project = self.home.parent / f"{self.home.name}-project"
+        if self.toml is not None:
+            project = project or self.home.parent / f"{self.home.name}-project"
             project.mkdir(parents=True, exist_ok=True)
-            (project / "appliance.toml").write_text(str(self.project))
+            (project / "appliance.toml").write_text(self.toml)
         harness = self
 
         class _Daemon(Daemon):

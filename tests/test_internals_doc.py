@@ -51,7 +51,7 @@ def examples_plugin():
 def test_the_hook_examples_are_a_working_plugin(tmp_path, examples_plugin):
     toml = ('[notes]\ngreeting = "hello"\n\n[monitors.rows]\nkind = "row_count"\nsource = "orders"\n\n'
             '[alert_sinks.audit]\nkind = "notes_jsonl"\npath = "alerts.jsonl"\n')
-    with InProcessApp(tmp_path / "home", toml, plugins=[("notes", examples_plugin)],
+    with InProcessApp(tmp_path / "home", toml=toml, plugins=[("notes", examples_plugin)],
                       builtins=("monitoring",)) as a:
         report = a.get("/plugins").json()
         assert report["failures"] == [] and report["warnings"] == []
