@@ -325,6 +325,10 @@ class _LazyStore:
                 self._store = Store(self.path)
             return self._store
 
+    def release(self) -> None:
+        if self._store is not None:  # the runner releases each job thread's cursor: no reason to open it
+            self._store.release()
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

@@ -109,11 +109,13 @@ async def get_job(req: ApiRequest) -> dict:
     req.app.events.subscribe(watch, None)
     try:
         while True:
+            # Cleared before the job is read, not after: an end that comes while it is being read must still
+            # wake the wait below (cleared after, it was wiped and the poll answered only at the next look).
+            watch.news.clear()
             job = await run_in_threadpool(jobs.get, job_id)
             left = deadline - loop.time()
             if job["state"] in TERMINAL or left <= 0 or req.app.stopping.is_set():
                 return job
-            watch.news.clear()
             # Woken by the job's end (or a failure it will retry); looking again every few seconds regardless
             # keeps a client from waiting out its whole wait for a state that changed without an event.
             with contextlib.suppress(TimeoutError):
