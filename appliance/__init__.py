@@ -13,6 +13,8 @@ import pluggy
 from .contract import CONTRACT_VERSION, Event, JobKind, Reply, Route, Stream, TuiPanel
 from .errors import ApplianceError, BadRequest, ConfigError, Conflict, NotFound
 from .migrations import Migrations
+from .options import Option, Options
+from .outbox import Outbox
 from .threads import become_background, name_thread
 
 hookimpl = pluggy.HookimplMarker("appliance")
@@ -27,6 +29,9 @@ __all__ = [
     "JobKind",
     "Migrations",
     "NotFound",
+    "Option",
+    "Options",
+    "Outbox",
     "Reply",
     "Route",
     "Stream",

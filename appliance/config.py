@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .options import Options
 
 FILENAME = "appliance.toml"
 
@@ -25,6 +26,7 @@ DAEMON_KEYS: dict[str, type | tuple[type, ...]] = {
     "gpu_slots": int,
     "drain_seconds": (int, float),
     "log_level": str,
+    "sink_timeout_s": (int, float),
 }
 PLUGIN_KEYS: dict[str, type | tuple[type, ...]] = {"allow": list, "deny": list}
 
@@ -66,6 +68,20 @@ class Config:
         key = ".".join(keys)
         return ConfigError(f"{where}: {key + ': ' if key else ''}{message}")
 
+    def check_options(self, options: Options, table: Any, *keys: str, also: tuple[str, ...] = ()) -> dict:
+        """The table at ``keys`` checked against ``options`` and merged over their defaults; the first mistake
+        is a ``ConfigError`` naming file, line and key. ``also`` names keys the caller checks itself."""
+        if not isinstance(table, dict):
+            raise self.error(f"expected a table, got {type(table).__name__} {table!r}", *keys)
+        for key, message in options.problems(table, also=also):
+            raise self.error(message, *keys, key) if key in table else self.error(f"{key} {message}", *keys)
+        merged = options.merged({k: v for k, v in table.items() if k not in also})
+        base = self.project_dir or Path.cwd()
+        for name, spec in options.specs.items():
+            if spec.type is Path and isinstance(merged.get(name), str):
+                merged[name] = str((base / merged[name]).resolve())  # relative to the project, not the daemon
+        return merged
+
 
 def load(path: Path | str | None) -> Config:
     """Read and check a project file; ``None`` gives the defaults (a daemon without a project)."""
@@ -101,6 +117,9 @@ def load(path: Path | str | None) -> Config:
         for item in config.plugins.get(key, []):
             if not isinstance(item, str):
                 raise config.error(f"expected plugin names (strings), got {item!r}", "plugins", key)
+    sink_timeout = config.daemon.get("sink_timeout_s")
+    if sink_timeout is not None and not sink_timeout > 0:
+        raise config.error(f"expected seconds > 0, got {sink_timeout}", "daemon", "sink_timeout_s")
     port = config.daemon.get("port")
     if port is not None and not 0 <= port <= 65535:
         raise config.error(f"expected a port between 0 and 65535, got {port}", "daemon", "port")

@@ -10,9 +10,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .options import Options
+
 #: The contract this appliance provides. A plugin declares ``APPLIANCE_CONTRACT = "MAJOR.MINOR"``: it loads when
-#: the major matches and its minor is not newer than ours (minors only add hooks and optional arguments).
-CONTRACT_VERSION = "1.0"
+#: the major matches and its minor is not newer than ours. A minor bump only adds (hooks, optional arguments
+#: and attributes a plugin may use or ignore), so a plugin written for 1.0 loads unchanged under 1.1; a major
+#: bump removes or changes something, and plugins written for the old major are refused with a message.
+CONTRACT_VERSION = "1.1"
+
+#: What each contract version added or changed, newest first (rendered into docs/plugins.md).
+CHANGELOG: dict[str, list[str]] = {
+    "1.1": [
+        "`appliance.Option` and `appliance.Options`: source kinds, monitor kinds, trainers, job kinds and alert "
+        "sinks declare their options; the host checks the project's tables (and job params) against them.",
+        "Source kinds may take a `source` argument in `read(path, options, columns, source)`: the source's name.",
+        "`JobKind(options=...)`: a job's params are checked against them when it is submitted.",
+        "The `register_alert_sinks` hook and `[alert_sinks.NAME]` tables.",
+        "`appliance.Outbox`: deliveries in a thread of their own, reported when one hangs.",
+    ],
+    "1.0": ["The first contract: registration, lifecycle, event, training, data and monitoring hooks."],
+}
+
+#: The contract version each hook arrived in, for hooks newer than 1.0.
+HOOKS_ADDED_IN: dict[str, str] = {"register_alert_sinks": "1.1"}
 
 
 def contract_compatible(wanted: str) -> bool:
@@ -32,7 +52,9 @@ class JobKind:
     ``job.cancelled``) and returns a JSON-able result. With ``process=True`` it must be a module-level function:
     it runs in a spawned child process that cannot open the stores, so a crash there fails the job, not the daemon;
     the child's handle also has ``job.send(type, data)``, delivered to ``on_message(job, type, data)`` in the daemon.
-    Every kind must be idempotent: a retried job runs again from the start with the same params.
+    Every kind must be idempotent: a retried job runs again from the start with the same params. ``options``
+    declares the params it takes: a job submitted with an unknown or mistyped one is refused with a 400 naming
+    it, and a pipeline step's ``params`` are checked the same way with file, line and key.
     """
 
     name: str
@@ -44,6 +66,15 @@ class JobKind:
     backoff_s: float = 1.0
     timeout_s: float | None = None
     on_message: Callable[..., None] | None = None
+    #: The params a job of this kind takes (``appliance.Options``); empty takes any params, unchecked.
+    options: Options = field(default_factory=Options, hash=False, compare=False)
+
+    def checked_params(self, params: dict) -> dict:
+        """``params`` checked against ``options`` and completed with their defaults (a ``BadRequest`` naming
+        the param that is wrong); unchanged when the kind declares no options."""
+        if not self.options:
+            return params
+        return self.options.check(params, f"job kind {self.name!r}", what="param")
 
 
 @dataclass(frozen=True)

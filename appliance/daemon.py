@@ -144,28 +144,30 @@ class Daemon:
         self.server: _Server | None = None
         self.integrity: IntegrityWatch | None = None
 
-    def build(self) -> Appliance:
-        t0 = time.perf_counter()
+    def load_plugins(self) -> PluginHost:
+        """Every plugin the project allows: built-ins, installed packages, the home's and project's drop-ins."""
         plug_cfg = self.cfg.plugins
         host = PluginHost(allow=plug_cfg.get("allow", []), deny=plug_cfg.get("deny", []))
         dropins = [self.home.plugins_dir]
         if self.cfg.project_dir:
             dropins.append(self.cfg.project_dir / "plugins")
         host.load_all(dropin_dirs=dropins)
+        return host
+
+    def open_store(self, health: Health) -> Store:
+        return Store(self.home.store_path, health)
+
+    def build(self) -> Appliance:
+        t0 = time.perf_counter()
+        host = self.load_plugins()
         health = Health(self.home)
         health.watch(disk_watch(self.home.root))
         catalog = Catalog(self.home.catalog_path, health)
         if damage := catalog.check():
             log.error("%s", damage)
         catalog.migrate(core_migrations)
-        for name, mig in host.registries["migrations"].items():
-            try:
-                catalog.migrate(mig)
-            except Exception as exc:
-                owner = host.registries["migrations"].owner(name) or "?"
-                raise ApplianceError(f"migration set {name!r} of plugin {owner!r} failed: {exc}",
-                                     title="Migration failed") from exc
-        store = Store(self.home.store_path, health)
+        host.migrate(catalog)  # a third-party set that fails is rolled back and its plugin disabled
+        store = self.open_store(health)
         artifacts = ArtifactStore(self.home.artifacts_dir)
         events = EventBus(catalog, host)
         app = Appliance(home=self.home, config=self.cfg, host=host, catalog=catalog, store=store,
@@ -181,7 +183,7 @@ class Daemon:
                         data={"plugin": failure.plugin, "hook": failure.hook, "message": failure.message})
         project.configure(app, self.cfg)
         app.jobs.recover()
-        host.call("startup", app=app)
+        host.start(app)  # a third-party plugin whose startup raises is disabled
         log.info("built in %.0f ms", (time.perf_counter() - t0) * 1000)
         return app
 
@@ -216,7 +218,7 @@ class Daemon:
         sock = accepts.guarded(listen(self.host_addr, self.port, hint="choose another --port"))
         actual_port = sock.getsockname()[1]
         app.ports["control"] = actual_port
-        asgi = server.build(app, self.routes(app), token=token,
+        asgi = server.build(app, lambda: self.routes(app), token=token,
                             allowed_hosts=self.cfg.daemon.get("allowed_hosts", []))
         config = uvicorn.Config(asgi, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=2, loop="asyncio", http="auto")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .contract import Event
+from .outbox import STALL_S, Outbox
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -56,32 +56,20 @@ class Subscriber:
             pass  # loop closed
 
 
-class _Sink(threading.Thread):
-    def __init__(self, bus: EventBus, impl: Any):
-        super().__init__(name=f"sink-{impl.plugin_name}", daemon=True)
-        self.bus = bus
-        self.impl = impl
-        self.queue: queue.Queue[Event | None] = queue.Queue(maxsize=SINK_QUEUE)
-        self.dropped = 0
+def _sink(bus: EventBus, impl: Any, stall_s: float) -> Outbox:
+    """One plugin's ``on_event`` sink: its own thread and bounded queue, reported when it hangs or drops."""
+    plugin = impl.plugin_name
 
-    def offer(self, event: Event) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped in (1, 100, 10_000) or self.dropped % 100_000 == 0:
-                self.bus.host.record_failure(self.impl.plugin_name, "on_event",
-                                             f"sink is not keeping up; {self.dropped} event(s) dropped for it")
+    def deliver(event: Event) -> None:
+        if event.type == "plugin.failed" and event.data.get("hook") == "on_event" and event.data.get("plugin") == plugin:
+            return  # news of this sink's own failure would fail it again, and again: a feedback loop
+        bus.host.call_impl(impl, "on_event", {"event": event, "app": bus.app})
 
-    def run(self) -> None:
-        while True:
-            event = self.queue.get()
-            if event is None:
-                return
-            if (event.type == "plugin.failed" and event.data.get("hook") == "on_event"
-                    and event.data.get("plugin") == self.impl.plugin_name):
-                continue  # news of this sink's own failure would fail it again, and again: a feedback loop
-            self.bus.host.call_impl(self.impl, "on_event", {"event": event, "app": self.bus.app})
+    def report(message: str, tb: str) -> None:
+        bus.host.record_failure(plugin, "on_event", f"sink {message}", tb)
+
+    return Outbox(f"sink-{plugin}", deliver, report=report, size=SINK_QUEUE, stall_s=stall_s,
+                  describe=lambda e: f"event {e.id} ({e.type})")
 
 
 class EventBus:
@@ -91,15 +79,24 @@ class EventBus:
         self.app: Any = None
         self._lock = threading.Lock()
         self._subscribers: set[Subscriber] = set()
-        self._sinks: list[_Sink] = []
+        self._sinks: dict[str, Outbox] = {}
         self._listeners: list[Callable[[Event], None]] = []
+        host.on_unload.append(self.stop_sink)
 
-    def start_sinks(self, app: Any) -> None:
+    def start_sinks(self, app: Any, plugins: Any = None) -> None:
+        """Start the ``on_event`` sinks of every plugin (or of the named ``plugins``, loaded later). A sink busy
+        on one event for longer than ``[daemon] sink_timeout_s`` is reported against its plugin."""
         self.app = app
+        stall_s = float(app.config.daemon.get("sink_timeout_s", STALL_S))
         for impl in self.host.impls("on_event"):
-            sink = _Sink(self, impl)
-            sink.start()
-            self._sinks.append(sink)
+            if (plugins is None or impl.plugin_name in plugins) and impl.plugin_name not in self._sinks:
+                self._sinks[impl.plugin_name] = _sink(self, impl, stall_s).start()
+
+    def stop_sink(self, plugin: str) -> None:
+        """Stop a plugin's sink (the plugin was disabled or is reloading); a hung one is abandoned."""
+        sink = self._sinks.pop(plugin, None)
+        if sink is not None:
+            sink.close()
 
     def listen(self, fn: Callable[[Event], None]) -> None:
         """Call ``fn(event)`` synchronously for each event (in-daemon reactions, such as event triggers).
@@ -119,7 +116,7 @@ class EventBus:
             event = Event(id=cur.lastrowid, time=now, type=type, subject=str(subject), data=data, source=source)
             for sub in list(self._subscribers):
                 sub.offer(event)
-        for sink in self._sinks:
+        for sink in list(self._sinks.values()):
             sink.offer(event)
         for fn in self._listeners:
             try:
@@ -166,11 +163,9 @@ class EventBus:
     def close(self, timeout: float = 2.0) -> None:
         """End every stream and stop the sinks (a hung sink is abandoned: its thread is a daemon thread)."""
         self.end_streams()
-        for sink in self._sinks:
-            try:
-                sink.queue.put_nowait(None)
-            except queue.Full:
-                pass
+        sinks = list(self._sinks.values())
+        for sink in sinks:
+            sink.close()
         deadline = time.monotonic() + timeout
-        for sink in self._sinks:
-            sink.join(max(0.0, deadline - time.monotonic()))
+        for sink in sinks:
+            sink.close(max(0.001, deadline - time.monotonic()))

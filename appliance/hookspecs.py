@@ -47,7 +47,10 @@ def register_job_kinds(register: Callable[[JobKind], None]) -> None:
 
     A job kind is what the runner executes when a job of that name is submitted (through the API, the CLI, a
     schedule or a pipeline step). Set ``gpu=True`` for work that needs the GPU gate and ``process=True`` for work
-    that must run in a spawned child process (anything heavy or crash-prone).
+    that must run in a spawned child process (anything heavy or crash-prone). ``options=appliance.Options(...)``
+    declares the params it takes: a job submitted with an unknown or mistyped param is refused naming it, a
+    pipeline step's or schedule's ``params`` are checked with file, line and key, and ``job.params`` arrives
+    completed with the defaults.
     """
 
 
@@ -102,8 +105,10 @@ def startup(app: Appliance) -> None:
     """The daemon has opened its stores and is about to take work.
 
     ``app`` is the plugin's handle on the box: ``app.home``, ``app.config``, ``app.settings(name)``,
-    ``app.catalog``, ``app.store`` (DuckDB, a cursor per thread), ``app.artifacts``, ``app.events``, ``app.jobs``.
-    Start background threads here, and stop them in ``shutdown``.
+    ``app.catalog``, ``app.store`` (DuckDB, a cursor per thread), ``app.artifacts``, ``app.events``, ``app.jobs``
+    (all in docs/internals.md). Start background threads here, and stop them in ``shutdown``. A plugin whose
+    ``startup`` raises is disabled (its routes, job kinds and sink withdrawn, its ``shutdown`` never called) and
+    shown ``failed``; the daemon carries on.
     """
 
 
@@ -111,10 +116,12 @@ def startup(app: Appliance) -> None:
 def configure(app: Appliance, config: Config) -> None:
     """Check and take in the plugin's part of the project's ``appliance.toml``.
 
-    Called before ``startup`` and again on every ``appliance apply`` with the newly read ``config``. Raise
+    Called before ``startup`` and again on every ``appliance apply`` with the newly read ``config``. Check the
+    plugin's table with ``config.check_options(options, config.section("my_plugin"), "my_plugin")``, or raise
     ``config.error(message, "table", "key")`` (a ``ConfigError`` naming file, line and key) to refuse it: at
     start the daemon refuses to start, on ``apply`` the running configuration stays as it was. Only the last
-    call that raised nothing should take effect, so validate everything before changing any state.
+    call that raised nothing should take effect, so validate everything before changing any state. Any other
+    exception is a bug, not a verdict on the file: the plugin is disabled and the daemon carries on.
     """
 
 
@@ -132,9 +139,10 @@ def shutdown(app: Appliance) -> None:
 def on_event(event: Event, app: Appliance) -> Any:
     """Receive every event after it is persisted (a sink: log it, post it to Slack, page someone).
 
-    Each plugin's sink runs in its own thread with its own bounded queue, so a slow, hanging or raising sink
-    never delays the daemon or another sink; events that overflow a stuck sink's queue are dropped for that sink
-    only and the drop is recorded against the plugin.
+    Each plugin's sink runs in its own thread with its own bounded queue (an ``appliance.Outbox``), so a slow,
+    hanging or raising sink never delays the daemon or another sink. A sink busy on one event for longer than
+    ``[daemon] sink_timeout_s`` (30 s) is reported against its plugin while it is still stuck; events that
+    overflow a stuck sink's queue are dropped for that sink only and the drop is recorded too.
     """
 
 
@@ -148,8 +156,9 @@ def register_trainers(register: Callable[[Any], None]) -> None:
     """Register a way to train models with ``register(trainer)``; a training spec picks one by ``trainer = NAME``.
 
     A trainer is any object with ``name`` (str), ``tasks`` (the tasks it can do, among ``"binary"``,
-    ``"multiclass"``, ``"regression"``), ``hyperparameters`` (a dict of defaults: its keys are the only ones a
-    spec or ``--set`` may give, and each value's type is checked against the default's), ``description`` and
+    ``"multiclass"``, ``"regression"``), ``hyperparameters`` (``appliance.Options``, or a plain dict of defaults
+    whose each value's type is checked against the default's: its keys are the only ones a spec or ``--set``
+    may give), ``description`` and
     ``fit``: a module-level function that runs in the run's spawned child process (never in the daemon, so it
     may import torch at will) and is called as ``fit(ctx)``. ``ctx`` offers ``task``, ``hp`` (the merged
     hyperparameters), ``seed``, ``device``, ``mixed_precision``, ``n_outputs``, ``class_counts``, ``encoder``
@@ -173,10 +182,15 @@ def register_trainers(register: Callable[[Any], None]) -> None:
 def register_sources(register: Callable[[Any], None]) -> None:
     """Register a kind of source file with ``register(kind)``; ``[sources.NAME] kind = "..."`` names it.
 
-    ``kind`` is any object with a ``name`` (``csv``, ``parquet``, ``jsonl`` and ``json`` are built in) and
-    ``read(path, options, columns) -> str``, which returns a DuckDB table expression reading the file at the
-    absolute ``path``, such as ``"read_csv('/data/a.csv', header=true)"`` (quote the path as a SQL string, doubling
-    single quotes). ``options`` is the source's table from ``appliance.toml``. ``columns`` is ``None`` (read the
+    ``kind`` is any object with a ``name`` (``csv``, ``parquet``, ``jsonl`` and ``json`` are built in), the
+    ``options`` a source of its kind takes (``appliance.Options``: keys of ``[sources.NAME]`` besides the common
+    ``kind``, ``path``/``glob``/``watch``, ``pattern``, ``columns``, ``unique``, ``mostly``, ``label`` and
+    ``guard``, checked with file, line and key) and ``read(path, options, columns, source) -> str``, which returns
+    a DuckDB table expression reading the file at the absolute ``path``, such as
+    ``"read_csv('/data/a.csv', header=true)"`` (quote the path as a SQL string, doubling single quotes).
+    ``options`` is the source's options merged over their defaults; ``source`` is the source's name (a ``read``
+    without that argument is called without it; a kind without ``options`` gets ``delimiter`` and ``header``
+    as contract 1.0 did). ``columns`` is ``None`` (read the
     file's own columns) or a list of ``(name, type)`` to read, typed as given where the reader can do so; the
     ingest engine checks and casts whatever comes back, quarantining the values that do not fit, so a kind may
     ignore it. Set ``exact_types = True`` on a kind whose files carry exact column types (as Parquet does), so
@@ -193,16 +207,31 @@ def register_sources(register: Callable[[Any], None]) -> None:
 def register_monitors(register: Callable[[Any], None]) -> None:
     """Register a kind of monitor with ``register(kind)``; ``[monitors.NAME] kind = "..."`` names it.
 
-    ``kind`` is any object with ``name`` (str), ``description``, ``options`` (a dict of every key a monitor of
-    this kind takes to its default; the project's table is checked against it, along with the common keys
-    ``kind``, ``every_s``, ``severity``, ``pipeline`` and ``enabled``), optionally ``required`` (keys that must be
-    given) and ``run(ctx)``. ``run`` executes inside a ``monitor`` job in the daemon (it may read the stores) and
+    ``kind`` is any object with ``name`` (str), ``description``, ``options`` (``appliance.Options``, each option
+    checked as declared; or a plain dict of every key to its default, each taking its default's type; the
+    project's table is checked against them, along with the common keys ``kind``, ``every_s``, ``severity``,
+    ``pipeline`` and ``enabled``), optionally ``required`` (keys that must be given) and ``run(ctx)``. ``run`` executes inside a ``monitor`` job in the daemon (it may read the stores) and
     reports through ``ctx``: ``ctx.app``, ``ctx.monitor`` (the monitor's name), ``ctx.options`` (merged over the
     defaults), ``ctx.job``, ``ctx.value(metric, number, **labels)`` (exported to Prometheus as
     ``appliance_monitor_<metric>``), ``ctx.check(name, firing, message, subject=..., severity=..., value=...,
     threshold=...)`` (an alert rule ``<monitor>.<name>``: firing raises or keeps one alert per rule and subject,
     not firing resolves it), ``ctx.details`` (a JSON-able dict kept with the run) and ``ctx.no_data(why)`` (too
     little data to judge: open alerts stay as they are). An exception fails the run and its job.
+    """
+
+
+@hookspec
+def register_alert_sinks(register: Callable[[Any], None]) -> None:
+    """Register a kind of alert sink with ``register(kind)``; ``[alert_sinks.NAME] kind = "..."`` configures one.
+
+    ``kind`` has ``name``, ``description``, ``options`` (``appliance.Options``: what an ``[alert_sinks.NAME]``
+    table of this kind takes besides the common ``kind``, ``events``, which of ``"raised"``, ``"resolved"`` and
+    ``"acked"`` to send (all by default), and ``min_severity``; checked with file, line and key) and
+    ``send(alert, options)``. ``alert`` is a dict: ``id``, ``event`` (raised, resolved or acked), ``rule``,
+    ``subject``, ``severity``, ``message``, ``monitor``, ``value``, ``threshold``, ``count``, ``time``;
+    ``options`` is the table merged over the defaults. Each configured sink sends from a thread of its own
+    (an ``appliance.Outbox``), so a slow endpoint delays nothing else; an exception is recorded against the
+    plugin, and a call busy past ``[daemon] sink_timeout_s`` is reported while it is still stuck.
     """
 
 

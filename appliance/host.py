@@ -3,7 +3,12 @@
 Built-ins, installed packages (the ``appliance`` entry-point group) and drop-in files are all loaded by the same
 ``load`` call. A plugin that fails to import, breaks the contract, or raises in a hook is recorded (plugin, hook,
 traceback, time) and skipped; the daemon keeps running. A plugin the user named in ``[plugins] allow`` that
-fails is a configuration error instead, because the user asked for it by name.
+fails to load is a configuration error instead, because the user asked for it by name. Once loaded, a
+third-party plugin whose migration, ``configure`` or ``startup`` fails is disabled (``disable``): unregistered,
+its registrations withdrawn, shown as ``failed`` with the traceback; the daemon and the other plugins carry on.
+
+``[plugins] allow``, when set, is the list of third-party plugins that may load at all: any other entry point
+or drop-in is left unimported. Built-ins load unless ``[plugins] deny`` names them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ import pluggy
 from . import hookspecs
 from .contract import CONTRACT_VERSION, contract_compatible
 from .errors import ConfigError, PluginError
+from .registries import Failure, PluginRecord, Registry
 
 log = logging.getLogger("appliance.plugins")
 trace_log = logging.getLogger("appliance.plugins.trace")
@@ -58,79 +64,6 @@ def registry_name(hook: str) -> str:
     return hook.removeprefix("register_")
 
 
-@dataclass
-class PluginRecord:
-    name: str
-    source: str  # builtin | entrypoint | dropin | object
-    status: str = "loaded"  # loaded | failed | refused | denied
-    module: str = ""
-    version: str = ""
-    contract: str = ""
-    error: str = ""
-    hooks: list[str] = field(default_factory=list)
-    registrations: dict[str, list[str]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "source": self.source, "status": self.status, "module": self.module,
-            "version": self.version, "contract": self.contract, "error": self.error, "hooks": self.hooks,
-            "registrations": self.registrations,
-        }
-
-
-@dataclass
-class Failure:
-    plugin: str
-    hook: str
-    message: str
-    traceback: str
-    time: float
-
-    def to_dict(self) -> dict:
-        return {"plugin": self.plugin, "hook": self.hook, "message": self.message,
-                "traceback": self.traceback, "time": self.time}
-
-
-class Registry:
-    """Named objects registered by plugins; a second object with a taken name is refused."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self._items: dict[str, Any] = {}
-        self._owners: dict[str, str] = {}
-
-    def add(self, obj: Any, plugin: str) -> None:
-        key = getattr(obj, "name", None)
-        if not isinstance(key, str) or not key:
-            raise PluginError(f"plugin {plugin!r} registered a {self.name} entry without a name: {obj!r}")
-        if key in self._items:
-            raise PluginError(
-                f"{self.name} {key!r} is already registered by plugin {self._owners[key]!r}; "
-                f"plugin {plugin!r} cannot register it again",
-                title="Duplicate registration",
-            )
-        self._items[key] = obj
-        self._owners[key] = plugin
-
-    def get(self, key: str) -> Any:
-        return self._items.get(key)
-
-    def owner(self, key: str) -> str | None:
-        return self._owners.get(key)
-
-    def items(self) -> list[tuple[str, Any]]:
-        return list(self._items.items())
-
-    def names(self) -> list[str]:
-        return list(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 class PluginHost:
     """Loads plugins and calls their hooks with failures isolated per plugin."""
 
@@ -146,6 +79,11 @@ class PluginHost:
         self.registries: dict[str, Registry] = {registry_name(h): Registry(registry_name(h)) for h in REGISTRATION_HOOKS}
         self._lock = threading.Lock()
         self.on_failure: Callable[[Failure], None] | None = None
+        #: Called with a plugin's name when it is disabled or unloaded (the event bus stops its sink, the
+        #: control API drops its routes).
+        self.on_unload: list[Callable[[str], None]] = []
+        #: Called once plugins have come or gone in a running daemon (the control API remounts its routes).
+        self.on_change: list[Callable[[], None]] = []
 
     # ----------------------------------------------------------------------------------------------- discovery
 
@@ -154,16 +92,7 @@ class PluginHost:
         for modname in builtins:
             self.load_module(modname, name=modname.rsplit(".", 1)[-1], source="builtin")
         if entry_points:
-            for ep in importlib.metadata.entry_points(group="appliance"):
-                if self._skip(ep.name):
-                    continue
-                try:
-                    obj = ep.load()
-                except Exception as exc:
-                    self._failed_import(ep.name, "entrypoint", exc)
-                    continue
-                version = ep.dist.version if ep.dist else ""
-                self.register(obj, name=ep.name, source="entrypoint", version=version)
+            self.load_entry_points()
         for d in dropin_dirs:
             self.load_dropins(Path(d))
         for name in self.allow:
@@ -174,6 +103,22 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:  # per-plugin checks normally catch this first
             self.warn(str(exc))
 
+    def load_entry_points(self) -> list[str]:
+        """Load the installed packages' plugins not loaded yet; returns the names of those it tried."""
+        tried = []
+        for ep in importlib.metadata.entry_points(group="appliance"):
+            if ep.name in self.plugins or self._skip(ep.name, "entrypoint"):
+                continue
+            tried.append(ep.name)
+            try:
+                obj = ep.load()
+            except Exception as exc:
+                self._failed_import(ep.name, "entrypoint", exc)
+                continue
+            version = ep.dist.version if ep.dist else ""
+            self.register(obj, name=ep.name, source="entrypoint", version=version)
+        return tried
+
     def load_dropins(self, directory: Path) -> None:
         if not directory.is_dir():
             return
@@ -182,30 +127,33 @@ class PluginHost:
                 continue
             if path.resolve() == BUILTIN_DIR or BUILTIN_DIR in path.resolve().parents:
                 continue  # the repository's own plugins/ is the built-ins, already loaded
-            if path.suffix == ".py" and path.is_file():
-                init, search = path, None
-            elif path.is_dir() and (path / "__init__.py").is_file():
-                init, search = path / "__init__.py", [str(path)]
-            else:
+            if dropin_init(path) is None or self._skip(path.stem, "dropin"):
                 continue
-            name = path.stem
-            if self._skip(name):
-                continue
-            modname = f"appliance_dropin_{name}"
-            try:
-                spec = importlib.util.spec_from_file_location(modname, init, submodule_search_locations=search)
-                assert spec and spec.loader
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[modname] = module
-                spec.loader.exec_module(module)
-            except Exception as exc:
-                sys.modules.pop(modname, None)
-                self._failed_import(name, "dropin", exc)
-                continue
-            self.register(module, name=name, source="dropin")
+            self.load_dropin(path)
+
+    def load_dropin(self, path: Path) -> bool:
+        """Import the drop-in file or package at ``path`` (again, on a reload) and register it."""
+        name, init = path.stem, dropin_init(path)
+        modname = f"appliance_dropin_{name}"
+        try:
+            assert init is not None, f"{path} is neither a .py file nor a package"
+            search = [str(path)] if path.is_dir() else None
+            spec = importlib.util.spec_from_file_location(modname, init, submodule_search_locations=search)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[modname] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(modname, None)
+            self._failed_import(name, "dropin", exc)
+            self.plugins[name].path = str(path)
+            return False
+        ok = self.register(module, name=name, source="dropin")
+        self.plugins[name].path = str(path)
+        return ok
 
     def load_module(self, modname: str, *, name: str, source: str) -> None:
-        if self._skip(name):
+        if self._skip(name, source):
             return
         try:
             module = importlib.import_module(modname)
@@ -214,15 +162,21 @@ class PluginHost:
             return
         self.register(module, name=name, source=source)
 
-    def _skip(self, name: str) -> bool:
+    def _skip(self, name: str, source: str) -> bool:
+        """Whether ``[plugins]`` keeps this plugin out; it is then recorded as ``denied`` and never imported."""
         if name in self.deny:
-            self.plugins[name] = PluginRecord(name, "config", status="denied", error="denied by [plugins] deny")
+            self.plugins[name] = PluginRecord(name, source, status="denied", error="denied by [plugins] deny")
+            return True
+        if self.allow and source != "builtin" and name not in self.allow:
+            self.plugins[name] = PluginRecord(name, source, status="denied",
+                                              error="not named in [plugins] allow, so not loaded")
             return True
         return False
 
     def _failed_import(self, name: str, source: str, exc: BaseException) -> None:
         tb = traceback.format_exc()
-        self.plugins[name] = PluginRecord(name, source, status="failed", error=f"import failed: {exc!r}")
+        self.plugins[name] = PluginRecord(name, source, status="failed", error=f"import failed: {exc!r}",
+                                          traceback=tb)
         self._record(name, "import", f"import failed: {exc!r}", tb)
         self._named_failed(name, f"failed to import: {exc!r}")
 
@@ -270,8 +224,15 @@ class PluginHost:
             self._named_failed(name, record.error)
             return False
         record.hooks = sorted(self._impl_names(obj))
+        self._warn_unmarked(name, obj, record.hooks)
         self._fill_registries(name, record)
         return record.status == "loaded"
+
+    def _warn_unmarked(self, name: str, obj: Any, marked: list[str]) -> None:
+        for hook in sorted(HOOK_NAMES - set(marked)):
+            if callable(getattr(obj, hook, None)):
+                self.warn(f"plugin {name!r} defines {hook}() without @hookimpl, so it is never called; "
+                          "mark it with @appliance.hookimpl")
 
     def _impl_names(self, obj: Any) -> list[str]:
         names = []
@@ -295,6 +256,7 @@ class PluginHost:
                 self.pm.unregister(name=name)
                 record.status = "failed"
                 record.error = f"hook {hook} raised; plugin disabled"
+                record.traceback = self.failures[-1].traceback if self.failures else ""
                 self._named_failed(name, record.error)
                 return
             staged[hook] = items
@@ -308,6 +270,83 @@ class PluginHost:
                 except PluginError as exc:
                     self._record(name, hook, exc.message, "")
 
+    # ----------------------------------------------------------------------------------------------- disabling
+
+    def is_builtin(self, name: str) -> bool:
+        record = self.plugins.get(name)
+        return record is not None and record.source == "builtin"
+
+    def disable(self, name: str, hook: str, message: str, tb: str = "") -> None:
+        """Take a loaded plugin out: unregister it, withdraw its registrations (routes, job kinds, kinds...),
+        stop its sink, and show it ``failed`` with ``message`` and the traceback. Its ``shutdown`` is not called."""
+        self.unload(name)
+        record = self.plugins.setdefault(name, PluginRecord(name, "object"))
+        record.status, record.error, record.traceback = "failed", f"{hook} failed: {message}; plugin disabled", tb
+        record.registrations = {}
+        self._record(name, hook, message, tb)
+
+    def unload(self, name: str) -> None:
+        """Unregister a plugin and withdraw what it registered (for ``disable`` and reloads)."""
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        for reg in self.registries.values():
+            reg.remove_owner(name)
+        for listener in list(self.on_unload):
+            try:
+                listener(name)
+            except Exception:
+                log.exception("unloading plugin %s: a listener failed", name)
+        self.changed()
+
+    def changed(self) -> None:
+        """Tell the listeners that the set of loaded plugins changed."""
+        for listener in list(self.on_change):
+            try:
+                listener()
+            except Exception:
+                log.exception("a listener for plugin changes failed")
+
+    def migrate(self, catalog: Any, plugins: Iterable[str] | None = None) -> None:
+        """Apply every plugin's migration sets (or those of ``plugins``). A built-in's failure stops the daemon (it
+        is ours to fix); a third-party set runs in one transaction, and if any step fails none of its steps stay
+        and its plugin is disabled."""
+        reg = self.registries["migrations"]
+        for set_name, migrations in reg.items():
+            owner = reg.owner(set_name) or "?"
+            if plugins is not None and owner not in plugins:
+                continue
+            if self.is_builtin(owner):
+                try:
+                    migrations.apply(catalog.db)
+                except Exception as exc:
+                    raise PluginError(f"migration set {set_name!r} of plugin {owner!r} failed: {exc}",
+                                      title="Migration failed") from exc
+                continue
+            try:
+                migrations.apply(catalog.db, atomic=True)
+            except Exception as exc:
+                self.disable(owner, "migrations", f"migration set {set_name!r} failed and was rolled back: "
+                             f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+    def start(self, app: Any, plugins: Iterable[str] | None = None) -> None:
+        """Call ``startup`` (of every plugin, or of ``plugins``). A third-party plugin whose startup raises is
+        disabled; a built-in's is shown ``failed`` with its traceback and keeps what it registered."""
+        wanted = None if plugins is None else set(plugins)
+        for impl in self.impls("startup"):
+            if wanted is not None and impl.plugin_name not in wanted:
+                continue
+            value = self.call_impl(impl, "startup", {"app": app}, record=False)
+            if not isinstance(value, _Failed):
+                continue
+            name = impl.plugin_name
+            if self.is_builtin(name):
+                self._record(name, "startup", value.message, value.traceback)
+                record = self.plugins[name]
+                record.status, record.error, record.traceback = "failed", f"startup failed: {value.message}", \
+                    value.traceback
+            else:
+                self.disable(name, "startup", value.message, value.traceback)
+
     # ----------------------------------------------------------------------------------------------- calling
 
     def impls(self, hook: str) -> list[pluggy.HookImpl]:
@@ -319,18 +358,21 @@ class PluginHost:
         results = []
         for impl in self.impls(hook):
             value = self.call_impl(impl, hook, kwargs)
-            if value is not _FAILED:
+            if not isinstance(value, _Failed):
                 results.append((impl.plugin_name, value))
         return results
 
-    def call_impl(self, impl: pluggy.HookImpl, hook: str, kwargs: dict) -> Any:
+    def call_impl(self, impl: pluggy.HookImpl, hook: str, kwargs: dict, *, record: bool = True) -> Any:
+        """One implementation's answer, or a ``_Failed`` (recorded against its plugin unless ``record`` is off)."""
         args = {k: kwargs[k] for k in impl.argnames if k in kwargs}
         start = time.perf_counter()
         try:
             return impl.function(**args)
         except Exception as exc:
-            self._record(impl.plugin_name, hook, f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            return _FAILED
+            failed = _Failed(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            if record:
+                self._record(impl.plugin_name, hook, failed.message, failed.traceback)
+            return failed
         finally:
             if self.trace:
                 trace_log.info("hook %s plugin=%s took %.3f ms", hook, impl.plugin_name,
@@ -339,7 +381,7 @@ class PluginHost:
     def _call_one(self, plugin: str, hook: str, kwargs: dict) -> bool:
         for impl in self.impls(hook):
             if impl.plugin_name == plugin:
-                return self.call_impl(impl, hook, kwargs) is not _FAILED
+                return not isinstance(self.call_impl(impl, hook, kwargs), _Failed)
         return True
 
     # ----------------------------------------------------------------------------------------------- reporting
@@ -373,4 +415,18 @@ class PluginHost:
         }
 
 
-_FAILED = object()
+@dataclass
+class _Failed:
+    """What a hook call that raised gives back in place of an answer."""
+
+    message: str
+    traceback: str
+
+
+def dropin_init(path: Path) -> Path | None:
+    """The file to import for a drop-in: the ``.py`` file itself, or a package's ``__init__.py``."""
+    if path.suffix == ".py" and path.is_file():
+        return path
+    if path.is_dir() and (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None

@@ -32,26 +32,27 @@ class Migrations:
         done = applied(db, self.name)
         return [n for n, _ in self.steps if n not in done]
 
-    def apply(self, db: sqlite_utils.Database) -> list[str]:
-        """Apply the steps not yet recorded; each step and its record commit together."""
+    def apply(self, db: sqlite_utils.Database, *, atomic: bool = False) -> list[str]:
+        """Apply the steps not yet recorded; each step and its record commit together, or, with ``atomic``, all
+        of them in one transaction (a third-party plugin's set: if one step fails, none of them stays)."""
         _ensure_table(db)
         done = applied(db, self.name)
-        ran = []
-        for step_name, fn in self.steps:
-            if step_name in done:
-                continue
-            # The catalog runs in autocommit mode, so the step's transaction is explicit: DDL included,
-            # a step that fails leaves no trace and is tried again next start.
+        pending = [(n, fn) for n, fn in self.steps if n not in done]
+        batches = [pending] if atomic and pending else [[step] for step in pending]
+        for batch in batches:
+            # The catalog runs in autocommit mode, so the transaction is explicit: DDL included, a step that
+            # fails leaves no trace and is tried again next start.
             db.execute("begin")
             try:
-                fn(db)
-                db["_migrations"].insert({"migration_set": self.name, "name": step_name, "applied_at": time.time()})
+                for step_name, fn in batch:
+                    fn(db)
+                    db["_migrations"].insert({"migration_set": self.name, "name": step_name,
+                                              "applied_at": time.time()})
             except BaseException:
                 db.execute("rollback")
                 raise
             db.execute("commit")
-            ran.append(step_name)
-        return ran
+        return [n for n, _ in pending]
 
 
 def _ensure_table(db: sqlite_utils.Database) -> None:

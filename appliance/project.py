@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,9 +29,13 @@ _applying = threading.Lock()
 _began = 0.0  # when the running apply began, for the message of one that gave up waiting
 
 
-def configure(app: Appliance, cfg: config_mod.Config) -> None:
-    """Run every plugin's ``configure`` with ``cfg``; a refusal is raised as a ``ConfigError``."""
+def configure(app: Appliance, cfg: config_mod.Config, plugins: Iterable[str] | None = None) -> None:
+    """Run every plugin's ``configure`` (or that of ``plugins``) with ``cfg``; a refusal (an ``ApplianceError``)
+    is raised as a ``ConfigError``. Any other exception is a bug in the plugin, not a verdict on the file: a
+    third-party plugin is disabled for it and the others carry on; a built-in's is a refusal, as it is ours."""
     for impl in app.host.impls("configure"):
+        if plugins is not None and impl.plugin_name not in plugins:
+            continue
         try:
             impl.function(**{k: v for k, v in {"app": app, "config": cfg}.items() if k in impl.argnames})
         except ApplianceError as exc:
@@ -38,10 +43,13 @@ def configure(app: Appliance, cfg: config_mod.Config) -> None:
                 raise
             raise ConfigError(exc.message, title=exc.title) from exc
         except Exception as exc:
-            app.host.record_failure(impl.plugin_name, "configure", f"{type(exc).__name__}: {exc}",
-                                    traceback.format_exc())
+            message, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            if not app.host.is_builtin(impl.plugin_name):
+                app.host.disable(impl.plugin_name, "configure", message, tb)
+                continue
+            app.host.record_failure(impl.plugin_name, "configure", message, tb)
             raise ConfigError(f"plugin {impl.plugin_name!r} failed while reading the configuration: "
-                              f"{type(exc).__name__}: {exc}") from exc
+                              f"{message}") from exc
 
 
 def apply(app: Appliance, path: Path | None = None) -> dict:
@@ -63,6 +71,10 @@ def _apply(app: Appliance, path: Path | None) -> dict:
         raise ConfigError("the daemon was started without a project; start it with `appliance up --project DIR`")
     cfg = config_mod.load(target)
     old = app.config
+    if cfg.plugins != old.plugins:
+        raise ConfigError(f"{cfg.path}: [plugins] changed; which plugins load is settled when the daemon starts, so "
+                          "nothing was applied: restart it (appliance down && appliance up) to use this file",
+                          title="Restart needed")
     try:
         configure(app, cfg)
     except ConfigError:

@@ -7,8 +7,10 @@ the ``appliance_daemon`` fixture the appliance ships for plugin authors (``appli
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import re
+import sys
 from pathlib import Path
 from string import Template
 
@@ -120,6 +122,8 @@ packages = ["$name"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
+# Fail any test whose appliance recorded a plugin failure (a hook that raised, the plugin disabled).
+appliance_strict = true
 """
 
 README = """\
@@ -132,9 +136,12 @@ A plugin for appliance. Install it next to the appliance and restart the daemon:
     appliance plugins            # $name: entrypoint, loaded
     appliance $name-hello
 
-Its tests start real daemons with the plugin loaded (the `appliance_daemon` fixture comes with the appliance):
+Its tests use the fixtures that come with the appliance: `appliance_app` builds the appliance in the test's
+process (milliseconds), `appliance_daemon` starts a real daemon with the plugin loaded (seconds; it has the CLI):
 
     pytest
+
+Edit the plugin while a daemon runs it as a drop-in and `appliance plugin reload $name` picks the change up.
 """
 
 PLUGIN = '''\
@@ -150,15 +157,17 @@ import time
 
 import click
 
-from appliance import JobKind, Migrations, Route, hookimpl
+from appliance import JobKind, Migrations, Option, Options, Route, hookimpl
 from appliance.cli import connect
 from appliance.cli.output import emit_json, json_option
 
 #: The contract this plugin was written for; the appliance refuses to load it if they are incompatible.
 APPLIANCE_CONTRACT = "$contract"
 
+#: What ``[$name]`` in appliance.toml may hold; the host checks it (file, line and key on a mistake).
+OPTIONS = Options(Option("greeting", str, "hello", "how to greet"))
 #: The settings in effect; ``configure`` replaces them only once the new ones are checked.
-SETTINGS = {"greeting": "hello"}
+SETTINGS = dict(OPTIONS)
 #: Jobs this plugin has seen finish (counted by its ``on_event`` sink, which runs in its own thread).
 SEEN = {"jobs_finished": 0}
 
@@ -172,7 +181,7 @@ def m001_greetings(db):
 
 def greet(job):
     """The ``$name-greet`` job: record a greeting in the catalog and return it."""
-    who = str(job.params.get("who", "world"))
+    who = job.params["who"]
     job.app.catalog.db.execute("insert into ${name}_greetings (who, time) values (?, ?)", [who, time.time()])
     job.log(f"greeted {who}")
     return {"message": f"{SETTINGS['greeting']}, {who}"}
@@ -208,7 +217,8 @@ def register_migrations(register):
 
 @hookimpl
 def register_job_kinds(register):
-    register(JobKind("$name-greet", greet, description="record a greeting"))
+    register(JobKind("$name-greet", greet, description="record a greeting",
+                     options=Options(Option("who", str, "world", "whom to greet"))))
 
 
 @hookimpl
@@ -226,14 +236,10 @@ def register_commands(register):
 
 @hookimpl
 def configure(app, config):
-    section = config.section("$name")
-    for key in section:
-        if key not in SETTINGS:
-            raise config.error(f"unknown key; known keys: {', '.join(sorted(SETTINGS))}", "$name", key)
-    greeting = section.get("greeting", "hello")
-    if not isinstance(greeting, str) or not greeting:
-        raise config.error(f"expected a non-empty string, got {greeting!r}", "$name", "greeting")
-    SETTINGS["greeting"] = greeting
+    settings = config.check_options(OPTIONS, config.section("$name"), "$name")
+    if not settings["greeting"]:
+        raise config.error("expected a greeting, got an empty string", "$name", "greeting")
+    SETTINGS.update(settings)
 
 
 @hookimpl
@@ -256,9 +262,19 @@ def on_event(event, app):
 '''
 
 TESTS = '''\
-"""Tests against real daemons: the ``appliance_daemon`` fixture comes with the appliance (pytest11)."""
+"""Tests in-process (``appliance_app``, milliseconds) and against real daemons (``appliance_daemon``, seconds);
+both fixtures come with the appliance (pytest11)."""
 
 import pytest
+
+import $name
+
+
+def test_route_and_job_in_process(appliance_app):
+    app = appliance_app('[$name]\\ngreeting = "hey"\\n', plugins=[$name])
+    assert app.wait_job(app.submit("$name-greet")["id"])["result"] == {"message": "hey, world"}
+    assert app.get("/$name/hello", params={"who": "you"}).json()["greetings"] == 1
+    assert app.post("/jobs", {"kind": "$name-greet", "params": {"who": 7}}).status_code == 400
 
 
 def test_the_plugin_loads_from_its_entry_point(appliance_daemon):
@@ -283,15 +299,35 @@ def test_route_job_command_and_event_sink(appliance_daemon):
 def test_a_bad_setting_is_refused_naming_its_line(appliance_daemon):
     with pytest.raises(RuntimeError) as err:
         appliance_daemon('[$name]\\ngreeting = 42\\n')
-    assert "appliance.toml:2: $name.greeting: expected a non-empty string, got 42" in str(err.value)
+    assert "appliance.toml:2: $name.greeting: expected a string, got int 42" in str(err.value)
 '''
+
+
+def check_name(name: str) -> None:
+    """Refuse a name the package could not safely have: it is the import name of the package, the plugin's
+    name in ``appliance plugins`` and ``[plugins] allow``, and the prefix of its catalog tables."""
+    from .host import DEFAULT_PLUGINS
+
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise BadRequest(f"plugin name {name!r} must be a Python identifier in lowercase (letters, digits, "
+                         "underscores; starting with a letter), such as 'slack_alerts'")
+    if name in ("appliance", "plugins", "tui") or name.startswith("appliance_dropin_"):
+        why = "is the appliance's own package"
+    elif name in {m.rsplit(".", 1)[-1] for m in DEFAULT_PLUGINS}:
+        why = "is a built-in plugin; two plugins of one name cannot both load"
+    elif name.startswith("sqlite_"):
+        why = "starts with sqlite_, a prefix SQLite reserves for its own tables (the plugin's tables are named after it)"
+    elif name in sys.stdlib_module_names or importlib.util.find_spec(name) is not None:
+        why = f"would shadow the module {name!r}, which is already importable here"
+    else:
+        return
+    raise BadRequest(f"plugin name {name!r} {why}; choose another, such as '{name}_plugin' or 'my_{name}'",
+                     title="Name taken")
 
 
 def new_plugin(name: str, directory: Path) -> Path:
     """Write the package for plugin ``name`` into ``directory/name``; returns that path."""
-    if not _NAME.match(name) or keyword.iskeyword(name):
-        raise BadRequest(f"plugin name {name!r} must be a Python identifier in lowercase (letters, digits, "
-                         "underscores; starting with a letter), such as 'slack_alerts'")
+    check_name(name)
     root = Path(directory) / name
     if root.exists():
         raise Conflict(f"{root} already exists; choose another name or --dir")

@@ -14,6 +14,8 @@ from appliance.testing import DaemonProcess
 
 HERE = Path(__file__).parent
 FIXTURE_PLUGINS = HERE / "plugins"
+#: Fixture plugins are loaded by daemons, never collected as tests (a plugin package there has tests of its own).
+collect_ignore = ["plugins"]
 
 
 def make_project(root: Path, plugins: list[str] = (), toml: str = "") -> Path:

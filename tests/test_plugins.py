@@ -108,7 +108,7 @@ def test_unknown_hook_name_is_reported_with_a_suggestion(report):
 def test_incompatible_contract_is_refused_saying_which_version(report):
     p = plugin(report, "future_contract")
     assert p["status"] == "refused"
-    assert "needs contract 2.0" in p["error"] and "provides contract 1.0" in p["error"]
+    assert "needs contract 2.0" in p["error"] and "provides contract 1.1" in p["error"]
 
 
 def test_duplicate_registration_names_both_plugins(daemon, report):

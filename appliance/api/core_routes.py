@@ -54,6 +54,22 @@ def plugins(req: ApiRequest) -> dict:
     return req.app.host.report()
 
 
+def install_plugin(req: ApiRequest) -> dict:
+    from .. import plugin_admin
+
+    body = req.json_object()
+    unknown = set(body) - {"spec"}
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(sorted(unknown))}; expected spec")
+    return plugin_admin.install(req.app, body.get("spec"))
+
+
+def reload_plugin(req: ApiRequest) -> dict:
+    from .. import plugin_admin
+
+    return plugin_admin.reload(req.app, req.path_params["name"])
+
+
 def job_kinds(req: ApiRequest) -> list:
     reg = req.app.registry("job_kinds")
     return [{"name": name, "plugin": reg.owner(name), "description": k.description, "gpu": k.gpu,
@@ -98,11 +114,13 @@ async def get_job(req: ApiRequest) -> dict:
     req.app.events.subscribe(watch, None)
     try:
         while True:
+            # Cleared before the job is read, not after: an end that comes while it is being read must still
+            # wake the wait below (cleared after, it was wiped and the poll answered only at the next look).
+            watch.news.clear()
             job = await run_in_threadpool(jobs.get, job_id)
             left = deadline - loop.time()
             if job["state"] in TERMINAL or left <= 0 or req.app.stopping.is_set():
                 return job
-            watch.news.clear()
             # Woken by the job's end (or a failure it will retry); looking again every few seconds regardless
             # keeps a client from waiting out its whole wait for a state that changed without an event.
             with contextlib.suppress(TimeoutError):
@@ -186,6 +204,8 @@ ROUTES = [
     Route("GET", "/health", health, "liveness and version"),
     Route("GET", "/status", status, "what the daemon is doing"),
     Route("GET", "/plugins", plugins, "loaded and failed plugins, with failures"),
+    Route("POST", "/plugins/install", install_plugin, "pip install a plugin package and load it ({\"spec\"})"),
+    Route("POST", "/plugins/{name}/reload", reload_plugin, "read a drop-in plugin again, without a restart"),
     Route("GET", "/job-kinds", job_kinds, "registered job kinds"),
     Route("GET", "/jobs", list_jobs, "jobs, newest first"),
     Route("POST", "/jobs", submit_job, "queue a job"),

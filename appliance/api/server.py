@@ -8,6 +8,7 @@ import json
 import logging
 import traceback
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -117,13 +118,22 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                                     "message": message.get(exc.status_code, str(exc.detail))}}, exc.status_code)
 
 
-def build(app: Any, routes: list[tuple[Route, str]], *, token: str, allowed_hosts: list[str]) -> Gate:
-    """The ASGI app: every route under ``/api/v1`` behind the gate. ``routes`` pairs each route with its owner."""
-    star_routes = [
-        StarletteRoute(PREFIX + r.path, _endpoint(app, r, owner), methods=[r.method.upper()])
-        for r, owner in routes
-    ]
-    star = Starlette(routes=star_routes, exception_handlers={HTTPException: _http_error})
+def build(app: Any, routes: list[tuple[Route, str]] | Callable[[], list[tuple[Route, str]]], *, token: str,
+          allowed_hosts: list[str]) -> Gate:
+    """The ASGI app: every route under ``/api/v1`` behind the gate. ``routes`` pairs each route with its owner;
+    given as a function, it is asked again whenever plugins come or go (an install, a reload, a plugin disabled),
+    so the API serves exactly the routes of the plugins loaded now."""
+    star = Starlette(routes=[], exception_handlers={HTTPException: _http_error})
+
+    def mount() -> None:
+        pairs = routes() if callable(routes) else routes
+        # One assignment: a request in flight sees the old list or the new one, never half of either.
+        star.router.routes = [StarletteRoute(PREFIX + r.path, _endpoint(app, r, owner), methods=[r.method.upper()])
+                              for r, owner in pairs]
+
+    mount()
+    if callable(routes):
+        app.host.on_change.append(mount)
     return Gate(star, token=token, allowed_hosts=allowed_hosts)
 
 

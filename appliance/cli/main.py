@@ -26,17 +26,25 @@ class ApplianceGroup(click.Group):
 
             # Commands are resolved before the group callback runs, so read --home from the parsed params.
             home = Home(ctx.params.get("home") or default_home())
-            host = PluginHost()
             # Drop-ins come from the home and the running daemon's project only, never from the current
             # directory: `appliance --help` inside a cloned repository must not run that repository's code.
-            dirs = [home.plugins_dir]
+            # The project's [plugins] allow/deny apply here as in the daemon: a plugin kept out is not imported.
+            dirs, allow, deny, third_party = [home.plugins_dir], [], [], True
             try:
                 project = home.read_daemon_info().get("project")
-                if project:
-                    dirs.append(Path(project) / "plugins")
             except ApplianceError:
-                pass
-            host.load_all(dropin_dirs=list(dict.fromkeys(dirs)))
+                project = None
+            if project:
+                from ..config import load
+
+                try:
+                    plugs = load(project).plugins
+                    allow, deny = plugs.get("allow", []), plugs.get("deny", [])
+                    dirs.append(Path(project) / "plugins")
+                except ApplianceError:
+                    third_party = False  # an unreadable allow-list allows nothing
+            host = PluginHost(allow=allow, deny=deny)
+            host.load_all(dropin_dirs=list(dict.fromkeys(dirs)) if third_party else [], entry_points=third_party)
             self._plugin_commands = {}
             for name, cmd in host.registries["commands"].items():
                 if name not in self.commands:
@@ -209,6 +217,10 @@ def plugins(ctx, as_json):
     for p in report["plugins"]:
         if p["error"]:
             click.echo(f"\n{p['name']}: {p['error']}")
+        if p["status"] == "failed" and p.get("traceback"):
+            # The end of the traceback says where it broke; --json has all of it.
+            for line in p["traceback"].rstrip().splitlines()[-12:]:
+                click.echo(f"    {line}")
     if report["failures"]:
         click.echo("\nfailures (newest last; --json for tracebacks):")
         for f in report["failures"][-20:]:
@@ -219,7 +231,38 @@ def plugins(ctx, as_json):
 
 @cli.group("plugin")
 def plugin_group():
-    """Write plugins: `appliance plugin new NAME` scaffolds an installable one."""
+    """Write, install and reload plugins: new, install, reload."""
+
+
+@plugin_group.command("install")
+@click.argument("spec")
+@click.pass_context
+def plugin_install(ctx, spec):
+    """pip install SPEC (a package, requirement or path) into the daemon's environment and load its plugins."""
+    from .client import Client
+
+    if Path(spec).exists():
+        spec = str(Path(spec).resolve())  # the daemon's working directory is not this one
+    result = Client(ctx.find_root().obj["home"], timeout=660).post("/plugins/install", {"spec": spec})
+    _show_loaded(result["plugins"])
+    if result["note"]:
+        click.echo(result["note"])
+
+
+@plugin_group.command("reload")
+@click.argument("name")
+@click.pass_context
+def plugin_reload(ctx, name):
+    """Read the drop-in plugin NAME again from its file, without restarting the daemon."""
+    _show_loaded([client(ctx).post(f"/plugins/{name}/reload")])
+
+
+def _show_loaded(records: list[dict]) -> None:
+    for p in records:
+        click.echo(f"{p['name']}: {p['status']}" + (f" ({p['error']})" if p["error"] else ""))
+        if p["status"] == "failed" and p.get("traceback"):
+            for line in p["traceback"].rstrip().splitlines()[-12:]:
+                click.echo(f"    {line}")
 
 
 @plugin_group.command("new")

@@ -28,6 +28,7 @@ class ChildJob:
         self.params = spec["params"]
         self.attempt = spec["attempt"]
         self.home = Path(spec["home"])
+        #: The owning plugin's table of appliance.toml (the child cannot ask ``app.settings``).
         self.settings = spec.get("settings", {})
         self.cancelled = False
         self._out = out

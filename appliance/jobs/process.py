@@ -20,16 +20,18 @@ from .handle import Cancelled
 
 
 def run_in_child(running: Any, home: str, report: Callable[[str, dict], None],
-                 interrupt: Callable[[Any], None]) -> Any:
-    """Run ``running``'s job in a child process; returns its result, or raises as the job failed."""
+                 interrupt: Callable[[Any], None], settings: dict | None = None) -> Any:
+    """Run ``running``'s job in a child process; returns its result, or raises as the job failed. ``settings``
+    is the job kind's plugin's table of the project (``job.settings`` in the child)."""
     kind, handle = running.kind, running.handle
     fn = kind.run
     module = sys.modules.get(fn.__module__)
     module_file = getattr(module, "__file__", None) if fn.__module__.startswith("appliance_dropin_") else None
     spec = {"target": f"{fn.__module__}:{fn.__qualname__}", "module_file": module_file,
             "job_id": handle.id, "kind": kind.name, "params": handle.params, "attempt": handle.attempt,
-            "home": home}
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
+            "home": home, "settings": settings or {}}
+    # -P: nothing in the daemon's working directory (a triton/ export, say) may stand in for a real module.
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "appliance.jobs.child"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     running.proc = proc
     if handle.cancelled:

@@ -170,6 +170,7 @@ class JobRunner:
         params = params or {}
         if not isinstance(params, dict):
             raise BadRequest(f"job params must be an object, got {type(params).__name__}")
+        params = spec.checked_params(params)  # the kind's declared options, with their defaults
         try:
             params_json = json.dumps(params)
         except (TypeError, ValueError) as exc:
@@ -422,7 +423,8 @@ class JobRunner:
         kind = running.kind
         try:
             result = (run_in_child(running, str(self.app.home.root), lambda t, d: self._report(running, t, d),
-                                   self._interrupt) if kind.process else kind.run(running.handle))
+                                   self._interrupt, self.app.settings(self.kinds.owner(kind.name) or ""))
+                      if kind.process else kind.run(running.handle))
             json.dumps(result)
         except Cancelled:
             return "cancelled", None, None

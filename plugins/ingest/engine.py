@@ -24,6 +24,7 @@ import blake3
 from appliance.errors import ApplianceError
 
 from . import guard
+from .kinds import read_expression
 from .sql import ident, literal
 
 log = logging.getLogger("appliance.ingest")
@@ -155,6 +156,9 @@ class Batch:
         self.quarantine = f"quarantine.{ident(source.name)}"
         self.reasons: list[str] = []
 
+    def _read(self, path: str, columns: list[tuple[str, str]] | None) -> str:
+        return read_expression(self.kind, path, self.source.options, columns, self.source.name)
+
     def say(self, fraction: float, message: str) -> None:
         if self.job is not None:
             self.job.progress(fraction, f"{self.file}: {message}")
@@ -266,7 +270,7 @@ class Batch:
             relation, n_read = None, 0  # an empty file is a batch of no rows; readers cannot sniff it
         elif typed or direct:
             reader = (self.kind.read_typed(path, self.source.options, columns, f"_rej_{self.batch_id}") if typed
-                      else self.kind.read(path, self.source.options, None))
+                      else self._read(path, None))
             n_read = self.q(f"insert into {self.table} ({cols}, _batch_id) select {cols}, {self.batch_id} "
                             f"from {reader}")[0][0]
             first = self.q(f"select min(rowid) from {self.table} where _batch_id = {self.batch_id}")[0][0] or 0
@@ -276,7 +280,7 @@ class Batch:
                 rejected = self._rejects()
         else:
             load = self._temp("_load")
-            reader = self.kind.read(path, self.source.options, [(n, "VARCHAR") for n, _ in columns])
+            reader = self._read(path, [(n, "VARCHAR") for n, _ in columns])
             self.q(f"create temp table {ident(f'_load_{self.batch_id}')} as select * from {reader}")
             n_read, first = self.q(f"select count(*), min(rowid) from {load}")[0]
             first = first or 0
@@ -332,7 +336,7 @@ class Batch:
                 raise IngestError(f"{self.file}: the file is empty and the source declares no columns, so there "
                                   "is nothing to take its schema from")
             return target, []
-        reader = self.kind.read(str(self.path), self.source.options, None)
+        reader = self._read(str(self.path), None)
         file_columns = [(r[0], r[1]) for r in self.q(f"describe select * from {reader}")]
         target = declared or existing or file_columns
         reserved = [n for n, _ in file_columns if n.startswith("_")]

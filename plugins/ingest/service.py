@@ -31,7 +31,7 @@ class IngestService:
     # ----------------------------------------------------------------------------------------------- settings
 
     def configure(self, app, config) -> None:
-        self.settings = parse(config, set(app.registry("sources").names()))
+        self.settings = parse(config, dict(app.registry("sources").items()))
 
     def source(self, name: str):
         src = self.settings.sources.get(name)

@@ -42,15 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import Options
+
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
-#: How a CSV file is read (the dialect is part of the contract): key -> what the value must be.
+#: How a CSV file is read (the dialect is part of the contract): key -> what the value must be. The csv kind
+#: declares these as its options (plugins/ingest/kinds.py); what a type cannot say is checked here.
 CSV_OPTIONS = {"delimiter": "one character", "quote": "one character", "escape": "one character",
                "header": "true or false", "null_values": "a list of strings", "timestamp_format": "a strptime format",
                "date_format": "a strptime format", "skip": "a number of lines", "encoding": "utf-8, utf-16 or latin-1"}
 ENCODINGS = ("utf-8", "utf-16", "latin-1")
-SOURCE_KEYS = {"kind", "path", "glob", "watch", "pattern", "columns", "unique", "mostly", "label", "guard",
-               *CSV_OPTIONS}
+SOURCE_KEYS = {"kind", "path", "glob", "watch", "pattern", "columns", "unique", "mostly", "label", "guard"}
+#: Options a source kind that declares none (a contract 1.0 kind) is still given, as it was then.
+LEGACY_KIND_KEYS = {"delimiter", "header"}
 RULE_KEYS = {"type", "not_null", "nullable", "min", "max", "allowed", "pattern", "max_null_fraction"}
 GUARD_KEYS = {"enabled", "psi", "label_rate_delta", "min_history_rows", "min_batch_rows", "exclude"}
 INGEST_KEYS = {"data_dirs", "poll_seconds"}
@@ -126,7 +130,8 @@ def confine(settings: Settings, path: str | Path) -> Path:
 
 
 def parse(config, kinds) -> Settings:
-    """Check ``[ingest]`` and ``[sources.*]`` of ``config``; ``kinds`` are the registered source kind names."""
+    """Check ``[ingest]`` and ``[sources.*]`` of ``config``; ``kinds`` maps each registered source kind's name to
+    the kind (whose ``options``, when it declares them, are the further keys a source of that kind takes)."""
     ing = config.section("ingest")
     if not isinstance(ing, dict):
         raise config.error("expected a table [ingest]", "ingest")
@@ -166,14 +171,21 @@ def _source(config, settings: Settings, name: str, t: Any, kinds) -> Source:
                            "underscore (it names the tables raw.NAME and quarantine.NAME)", *where)
     if not isinstance(t, dict):
         raise config.error("expected a table", *where)
-    _unknown(config, t, SOURCE_KEYS, *where)
     kind = t.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in kinds:
+        if "kind" not in t:
+            raise config.error(f"needs kind = one of {', '.join(sorted(kinds))}", *where)
         raise config.error(f"expected one of {', '.join(sorted(kinds))}, got {kind!r}", *where, "kind")
+    declared = getattr(kinds[kind], "options", None)
+    if declared is not None:
+        options = config.check_options(Options.of(declared), t, *where, also=tuple(SOURCE_KEYS))
+    else:
+        _unknown(config, t, SOURCE_KEYS | LEGACY_KIND_KEYS, *where)
+        options = {k: t[k] for k in LEGACY_KIND_KEYS if k in t}
     places = [k for k in ("path", "glob", "watch") if k in t]
     if len(places) != 1:
         raise config.error("give exactly one of path, glob or watch", *where)
-    for key in places + ["pattern", "label"]:
+    for key in places + ["pattern", "label"] + (["delimiter"] if declared is None else []):
         if key in t and (not isinstance(t[key], str) or not t[key]):
             raise config.error(f"expected a non-empty string, got {t[key]!r}", *where, key)
 
@@ -204,7 +216,10 @@ def _source(config, settings: Settings, name: str, t: Any, kinds) -> Source:
     if mostly is not None and (isinstance(mostly, bool) or not isinstance(mostly, int | float)
                                or not 0 <= mostly <= 1):
         raise config.error(f"expected a fraction between 0 and 1, got {mostly!r}", *where, "mostly")
-    options = _csv_options(config, t, where)
+    if declared is None and "header" in t and not isinstance(t["header"], bool):
+        raise config.error(f"expected true or false, got {t['header']!r}", *where, "header")
+    if kind == "csv":
+        options.update(_csv_options(config, t, where))
     return Source(name=name, kind=kind, path=path, glob=t.get("glob"), watch=watch,
                   pattern=t.get("pattern", "*"), columns=columns, unique=tuple(unique), mostly=mostly,
                   label=t.get("label"), guard=_guard(config, t.get("guard", {}), where), options=options)

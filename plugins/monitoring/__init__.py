@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from appliance import JobKind, hookimpl
 
-from . import alerts, api, cli, kinds_model, kinds_system
+from . import alerts, api, cli, kinds_model, kinds_system, sinks
 from .gpu import NvmlProvider
 from .manager import Monitors
 from .metrics import GpuCollector, MonitorCollector
@@ -18,6 +18,7 @@ from .metrics import GpuCollector, MonitorCollector
 APPLIANCE_CONTRACT = "1.0"
 
 MONITORS = Monitors()
+SINKS = sinks.AlertSinks()
 SETTINGS = {"gpu_provider": "nvml"}
 _settings = dict(SETTINGS)
 
@@ -65,7 +66,7 @@ def register_metrics_collectors(register):
 
 @hookimpl
 def register_routes(register):
-    for route in api.routes(MONITORS):
+    for route in api.routes(MONITORS, SINKS):
         register(route)
 
 
@@ -87,7 +88,9 @@ def configure(app, config):
     if provider not in app.registry("gpu_providers"):
         raise config.error(f"no GPU provider {provider!r}; registered: "
                            f"{', '.join(app.registry('gpu_providers').names())}", "monitoring", "gpu_provider")
+    sink_specs = sinks.read_specs(config, app.registry("alert_sinks"))
     MONITORS.configure(app, config)
+    SINKS.use(app, sink_specs)
     _settings["gpu_provider"] = provider
 
 
@@ -99,9 +102,11 @@ def startup(app):
 @hookimpl
 def shutdown(app):
     MONITORS.shutdown()
+    SINKS.shutdown()
 
 
 @hookimpl
 def on_event(event, app):
     if MONITORS.app is not None:
         MONITORS.alerts.take_event(event)
+        SINKS.take_event(event)

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 
-from appliance import BadRequest, NotFound, Reply, Route, Stream
+from appliance import BadRequest, NotFound, Options, Reply, Route, Stream
 
 from . import data, metrics
 from .context import MonitorContext
 
 
-def routes(monitors) -> list[Route]:
+def routes(monitors, sinks) -> list[Route]:
     def list_monitors(req) -> dict:
         kinds = req.app.registry("monitors")
         return {"monitors": [monitors.summary(s) for _, s in sorted(monitors.specs.items())],
-                "kinds": [{"name": n, "description": getattr(k, "description", ""), "plugin": kinds.owner(n)}
+                "kinds": [{"name": n, "description": getattr(k, "description", ""), "plugin": kinds.owner(n),
+                           "options": Options.of(k.options).to_list()} for n, k in sorted(kinds.items())]}
+
+    def list_sinks(req) -> dict:
+        kinds = req.app.registry("alert_sinks")
+        return {"sinks": sinks.list(),
+                "kinds": [{"name": n, "description": getattr(k, "description", ""), "plugin": kinds.owner(n),
+                           "options": Options.of(getattr(k, "options", None)).to_list()}
                           for n, k in sorted(kinds.items())]}
 
     def show(req) -> dict:
@@ -73,6 +80,7 @@ def routes(monitors) -> list[Route]:
         Route("POST", "/alerts/{id}/ack", ack, "acknowledge an alert ({\"by\", \"note\"})"),
         Route("GET", "/drift/{model}", drift_now, "drift of a model's latest window against its reference"),
         Route("GET", "/metrics", prometheus, "every registered metrics collector, in Prometheus text format"),
+        Route("GET", "/alert-sinks", list_sinks, "configured alert sinks with their deliveries, and the kinds"),
     ]
 
 

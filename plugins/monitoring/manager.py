@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from appliance import ApplianceError, BadRequest, NotFound
+from appliance import ApplianceError, BadRequest, NotFound, Options
 
 from .alerts import Alerts
 from .context import SEVERITIES, MonitorContext
@@ -62,13 +62,19 @@ def read_specs(config, kinds) -> dict[str, MonitorSpec]:
             hint = f"; did you mean {close[0]!r}?" if close else f"; known kinds: {', '.join(sorted(kinds.names()))}"
             raise config.error(f"unknown monitor kind {kind_name!r}{hint}", "monitors", name, "kind")
         allowed = {**COMMON, **kind.options}
+        # Declared options (appliance.Options) carry their types; a plain dict of defaults is typed by them.
+        declared = kind.options.specs if isinstance(kind.options, Options) else {}
         for key, value in table.items():
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; {kind_name} takes: {', '.join(sorted(allowed))}"
                 raise config.error(f"unknown key for a {kind_name} monitor{hint}", "monitors", name, key)
-            _check_type(config, name, key, value, allowed[key])
-        for key in getattr(kind, "required", ()):
+            if key in declared and key not in COMMON:
+                if (problem := declared[key].problem(value)) is not None:
+                    raise config.error(problem, "monitors", name, key)
+                continue
+            _check_type(config, name, key, value, allowed[key], builtin=kinds.owner(kind_name) == "monitoring")
+        for key in [*getattr(kind, "required", ()), *(k for k, o in declared.items() if o.required)]:
             if table.get(key) is None:
                 raise config.error(f"a {kind_name} monitor needs {key} = ...", "monitors", name)
         every = table.get("every_s")
@@ -86,22 +92,28 @@ def read_specs(config, kinds) -> dict[str, MonitorSpec]:
     return specs
 
 
-#: The type of options whose default is None (required, or off until set); every other option takes the
-#: type of its default.
+#: The type of the built-in kinds' options whose default is None (required, or off until set; any other such
+#: option of theirs is a number); every other option takes the type of its default. A plugin kind that gives
+#: its options as a plain dict (contract 1.0) cannot say more, so its options whose default is None take any
+#: value; one that declares ``appliance.Options`` has each checked as declared.
 STRINGS = {"kind", "pipeline", "severity", "deployment", "output", "group", "provider", "reference", "test", "task"}
 LISTS = {"features", "outputs", "throttle_reasons"}
 TABLES = {"tests", "thresholds"}
 
 
-def _check_type(config, name: str, key: str, value: Any, default: Any) -> None:
-    if key in STRINGS:
+def _check_type(config, name: str, key: str, value: Any, default: Any, *, builtin: bool) -> None:
+    if key in STRINGS or isinstance(default, str):
         want, ok = "a string", isinstance(value, str)
     elif key in LISTS:
         want, ok = "a list of strings", isinstance(value, list) and all(isinstance(v, str) for v in value)
-    elif key in TABLES:
+    elif key in TABLES or isinstance(default, dict):
         want, ok = "a table", isinstance(value, dict)
+    elif isinstance(default, list):
+        want, ok = "a list", isinstance(value, list)
     elif isinstance(default, bool) or key == "enabled":
         want, ok = "true or false", isinstance(value, bool)
+    elif default is None and not builtin:
+        return
     else:
         want, ok = "a number", isinstance(value, int | float) and not isinstance(value, bool)
     if not ok:

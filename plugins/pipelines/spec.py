@@ -180,6 +180,16 @@ def _kind(config, kinds, kind: Any, err) -> str:
     return kind
 
 
+def _params(kind, params: Any, err) -> dict:
+    """A step's or schedule's params, checked against the options its job kind declares (if it declares any);
+    kept as written, since the runner completes them with the defaults when the job is submitted."""
+    if not isinstance(params, dict):
+        raise err(f"expected a table of parameters, got {params!r}", "params")
+    for key, message in kind.options.problems(params) if kind.options else ():
+        raise err(message, f"params.{key}") if key in params else err(f"{key} {message}", "params")
+    return params
+
+
 def _when(config, table: dict, *keys: str) -> When | None:
     cron, interval = table.get("cron"), table.get("interval_s")
     if cron is None and interval is None:
@@ -256,9 +266,7 @@ def _step(config, kinds, pipeline: str, i: int, raw: Any) -> Step:
     if not isinstance(name, str) or not NAME.match(name):
         raise err("each step needs a name (letters, digits, '_', '-', '.')", "name" if "name" in raw else None)
     kind = _kind(config, kinds, raw.get("kind"), err)
-    params = raw.get("params", {})
-    if not isinstance(params, dict):
-        raise err(f"expected a table of parameters, got {params!r}", "params")
+    params = _params(kinds.get(kind), raw.get("params", {}), err)
     deps = raw.get("depends_on", [])
     if isinstance(deps, str):
         deps = [deps]
@@ -307,9 +315,7 @@ def _job_schedule(config, kinds, name: str, table: dict) -> JobSchedule:
     when = _when(config, table, *keys)
     if when is None:
         raise err("a schedule needs cron or interval_s")
-    params = table.get("params", {})
-    if not isinstance(params, dict):
-        raise err(f"expected a table of parameters, got {params!r}", "params")
+    params = _params(kinds.get(kind), table.get("params", {}), err)
     allow = table.get("allow_overlap", False)
     if not isinstance(allow, bool):
         raise err(f"expected true or false, got {allow!r}", "allow_overlap")
@@ -367,7 +373,7 @@ def _step_error(config, pipeline: str, index: int, key: str | None, message: str
                     if _HEADER.match(lines[j]):
                         break
                     km = _KEY.match(lines[j])
-                    if key and km and km.group(1) == key:
+                    if key and km and km.group(1) == key.split(".")[0]:
                         line = j + 1
                         break
                 break

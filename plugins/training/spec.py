@@ -237,11 +237,15 @@ def _under_project(path: str, project_dir: Path | None, key: str) -> Path:
 
 def _merge(defaults: dict, given: dict, table: str) -> dict:
     out = dict(defaults)
+    declared = getattr(defaults, "specs", {})  # a trainer's hyperparameters given as appliance.Options
     for key, value in given.items():
         if key not in defaults:
             raise SpecError(f"unknown hyperparameter; known: {', '.join(sorted(defaults))}", table, key)
         want = defaults[key]
-        if want is not None and not _same_kind(want, value):
+        if key in declared:
+            if (problem := declared[key].problem(value)) is not None:
+                raise SpecError(problem, table, key)
+        elif want is not None and not _same_kind(want, value):
             raise SpecError(f"expected {type(want).__name__}, got {type(value).__name__} {value!r}", table, key)
         out[key] = value
     return out

@@ -84,6 +84,16 @@ def child_raises(job):
     raise ValueError("bad value in the child")
 
 
+def child_finds(job):
+    """Where the child would import ``params.module`` from (None when it cannot), without importing it; and the
+    plugin's settings, as the child is given them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(job.params["module"])
+    return {"origin": spec and spec.origin, "locations": list(spec.submodule_search_locations or []) if spec else [],
+            "settings": job.settings}
+
+
 def _on_message(job, type, data):
     Path(job.params["messages"]).write_text(json.dumps({"type": type, "data": data}))
 
@@ -103,6 +113,7 @@ def register_job_kinds(register):
     register(JobKind("child_exit", child_exit, process=True))
     register(JobKind("child_sleep", child_sleep, process=True))
     register(JobKind("child_raises", child_raises, process=True))
+    register(JobKind("child_finds", child_finds, process=True))
 
 
 def _hello(request):
