@@ -31,10 +31,11 @@ port = 7870
 workers = 4             # jobs running at once
 gpu_slots = 1           # GPU jobs running at once
 drain_seconds = 10      # on stop, how long running jobs may finish
+sink_timeout_s = 30     # a plugin's event sink stuck longer than this on one event is reported
 
 [plugins]
 allow = []              # when set, only these third-party plugins load (failures become errors)
-deny = []               # plugins never to load
+deny = []               # plugins never to load (built-ins too)
 
 [ingest]
 data_dirs = ["data"]    # every file a source names lies under one of these
