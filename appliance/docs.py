@@ -216,7 +216,7 @@ INTERNALS = (
     ("job", "appliance.jobs.child:ChildJob"),
     ("request", "appliance.api.request:ApiRequest"),
 )
-_EMIT = re.compile(r"""(?:\.emit|_emit)\(\s*f?["']([a-z_]+\.[a-z_.]+)["']""")
+_EMIT = re.compile(r"""(?:\.emit|_emit\w*)\(\s*f?["']([a-z_]+\.[a-z_.]+)["']""")
 _CREATE_SCHEMA = re.compile(r"create schema if not exists ([a-z_]+)\b", re.IGNORECASE)
 _CREATE_TABLE = re.compile(r"create table ([a-z_]+) \(", re.IGNORECASE)
 

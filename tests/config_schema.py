@@ -11,10 +11,12 @@ def declared() -> dict[str, tuple[set[str], dict[str, Any] | None]]:
     from appliance.config import DAEMON_KEYS, PLUGIN_KEYS
     from plugins.backup import DEFAULTS as BACKUP
     from plugins.features.definitions import ENTITY_KEYS, VIEW_KEYS, WINDOW_KEYS
+    from plugins.ingest.kinds import CsvKind
     from plugins.ingest.settings import GUARD_KEYS, INGEST_KEYS, RULE_KEYS, SOURCE_KEYS
     from plugins.monitoring import SETTINGS as MONITORING
     from plugins.monitoring import kinds_model, kinds_system
     from plugins.monitoring.manager import COMMON
+    from plugins.monitoring.sinks import COMMON as SINK_KEYS
     from plugins.pipelines.spec import (
         JOB_SCHEDULE_KEYS,
         PIPELINE_KEYS,
@@ -32,7 +34,8 @@ def declared() -> dict[str, tuple[set[str], dict[str, Any] | None]]:
         "daemon": (set(DAEMON_KEYS), None),
         "plugins": (set(PLUGIN_KEYS), None),
         "ingest": (set(INGEST_KEYS), None),
-        "sources.NAME": (set(SOURCE_KEYS), None),
+        # A csv source's reading options are the csv kind's declared options, documented with the source table.
+        "sources.NAME": (set(SOURCE_KEYS) | set(CsvKind().options), None),
         "sources.NAME.columns.COLUMN": (set(RULE_KEYS), None),
         "sources.NAME.guard": (set(GUARD_KEYS), None),
         "entities.NAME": (set(ENTITY_KEYS), None),
@@ -52,6 +55,7 @@ def declared() -> dict[str, tuple[set[str], dict[str, Any] | None]]:
         "pipelines.NAME.schedule": (set(SCHEDULE_KEYS), None),
         "pipelines.NAME.triggers": (set(TRIGGER_KEYS), None),
         "schedules.NAME": (set(JOB_SCHEDULE_KEYS), None),
+        "alert_sinks.NAME": (set(SINK_KEYS), {k: v for k, v in SINK_KEYS.items() if k != "kind"}),
         "backup": (set(BACKUP), dict(BACKUP)),
         "retention": (set(RETENTION), dict(RETENTION)),
     }

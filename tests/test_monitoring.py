@@ -450,7 +450,7 @@ def test_bad_input_is_a_clear_4xx(d):
 
 
 @pytest.mark.parametrize(("table", "expected"), [
-    ('[monitors.m]\nkind = "drfit"\n', "appliance.toml:2: monitors.m.kind: unknown monitor kind 'drfit'; "
+    ('[monitors.m]\nkind = "drfit"\n', "appliance.toml:5: monitors.m.kind: unknown monitor kind 'drfit'; "
                                        "did you mean 'drift'?"),
     ('[monitors.m]\nkind = "drift"\ndeployment = "x"\nwindw_s = 5\n', "monitors.m.windw_s: unknown key"),
     ('[monitors.m]\nkind = "drift"\n', "a drift monitor needs deployment"),
@@ -461,7 +461,7 @@ def test_bad_input_is_a_clear_4xx(d):
 ])
 def test_bad_configuration_is_refused_with_file_line_and_key(d, tmp_path, table, expected):
     bad = tmp_path / "appliance.toml"
-    bad.write_text(table)
+    bad.write_text('[plugins]\ndeny = ["features"]\n\n' + table)  # the running [plugins]: only the mistake differs
     out = d.cli("apply", str(bad))
     assert out.returncode != 0
     assert expected in out.stderr, out.stderr

@@ -103,10 +103,11 @@ def test_ctrl_c_cancels_the_command_and_everything_it_started(box):
 
 
 def test_a_timeout_stops_the_command_and_fails_its_run(box):
-    out = subprocess.run(cli(box, "run", "--timeout", "1", "--", "python", "sleeper.py", str(box.root / "pids2")),
+    # Long enough for the sleeper to start its own child and write both pids even on a loaded box.
+    out = subprocess.run(cli(box, "run", "--timeout", "5", "--", "python", "sleeper.py", str(box.root / "pids2")),
                          cwd=box.root, capture_output=True, text=True, timeout=60, env=box.env)
     assert out.returncode == 1
-    assert "timed out after 1 s" in out.stderr
+    assert "timed out after 5 s" in out.stderr
     assert gone([int(p) for p in (box.root / "pids2").read_text().split()])
 
 

@@ -19,11 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path, where this very file (plugins.py) would stand in
-# for the appliance's built-in `plugins` package.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 GOAL_X = 50.0
 
 PLUGIN = '''\
