@@ -6,7 +6,7 @@ from pathlib import Path
 
 from appliance import BadRequest, Route
 
-from . import triton, upload
+from . import lineage, triton, upload
 
 
 def _registry(req):
@@ -47,6 +47,10 @@ def describe_model(req) -> dict:
 
 def get_version(req) -> dict:
     return _registry(req).version(req.path_params["name"], req.int_param("version"))
+
+
+def version_lineage(req) -> dict:
+    return lineage.chain(req.app, _registry(req), req.path_params["name"], req.int_param("version"))
 
 
 def describe_version(req) -> dict:
@@ -97,6 +101,8 @@ ROUTES = [
           "file as the body, or a multipart form: model, sample, description, tolerance, run_id)",
           max_body=upload.body_limit),
     Route("GET", "/models/{name}/versions/{version}", get_version, "one version: lineage, metrics, signature"),
+    Route("GET", "/models/{name}/versions/{version}/lineage", version_lineage, "a version's lineage: run, "
+          "training set, feature-view versions and the ingest batches (files, content hashes, rows) behind them"),
     Route("POST", "/models/{name}/versions/{version}", describe_version, "set a version's description and tags"),
     Route("GET", "/models/{name}/resolve/{ref}", resolve, "a version number, alias or 'latest' to a version"),
     Route("POST", "/models/{name}/aliases/{alias}", set_alias, "point an alias at a version (promotion gate)"),

@@ -59,6 +59,60 @@ def models_show(ctx, name, as_json):
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
 
 
+@models.command("lineage")
+@click.argument("name")
+@click.argument("version", type=int)
+@json_option
+@click.pass_context
+def models_lineage(ctx, name, version, as_json):
+    """Where VERSION of model NAME came from: its run, training set, feature-view versions, and the ingest
+    batches (file, content hash, rows) behind each view."""
+    c = connect(ctx).get(f"/models/{name}/versions/{version}/lineage")
+    if as_json:
+        return emit_json(c)
+    for line in lineage_lines(c):
+        click.echo(line)
+
+
+def lineage_lines(c: dict, batches_shown: int = 20) -> list[str]:
+    """The chain as indented lines, model version first and source files last."""
+    out = [f"{c['model']} version {c['version']}  (onnx {c['onnx_sha256'][:12]}, registered {when(c['created'])})"]
+    run = c.get("run")
+    if run and run.get("missing"):
+        out.append(f"  run {run['id']}: {run['missing']}")
+    elif run:
+        out.append(f"  run {run['id']}  {run['experiment']}/{run['spec']}  {run['state']}  config "
+                   f"{run['config_hash'][:12]}")
+    data = c.get("data") or {}
+    if data.get("kind") == "training_set":
+        out.append(f"    training set {data['id']} {data['name']}  sha256 {(data['sha256'] or '-')[:12]}  "
+                   f"{data['rows']} rows")
+    elif data.get("kind") == "parquet":
+        out.append(f"    parquet {data['path']}  sha256 {data['sha256'][:12]}  {data['rows']} rows")
+    elif data.get("kind") == "upload":
+        out.append(f"    uploaded as {data['file'] or '-'}" + (f"  sample sha256 {data['sample_sha256'][:12]}"
+                                                              if data.get("sample_sha256") else "  (no sample)"))
+    for v in c["views"]:
+        out.append(f"      feature view {v['view']} v{v['version']}  digest {(v['digest'] or '-')[:12]}  from "
+                   f"{v['source'] or '?'}")
+        if v["batches"] is None:
+            out.append("        batches: " + _no_batches(v))
+            continue
+        for b in v["batches"][:batches_shown]:
+            out.append(f"        batch {b['id']}  {b['file']}  {b['content_hash']}  {b['rows']} rows  {b['state']}")
+        if len(v["batches"]) > batches_shown:
+            out.append(f"        ... and {len(v['batches']) - batches_shown} more batches (--json lists them all)")
+    return out
+
+
+def _no_batches(view: dict) -> str:
+    if view["batches_recorded"]:
+        return "the ingest plugin is not loaded"
+    if view["source"] is None or view["source"].startswith("raw."):
+        return "not recorded (the view was materialized before lineage reached ingest batches)"
+    return f"none ({view['source']} is not an ingested source)"
+
+
 @models.command("register")
 @click.argument("name")
 @click.argument("onnx_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
