@@ -42,10 +42,13 @@ def models_show(ctx, name, as_json):
         return emit_json(m)
     click.echo(f"{m['name']}  latest {m['latest']}  aliases: "
                + (", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-"))
+    if m["description"]:
+        click.echo(m["description"])
+    click.echo(f"tags: {tag_text(m['tags'])}")
     table([(v["version"], v["run_id"], ", ".join(v["aliases"]) or "-",
-            "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), v["onnx_sha256"][:12],
-            when(v["created"])) for v in m["versions"]],
-          ["VERSION", "RUN", "ALIASES", "HOLDOUT", "ONNX", "CREATED"])
+            "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), tag_text(v["tags"]),
+            v["onnx_sha256"][:12], when(v["created"])) for v in m["versions"]],
+          ["VERSION", "RUN", "ALIASES", "HOLDOUT", "TAGS", "ONNX", "CREATED"])
     shown = next(iter(m["aliases"].values()), m["latest"])
     version = next((v for v in m["versions"] if v["version"] == shown), None)
     inputs = ((version or {}).get("signature") or {}).get("inputs") or []
@@ -57,6 +60,47 @@ def models_show(ctx, name, as_json):
     click.echo("\naudit log (newest first):")
     table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
+
+
+def tag_text(tags: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
+
+
+def _tag_pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="TAGS")
+    return key, value
+
+
+@models.command("tag")
+@click.argument("name")
+@click.argument("tags", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--version", type=int, help="Tag this version instead of the model.")
+@json_option
+@click.pass_context
+def models_tag(ctx, name, tags, version, as_json):
+    """Set tags on model NAME (or one of its versions): `appliance models tag fraud owner=risk --version 3`."""
+    _retag(ctx, name, version, {"tags": dict(_tag_pair(t) for t in tags)}, as_json)
+
+
+@models.command("untag")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.option("--version", type=int, help="Untag this version instead of the model.")
+@json_option
+@click.pass_context
+def models_untag(ctx, name, keys, version, as_json):
+    """Remove tags (by key) from model NAME (or one of its versions)."""
+    _retag(ctx, name, version, {"untag": list(keys)}, as_json)
+
+
+def _retag(ctx, name: str, version: int | None, body: dict, as_json: bool) -> None:
+    path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "")
+    r = connect(ctx).post(path, body)
+    if as_json:
+        return emit_json(r)
+    click.echo(f"{name}{f' version {version}' if version is not None else ''} tags: {tag_text(r['tags'])}")
 
 
 @models.command("lineage")

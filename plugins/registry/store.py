@@ -192,17 +192,22 @@ class ModelRegistry:
                            "back to")
         return self.set_alias(name, alias, last[0], reason=reason, actor=actor, action="rollback", gate=False)
 
-    def describe(self, name: str, version: int | None, *, description: str | None, tags: dict | None) -> None:
-        """Set the description and merge tags of a model, or of one version."""
+    def describe(self, name: str, version: int | None, *, description: str | None, tags: dict | None,
+                 untag: list[str] | None = None) -> None:
+        """Set the description of a model, or of one version; merge ``tags`` into its tags, then drop the keys in
+        ``untag``."""
         table, where, args = ("registry_models", "name = ?", [name]) if version is None else \
             ("registry_versions", "name = ? and version = ?", [name, int(version)])
-        current = self.model(name) if version is None else self.version(name, int(version))
-        with transaction(self.db):
+        with self._lock, transaction(self.db):
+            current = self.model(name) if version is None else self.version(name, int(version))
             if description is not None:
                 self.db.execute(f"update {table} set description = ? where {where}", [description, *args])
-            if tags:
-                self.db.execute(f"update {table} set tags = ? where {where}",
-                                [json.dumps({**current["tags"], **tags}), *args])
+            if tags or untag:
+                merged = {k: v for k, v in {**current["tags"], **(tags or {})}.items() if k not in (untag or ())}
+                self.db.execute(f"update {table} set tags = ? where {where}", [json.dumps(merged), *args])
+        self.app.events.emit("model.described", subject=f"model:{name}", data={
+            "name": name, "version": version, "tags": tags or {}, "untagged": untag or [],
+            "description": description})
 
     def _policy_refusal(self, alias: str, candidate: dict, holder: dict, policy: dict) -> str | None:
         """A spec's gate: the candidate must beat the holder on the spec's metric, scored on the same rows

@@ -71,6 +71,7 @@ def register_routes(register):
 def register_commands(register):
     register(cli.train)
     register(cli.runs)
+    register(cli.sweeps)
     register(cli.run)
 
 

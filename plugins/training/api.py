@@ -179,7 +179,8 @@ def get_sweep(req) -> dict:
     best = (min if goal == "min" else max)(scored, key=lambda r: r[metric]) if scored else None
     done = all(r["state"] in ("succeeded", "failed", "cancelled") for r in runs)
     return {"id": sweep_id, "spec": rows[0]["spec_name"], "method": sweep["method"], "metric": metric,
-            "goal": goal, "done": done, "runs": sorted(runs, key=lambda r: r["run_id"]), "best": best}
+            "goal": goal, "parameters": list(sweep["parameters"]), "done": done,
+            "runs": sorted(runs, key=lambda r: r["run_id"]), "best": best}
 
 
 def list_runs(req) -> list:
