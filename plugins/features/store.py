@@ -304,6 +304,24 @@ class TrainingSets:
         return {"id": rec["id"], "path": str(app.artifacts.verify(rec["sha256"])), "manifest": rec["manifest"]}
 
 
+class FeatureIndexes:
+    """The ``feature_indexes`` service: what retention prunes of the feature store's sorted-index files."""
+
+    name = "feature_indexes"
+
+    def __init__(self, store: FeatureStore):
+        self._store = store
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete index files written before ``before`` that no current view version reads; (files, bytes).
+
+        No lock is needed: a save in progress writes new files, which are younger than any cut-off."""
+        store = self._store
+        if store.indexes is None:
+            return 0, 0
+        return store.indexes.prune({name: act.version for name, act in store.views.items()}, before)
+
+
 class FeatureStatistics:
     """The ``feature_statistics`` service: a view version's statistics, the reference for monitoring."""
 

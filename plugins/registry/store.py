@@ -313,6 +313,15 @@ class ModelRegistry:
         return [self.version(name, r[0]) for r in self.db.execute(
             "select version from registry_versions where name = ? order by version", [name])]
 
+    def versions_of_run(self, run_id: int) -> list[tuple[str, int]]:
+        """The registered versions a run trained, as (model, version)."""
+        return [tuple(r) for r in self.db.execute(
+            "select name, version from registry_versions where run_id = ? order by name, version", [int(run_id)])]
+
+    def runs_in_lineage(self) -> set[int]:
+        """Every run a registered version names: what retention must keep whole."""
+        return {r[0] for r in self.db.execute("select distinct run_id from registry_versions where run_id is not null")}
+
     def audit(self, name: str, limit: int = 1000) -> list[dict]:
         return list(self.db.query("select * from registry_audit where name = ? order by id desc limit ?",
                                   [name, limit]))

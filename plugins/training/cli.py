@@ -178,6 +178,19 @@ def runs_resume(ctx, run_id, as_json):
     click.echo(f"run {run_id}: resuming from {where} as job {r['job_id']}")
 
 
+@runs.command("delete")
+@click.argument("run_id", type=int)
+@json_option
+@click.pass_context
+def runs_delete(ctx, run_id, as_json):
+    """Delete a finished run; its metrics are pruned at the next retention run (`appliance jobs submit
+    retention` prunes now). A run that trained a registered version is kept."""
+    r = connect(ctx).request("DELETE", f"/runs/{run_id}")
+    if as_json:
+        return emit_json(r)
+    click.echo(f"run {run_id} deleted; its metrics go at the next prune")
+
+
 @runs.command("metrics")
 @click.argument("run_id", type=int)
 @click.option("--key", help="Only this metric.")
