@@ -14,6 +14,7 @@ from . import alerts, api, cli, kinds_model, kinds_system
 from .gpu import NvmlProvider
 from .manager import MonitorHistory, Monitors
 from .metrics import GpuCollector, MonitorCollector
+from .quality import ModelQuality
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -49,6 +50,7 @@ def register_job_kinds(register):
 @hookimpl
 def register_services(register):
     register(MonitorHistory(MONITORS))
+    register(ModelQuality())
 
 
 @hookimpl

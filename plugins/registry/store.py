@@ -313,6 +313,15 @@ class ModelRegistry:
         return [self.version(name, r[0]) for r in self.db.execute(
             "select version from registry_versions where name = ? order by version", [name])]
 
+    def gate(self, name: str, alias: str) -> dict | None:
+        """The configured gate a move of ``alias`` of ``name`` must pass (``[registry.models.NAME.gate]``):
+        ``{"metric", "min_delta", "higher_is_better"}``, or None when none applies (a spec's own gate then asks
+        only that a new version beat the holder)."""
+        gate = self.gates.get(name)
+        if gate is None or (gate["aliases"] is not None and alias not in gate["aliases"]):
+            return None
+        return {k: gate[k] for k in ("metric", "min_delta", "higher_is_better")}
+
     def versions_of_run(self, run_id: int) -> list[tuple[str, int]]:
         """The registered versions a run trained, as (model, version)."""
         return [tuple(r) for r in self.db.execute(
