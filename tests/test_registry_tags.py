@@ -40,6 +40,28 @@ def test_models_tag_and_untag_a_model_and_a_version_and_show_prints_them(registr
     assert "note=a=b, reviewed=yes" in rows["1"] and "  -  " in rows["2"]
 
 
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_dashboard_shows_tags_of_models_and_versions(registry):
+    from tui_helpers import settle, table, text_of
+
+    from tui.app import ApplianceApp
+    from tui.client import ApiClient
+
+    d = registry
+    assert d.post("/models/fraud", {"tags": {"stage": "pilot"}}).status_code == 200
+    assert d.post("/models/fraud/versions/2", {"tags": {"data": "march"}}).status_code == 200
+    app = ApplianceApp(ApiClient(d.home), home=d.home, area="models")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, app, lambda: table(app, "versions").rows_all)
+        seen = text_of(app)
+        assert "Tags" in seen and "data=march" in seen and "stage=pilot" in seen, seen
+
+
 def test_bad_tags_are_refused_naming_what_was_wrong(registry):
     d = registry
     out = d.cli("models", "tag", "fraud", "novalue")

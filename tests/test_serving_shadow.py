@@ -106,3 +106,34 @@ def test_a_report_of_a_deployment_without_a_shadow_says_so(box):
     assert out.returncode != 0 and "no deployment 'nosuch'" in out.stderr and "Traceback" not in out.stderr
     r = box.get("/deployments/main/shadow", params={"output": "nope"})
     assert r.status_code == 400 and "no output 'nope'" in r.json()["error"]["message"], r.text
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_dashboard_shows_a_deployment_against_its_shadow(box):
+    from tui_helpers import settle, table, text_of
+
+    from tui.app import ApplianceApp
+    from tui.client import ApiClient
+
+    report = box.get("/deployments/main/shadow").json()
+    app = ApplianceApp(ApiClient(box.home), home=box.home, area="serving")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, app, lambda: table(app, "deployments").rows_all)
+        deployments = table(app, "deployments")
+        deployments.focus()
+        deployments.move_cursor(row=[r["name"] for r in deployments.rows_all].index("main"))
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "Detail")
+        body = str(app.screen.query_one("#detail-body").render())
+        assert "Against its shadow challenger" in body, body
+        assert f"{report['pairs']} request(s) answered by both" in body
+        assert report["verdict"] in " ".join(body.split()), body
+        auc = report["champion"]["metrics"] and report["champion"]["metrics"]["auc"]
+        assert auc is None or f"{auc:.4f}" in body
+        seen = text_of(app)
+        assert "Against its shadow" in seen

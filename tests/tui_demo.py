@@ -53,7 +53,7 @@ def demo_daemon(root: Path, traffic_s: float = 3.0):
         while d.get("/deployments/fraud").json()["state"] != "ready" and time.monotonic() < deadline:
             time.sleep(0.05)
         traffic = Traffic(f"http://127.0.0.1:{d.get('/deployments').json()['port']}", generator().World(seed=7),
-                          drift_after=traffic_s / 3)
+                          feedback_token=d.get("/feedback/token").json()["token"], drift_after=traffic_s / 3)
         traffic.start()
         time.sleep(traffic_s)
         traffic.stop()
