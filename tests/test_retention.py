@@ -150,6 +150,11 @@ def test_bad_retention_settings_name_the_key(tmp_path):
     with pytest.raises(RuntimeError) as err:
         DaemonProcess(tmp_path / "home", project).start(timeout=20)
     assert "appliance.toml:2: retention.events_days: expected a number of days > 0, got -1" in str(err.value)
+    project = make_project(tmp_path / "p2", [], '[retention]\ncheckpoints_keep = ["first"]\n')
+    with pytest.raises(RuntimeError) as err:
+        DaemonProcess(tmp_path / "home2", project).start(timeout=20)
+    assert ("appliance.toml:2: retention.checkpoints_keep: expected a list of 'best' and 'last' (or [] to keep "
+            "none), got ['first']") in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------ everything else
