@@ -401,14 +401,37 @@ def test_same_seed_gives_identical_metrics_and_compare_shows_it(daemon):
     assert diff["params"] == {} and diff["metrics"] == {} and diff["data"] == {}
 
 
-def test_sweep_runs_the_grid_and_picks_the_best(daemon):
+@pytest.fixture(scope="module")
+def sweep(daemon) -> dict:
     out = daemon.cli("train", "segments", "--sweep", "--wait", "--json", timeout=180)
     assert out.returncode == 0, out.stderr
-    sweep = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def test_sweep_runs_the_grid_and_picks_the_best(sweep):
     assert sweep["done"] and len(sweep["runs"]) == 2
     assert sorted(r["hyperparameters"]["lr"] for r in sweep["runs"]) == [0.00001, 0.03]
     assert sweep["best"]["val_loss"] == min(r["val_loss"] for r in sweep["runs"])
     assert sweep["best"]["hyperparameters"]["lr"] == 0.03
+
+
+def test_sweeps_show_prints_the_best_trial_and_the_table_of_trials(daemon, sweep):
+    out = daemon.cli("sweeps", "show", str(sweep["id"]))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    best = sweep["best"]
+    assert lines[0] == f"sweep {sweep['id']} of spec segments: grid search, val_loss (min), 2 of 2 trial(s) finished"
+    assert lines[1] == f"best: run {best['run_id']}  val_loss {best['val_loss']:.6g}  lr=0.03"
+    assert lines[2].split() == ["RUN", "STATE", "VAL_LOSS", "LR", "BEST"]
+    rows = {int(line.split()[0]): line.split() for line in lines[3:] if line.strip() and line.split()[0].isdigit()}
+    assert set(rows) == {r["run_id"] for r in sweep["runs"]}
+    for r in sweep["runs"]:
+        assert rows[r["run_id"]][:4] == [str(r["run_id"]), "succeeded", f"{r['val_loss']:.6g}",
+                                         str(r["hyperparameters"]["lr"])]
+    assert rows[best["run_id"]][-1] == "*" and len(rows[next(i for i in rows if i != best["run_id"])]) == 4
+    assert json.loads(daemon.cli("sweeps", "show", str(sweep["id"]), "--json").stdout)["best"] == best
+    missing = daemon.cli("sweeps", "show", "999")
+    assert missing.returncode != 0 and "no sweep 999" in missing.stderr and "Traceback" not in missing.stderr
 
 
 # ------------------------------------------------------------------------------------------------ the contract

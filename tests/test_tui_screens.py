@@ -146,6 +146,23 @@ async def test_models_show_versions_and_the_champion(demo, size):
         assert "fraud" in seen and "champion" in seen
 
 
+async def test_a_versions_detail_shows_its_lineage_down_to_the_ingest_batches(demo):
+    chain = demo.get("/models/fraud/versions/1/lineage").json()
+    batches = {b["id"]: b for v in chain["views"] for b in v["batches"]}
+    assert batches
+    app = app_for(demo, area="models")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await opened(pilot, app, lambda: table(app, "versions").rows_all)
+        versions = table(app, "versions")
+        versions.focus()
+        await pilot.press("enter")
+        await settle(pilot, app, lambda: type(app.screen).__name__ == "Detail")
+        body = str(app.screen.query_one("#detail-body").render())
+        assert f"training set {chain['data']['id']} fraud_train" in body, body
+        for b in batches.values():
+            assert f"batch {b['id']}  {b['file']}  {b['content_hash']}  {b['rows']} rows" in body, body
+
+
 @sizes
 async def test_serving_refreshes_while_traffic_runs(demo, size):
     app = app_for(demo, area="serving")

@@ -24,11 +24,12 @@ RECORDED = ["/health", "/status", "/jobs", "/jobs?state=running", "/schedules", 
             "/monitors", "/monitors/fraud_drift", "/monitors/box", "/sources", "/batches",
             "/sources/transactions/quarantine", "/features", "/features/card_velocity", "/features/merchant_risk",
             "/runs", "/runs/1", "/runs/1/metrics", "/models", "/models/fraud", "/models/fraud/versions/1",
+            "/models/fraud/versions/1/lineage",
             "/plugins", "/tui/panels", "/events", "/jobs/{train}", "/jobs/{train}/logs"]
 #: Subtrees whose keys depend on the job kind, the event type or the run, not on the daemon's version.
 FREE_FORM = {"params", "result", "data", "details", "environment", "options", "alerts", "labels", "definition",
              "schema", "signature", "lineage", "spec", "registrations", "tags", "manifest", "psi", "metrics",
-             "jobs", "aliases"}
+             "jobs", "aliases", "batches"}
 
 
 def record(d, root: Path) -> dict:

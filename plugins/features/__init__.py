@@ -13,7 +13,7 @@ import threading
 from appliance import JobKind, hookimpl
 
 from . import api, cli, records
-from .store import FeatureStatistics, FeatureStore, TrainingSets
+from .store import FeatureIndexes, FeatureStatistics, FeatureStore, TrainingSets
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -52,6 +52,7 @@ def register_services(register):
     register(STORE.online)
     register(TrainingSets(STORE))
     register(FeatureStatistics(STORE))
+    register(FeatureIndexes(STORE))
 
 
 @hookimpl

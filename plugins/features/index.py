@@ -285,6 +285,33 @@ class IndexFiles:
                 path.unlink(missing_ok=True)
 
 
+    def prune(self, current: dict[str, int], before: float) -> tuple[int, int]:
+        """Delete index files last written before ``before`` (epoch seconds) that the current version of a
+        declared view does not read: indexes of older versions (rebuilt for an older training set, and rebuilt
+        again if one asks) and what an interrupted save left behind. Returns (files, bytes) deleted."""
+        if not self.root.is_dir():
+            return 0, 0
+        live: set[str] = set()
+        for view, version in current.items():
+            meta = self._read_meta(view, version)
+            if meta is not None:
+                live |= {self._meta(view, version).name, *meta.get("files", {}).values()}
+        files = freed = 0
+        for path in self.root.iterdir():
+            if path.name in live:
+                continue
+            try:
+                st = path.stat()
+                if st.st_mtime >= before or not path.is_file():
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            files += 1
+            freed += st.st_size
+        return files, freed
+
+
 def _write_arrow(path: Path, table: pa.Table) -> None:
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         # One record batch: a mapped column is then one contiguous buffer, read without copying.

@@ -12,6 +12,7 @@ a fixed order over the feature values, so point-in-time joins never have to brea
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,8 +161,12 @@ def _source_rows_until(con, view: FeatureView, watermark: str, ev_type: str) -> 
                       f"{literal}")[0][0]
 
 
-def materialize(con, view: FeatureView, version: int, schema: Schema, *, full: bool = False) -> dict[str, Any]:
-    """Add the view's new rows to its offline table; returns rows added, total and the watermark before/after."""
+def materialize(con, view: FeatureView, version: int, schema: Schema, *, full: bool = False,
+                batches: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Add the view's new rows to its offline table; returns rows added, total and the watermark before/after.
+
+    ``batches(con)``, when given, says which ingest batches the source holds; it is asked inside the same
+    transaction, so the answer (``"batches"``) names exactly the rows this materialization read."""
     table = table_name(view.name, version)
     ev_type = schema.columns[view.event_time]
     fetch(con, f"create schema if not exists {SCHEMA}")
@@ -197,12 +202,13 @@ def materialize(con, view: FeatureView, version: int, schema: Schema, *, full: b
         if after is not None:
             fetch(con, f"insert into {SEEN} values (?, ?, ?, ?)",
                   [view.name, version, after_text, _source_rows_until(con, view, after_text, ev_type)])
+        behind = batches(con) if batches is not None else None
         fetch(con, "commit")
     except BaseException:
         fetch(con, "rollback")
         raise
     return {"rows_added": int(added), "rows": int(total), "watermark_before": before, "watermark": after,
-            "duplicates_dropped": int(candidates - added), "late_rows_skipped": int(late)}
+            "duplicates_dropped": int(candidates - added), "late_rows_skipped": int(late), "batches": behind}
 
 
 def latest_rows(con, view: FeatureView, version: int, schema: Schema, since: Any = None):

@@ -40,9 +40,16 @@ def m001_tables(db) -> None:
     db.execute("create index training_sets_name on training_sets(name, id)")
 
 
+@migrations()
+def m002_batches(db) -> None:
+    # The ingest batches behind a view version's table at its last materialization, as [first, last] id ranges:
+    # what a training set (and so a model) records as the source rows it came from. Null: not an ingested source.
+    db.execute("alter table feature_view_versions add column batches text")
+
+
 def _version(row: dict) -> dict[str, Any]:
     out = dict(row)
-    for key in ("definition", "schema", "stats"):
+    for key in ("definition", "schema", "stats", "batches"):
         out[key] = json.loads(row[key]) if row[key] else None
     return out
 
@@ -88,11 +95,12 @@ def set_schema(db, view: str, number: int, schema: dict) -> None:
                [json.dumps(schema), view, number])
 
 
-def record_materialized(db, view: str, number: int, rows: int, watermark: Any, stats: dict) -> None:
-    db.execute("update feature_view_versions set materialized = ?, rows = ?, watermark = ?, stats = ? "
+def record_materialized(db, view: str, number: int, rows: int, watermark: Any, stats: dict,
+                        batches: list | None = None) -> None:
+    db.execute("update feature_view_versions set materialized = ?, rows = ?, watermark = ?, stats = ?, batches = ? "
                "where view = ? and version = ?",
                [time.time(), rows, str(watermark) if watermark is not None else None, json.dumps(stats, default=str),
-                view, number])
+                json.dumps(batches) if batches is not None else None, view, number])
 
 
 def _training_set(row: dict) -> dict[str, Any]:

@@ -121,11 +121,12 @@ class FeatureStore:
                 act.schema = schema
             job.progress(0.05, f"materializing {name} v{version}")
             started = time.perf_counter()
-            done = offline.materialize(con, view, version, schema, full=full)
+            done = offline.materialize(con, view, version, schema, full=full, batches=self._batches_behind(view))
             job.progress(0.6, "computing statistics")
             table = offline.table_name(name, version)
             summary = stats.compute(con, table, schema)
-            records.record_materialized(app.catalog.db, name, version, done["rows"], done["watermark"], summary)
+            records.record_materialized(app.catalog.db, name, version, done["rows"], done["watermark"], summary,
+                                        done["batches"])
             job.progress(0.7, "indexing for training sets")
             self._index(con, view, version, schema)
             job.progress(0.8, "refreshing online values")
@@ -144,6 +145,14 @@ class FeatureStore:
                     f"{done['watermark_before']}; `appliance features materialize {name} --full` takes them")
         app.events.emit("features.materialized", subject=f"feature_view:{name}", data=result)
         return result
+
+    def _batches_behind(self, view: FeatureView):
+        """How to ask which ingest batches a view's source table holds (the ``ingest_batches`` service), or
+        None for a Parquet source or without the ingest plugin."""
+        service = self.app.registry("services").get("ingest_batches")
+        if service is None or not view.source_is_table:
+            return None
+        return lambda con: service.behind(con, view.source)
 
     def _index(self, con, view: FeatureView, version: int, schema: Schema) -> index.SortedIndex | None:
         """The view version's sorted index, rebuilt if its table changed; None if times span too far for one
@@ -235,10 +244,11 @@ class FeatureStore:
         started = time.perf_counter()
         con = app.store.cursor()
         job.progress(0.05, "reading indexes")
-        indexes = []
+        indexes, batches = [], {}
         for sel in plan["selections"]:
-            with self._lock(sel.view.name):
+            with self._lock(sel.view.name):  # the index and the batches behind it, from one materialization
                 indexes.append(self._index(con, sel.view, sel.version, sel.schema))
+                batches[sel.view.name] = records.version(app.catalog.db, sel.view.name, sel.version)["batches"]
         job.progress(0.2, "joining")
         scratch = app.home.root / "tmp" / f"training-set-job-{job.id}.parquet"
         scratch.parent.mkdir(exist_ok=True)
@@ -258,7 +268,8 @@ class FeatureStore:
             "spine": {"source": plan["spine"], "event_time": plan["event_time"],
                       "columns": plan["spine_columns"]},
             "views": {s.view.name: {"version": s.version, "digest": s.view.digest(), "ttl_s": s.view.ttl_s,
-                                    "features": s.features, "table": offline.table_name(s.view.name, s.version)}
+                                    "features": s.features, "table": offline.table_name(s.view.name, s.version),
+                                    "source": s.view.source, "batches": batches[s.view.name]}
                       for s in plan["selections"]},
             "columns": plan["columns"], "build_seconds": round(time.perf_counter() - started, 3),
         }
@@ -284,11 +295,31 @@ class TrainingSets:
         """``{"id", "path", "manifest"}``: ``path`` is the snapshot's Parquet file, checked against its hash.
 
         The manifest holds ``name``, ``row_count``, ``hash`` (the file's sha256), ``spine`` (source, event time,
-        columns), ``views`` (per view: version, digest, ttl_s, features) and ``columns`` (column -> feature).
+        columns), ``views`` (per view: version, digest, ttl_s, features, source, and ``batches``: the ingest batches
+        behind it as ``[first, last]`` id ranges, None for a source not ingested) and ``columns`` (column ->
+        feature).
         """
         app = self._store.app
         rec = records.training_set(app.catalog.db, id_or_name)
         return {"id": rec["id"], "path": str(app.artifacts.verify(rec["sha256"])), "manifest": rec["manifest"]}
+
+
+class FeatureIndexes:
+    """The ``feature_indexes`` service: what retention prunes of the feature store's sorted-index files."""
+
+    name = "feature_indexes"
+
+    def __init__(self, store: FeatureStore):
+        self._store = store
+
+    def prune(self, before: float) -> tuple[int, int]:
+        """Delete index files written before ``before`` that no current view version reads; (files, bytes).
+
+        No lock is needed: a save in progress writes new files, which are younger than any cut-off."""
+        store = self._store
+        if store.indexes is None:
+            return 0, 0
+        return store.indexes.prune({name: act.version for name, act in store.views.items()}, before)
 
 
 class FeatureStatistics:

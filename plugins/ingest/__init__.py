@@ -10,7 +10,7 @@ from __future__ import annotations
 from appliance import JobKind, hookimpl
 
 from .kinds import BUILTIN_KINDS
-from .service import DataDirs, service
+from .service import DataDirs, IngestBatches, service
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -45,6 +45,7 @@ def register_commands(register):
 @hookimpl
 def register_services(register):
     register(DataDirs(service))
+    register(IngestBatches(service))
 
 
 @hookimpl

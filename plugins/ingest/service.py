@@ -178,4 +178,24 @@ class DataDirs:
         return self._ingest.settings.data_dirs
 
 
+class IngestBatches:
+    """The ``ingest_batches`` service: which batches' rows a raw table holds, and their ledger records (file,
+    content hash, rows). The feature store records them at materialization, so a model's lineage reaches the
+    files behind it."""
+
+    name = "ingest_batches"
+
+    def __init__(self, ingest: IngestService):
+        self._ingest = ingest
+
+    def behind(self, cur, table: str) -> list[list[int]] | None:
+        """``[first, last]`` id ranges of the batches in ``table`` (``raw.SOURCE``) now, read on ``cur``, inside
+        the caller's transaction; None for a table that is not a source's."""
+        return ledger.behind(cur, table)
+
+    def records(self, ranges: list[list[int]]) -> list[dict]:
+        """The ledger records of the batches in ``ranges``, oldest first."""
+        return ledger.batches_in(self._ingest.app.store.cursor(), ranges)
+
+
 service = IngestService()

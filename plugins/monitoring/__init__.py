@@ -12,8 +12,9 @@ from appliance import JobKind, hookimpl
 
 from . import alerts, api, cli, kinds_model, kinds_system, sinks
 from .gpu import NvmlProvider
-from .manager import Monitors
+from .manager import MonitorHistory, Monitors
 from .metrics import GpuCollector, MonitorCollector
+from .quality import ModelQuality
 
 APPLIANCE_CONTRACT = "1.0"
 
@@ -45,6 +46,12 @@ def register_migrations(register):
 @hookimpl
 def register_job_kinds(register):
     register(JobKind("monitor", MONITORS.run_job, description="run one monitor: compute, record, raise/resolve alerts"))
+
+
+@hookimpl
+def register_services(register):
+    register(MonitorHistory(MONITORS))
+    register(ModelQuality())
 
 
 @hookimpl

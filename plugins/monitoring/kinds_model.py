@@ -179,6 +179,8 @@ def run_performance(ctx) -> None:
 
 
 def quality_metrics(task: str, label: np.ndarray, score: np.ndarray, decision: float) -> dict[str, float]:
+    """Realized quality: AUC, accuracy, precision, recall and F1 (binary, deciding at ``decision``), or MAE,
+    RMSE and R² (regression); NaN where a metric is undefined (AUC with one class only)."""
     if task == "regression":
         return stats.regression(label, score)
     pred = score >= decision

@@ -250,6 +250,22 @@ class Monitors:
                 "last_run": {k: last[k] for k in ("id", "time", "status", "error", "checks")} if last else None}
 
 
+class MonitorHistory:
+    """The ``monitor_history`` service: what retention prunes of monitoring. Each monitor's newest run stays,
+    however old: it is what ``monitors list`` and the dashboard show as the monitor's state."""
+
+    name = "monitor_history"
+
+    def __init__(self, monitors: Monitors):
+        self._monitors = monitors
+
+    def prune(self, before: float) -> int:
+        """Delete monitor runs recorded before ``before`` (epoch seconds); returns how many."""
+        return self._monitors.app.catalog.db.execute(
+            "delete from monitor_runs where time < ? and id not in (select max(id) from monitor_runs group by "
+            "monitor)", [before]).rowcount
+
+
 class MonitorFailed(ApplianceError):
     """A monitor's kind raised; the run is recorded and the job fails with this message."""
 

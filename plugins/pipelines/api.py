@@ -35,7 +35,10 @@ def routes(pipelines) -> list[Route]:
             raise NotFound(f"run {run['id']} belongs to pipeline {run['pipeline']!r}, "
                            f"not {req.path_params['name']!r}")
         for step in run["steps"]:
-            job = req.app.jobs.get(step["job_id"]) if step["job_id"] else None
+            try:
+                job = req.app.jobs.get(step["job_id"]) if step["job_id"] else None
+            except NotFound:  # pruned by retention; the step keeps what it recorded of its job
+                job = None
             step["job_state"] = job["state"] if job else None
             step["logs"] = [r["line"] for r in req.app.jobs.logs(step["job_id"], limit=100)] if job else []
         return run

@@ -197,7 +197,10 @@ class Pipelines:
         self.records.set_schedule_state(*state)
         last = self.records.last_fire_job(sched.name)
         if last is not None and not sched.allow_overlap:
-            job = self.app.jobs.get(last)
+            try:
+                job = self.app.jobs.get(last)
+            except NotFound:  # pruned by retention: it finished long ago
+                job = {"state": "succeeded"}
             if job["state"] not in ("succeeded", "failed", "cancelled"):
                 self.records.record_fire(sched.name, trigger, at, missed, "skipped-overlap", last,
                                          f"job {last} from the previous fire is still {job['state']}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from appliance import BadRequest, Route
 
-from . import triton, upload
+from . import lineage, triton, upload
 
 
 def _registry(req):
@@ -25,9 +25,12 @@ def _describe(req, version: int | None) -> dict:
     tags = body.get("tags")
     if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
         raise BadRequest("field 'tags' must be an object of string values")
+    untag = body.get("untag")
+    if untag is not None and not (isinstance(untag, list) and all(isinstance(k, str) for k in untag)):
+        raise BadRequest("field 'untag' must be a list of tag keys")
     description = _text(body, "description") if "description" in body else None
     name = req.path_params["name"]
-    _registry(req).describe(name, version, description=description, tags=tags)
+    _registry(req).describe(name, version, description=description, tags=tags, untag=untag)
     return _registry(req).model(name) if version is None else _registry(req).version(name, version)
 
 
@@ -47,6 +50,10 @@ def describe_model(req) -> dict:
 
 def get_version(req) -> dict:
     return _registry(req).version(req.path_params["name"], req.int_param("version"))
+
+
+def version_lineage(req) -> dict:
+    return lineage.chain(req.app, _registry(req), req.path_params["name"], req.int_param("version"))
 
 
 def describe_version(req) -> dict:
@@ -92,12 +99,16 @@ def export(req) -> dict:
 ROUTES = [
     Route("GET", "/models", list_models, "registered models"),
     Route("GET", "/models/{name}", get_model, "a model: versions, aliases, audit log"),
-    Route("POST", "/models/{name}", describe_model, "set a model's description and tags"),
+    Route("POST", "/models/{name}", describe_model, "set a model's description, add tags (tags) or remove them "
+          "(untag: a list of keys)"),
     Route("POST", "/models/{name}/versions", upload.post_version, "register an ONNX file trained elsewhere (the "
           "file as the body, or a multipart form: model, sample, description, tolerance, run_id)",
           max_body=upload.body_limit),
     Route("GET", "/models/{name}/versions/{version}", get_version, "one version: lineage, metrics, signature"),
-    Route("POST", "/models/{name}/versions/{version}", describe_version, "set a version's description and tags"),
+    Route("GET", "/models/{name}/versions/{version}/lineage", version_lineage, "a version's lineage: run, "
+          "training set, feature-view versions and the ingest batches (files, content hashes, rows) behind them"),
+    Route("POST", "/models/{name}/versions/{version}", describe_version,
+          "set a version's description, add tags or remove them (untag)"),
     Route("GET", "/models/{name}/resolve/{ref}", resolve, "a version number, alias or 'latest' to a version"),
     Route("POST", "/models/{name}/aliases/{alias}", set_alias, "point an alias at a version (promotion gate)"),
     Route("POST", "/models/{name}/aliases/{alias}/rollback", rollback, "move an alias back to its previous version"),

@@ -42,10 +42,13 @@ def models_show(ctx, name, as_json):
         return emit_json(m)
     click.echo(f"{m['name']}  latest {m['latest']}  aliases: "
                + (", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-"))
+    if m["description"]:
+        click.echo(m["description"])
+    click.echo(f"tags: {tag_text(m['tags'])}")
     table([(v["version"], v["run_id"], ", ".join(v["aliases"]) or "-",
-            "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), v["onnx_sha256"][:12],
-            when(v["created"])) for v in m["versions"]],
-          ["VERSION", "RUN", "ALIASES", "HOLDOUT", "ONNX", "CREATED"])
+            "  ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items())[:3]), tag_text(v["tags"]),
+            v["onnx_sha256"][:12], when(v["created"])) for v in m["versions"]],
+          ["VERSION", "RUN", "ALIASES", "HOLDOUT", "TAGS", "ONNX", "CREATED"])
     shown = next(iter(m["aliases"].values()), m["latest"])
     version = next((v for v in m["versions"] if v["version"] == shown), None)
     inputs = ((version or {}).get("signature") or {}).get("inputs") or []
@@ -57,6 +60,101 @@ def models_show(ctx, name, as_json):
     click.echo("\naudit log (newest first):")
     table([(when(a["time"]), a["action"], a["alias"] or "", a["from_version"] or "", a["to_version"] or "",
             a["actor"], a["reason"]) for a in m["audit"]], ["TIME", "ACTION", "ALIAS", "FROM", "TO", "BY", "REASON"])
+
+
+def tag_text(tags: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
+
+
+def _tag_pair(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="TAGS")
+    return key, value
+
+
+@models.command("tag")
+@click.argument("name")
+@click.argument("tags", nargs=-1, required=True, metavar="KEY=VALUE...")
+@click.option("--version", type=int, help="Tag this version instead of the model.")
+@json_option
+@click.pass_context
+def models_tag(ctx, name, tags, version, as_json):
+    """Set tags on model NAME (or one of its versions): `appliance models tag fraud owner=risk --version 3`."""
+    _retag(ctx, name, version, {"tags": dict(_tag_pair(t) for t in tags)}, as_json)
+
+
+@models.command("untag")
+@click.argument("name")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.option("--version", type=int, help="Untag this version instead of the model.")
+@json_option
+@click.pass_context
+def models_untag(ctx, name, keys, version, as_json):
+    """Remove tags (by key) from model NAME (or one of its versions)."""
+    _retag(ctx, name, version, {"untag": list(keys)}, as_json)
+
+
+def _retag(ctx, name: str, version: int | None, body: dict, as_json: bool) -> None:
+    path = f"/models/{name}" + (f"/versions/{version}" if version is not None else "")
+    r = connect(ctx).post(path, body)
+    if as_json:
+        return emit_json(r)
+    click.echo(f"{name}{f' version {version}' if version is not None else ''} tags: {tag_text(r['tags'])}")
+
+
+@models.command("lineage")
+@click.argument("name")
+@click.argument("version", type=int)
+@json_option
+@click.pass_context
+def models_lineage(ctx, name, version, as_json):
+    """Where VERSION of model NAME came from: its run, training set, feature-view versions, and the ingest
+    batches (file, content hash, rows) behind each view."""
+    c = connect(ctx).get(f"/models/{name}/versions/{version}/lineage")
+    if as_json:
+        return emit_json(c)
+    for line in lineage_lines(c):
+        click.echo(line)
+
+
+def lineage_lines(c: dict, batches_shown: int = 20) -> list[str]:
+    """The chain as indented lines, model version first and source files last."""
+    out = [f"{c['model']} version {c['version']}  (onnx {c['onnx_sha256'][:12]}, registered {when(c['created'])})"]
+    run = c.get("run")
+    if run and run.get("missing"):
+        out.append(f"  run {run['id']}: {run['missing']}")
+    elif run:
+        out.append(f"  run {run['id']}  {run['experiment']}/{run['spec']}  {run['state']}  config "
+                   f"{run['config_hash'][:12]}")
+    data = c.get("data") or {}
+    if data.get("kind") == "training_set":
+        out.append(f"    training set {data['id']} {data['name']}  sha256 {(data['sha256'] or '-')[:12]}  "
+                   f"{data['rows']} rows")
+    elif data.get("kind") == "parquet":
+        out.append(f"    parquet {data['path']}  sha256 {data['sha256'][:12]}  {data['rows']} rows")
+    elif data.get("kind") == "upload":
+        out.append(f"    uploaded as {data['file'] or '-'}" + (f"  sample sha256 {data['sample_sha256'][:12]}"
+                                                              if data.get("sample_sha256") else "  (no sample)"))
+    for v in c["views"]:
+        out.append(f"      feature view {v['view']} v{v['version']}  digest {(v['digest'] or '-')[:12]}  from "
+                   f"{v['source'] or '?'}")
+        if v["batches"] is None:
+            out.append("        batches: " + _no_batches(v))
+            continue
+        for b in v["batches"][:batches_shown]:
+            out.append(f"        batch {b['id']}  {b['file']}  {b['content_hash']}  {b['rows']} rows  {b['state']}")
+        if len(v["batches"]) > batches_shown:
+            out.append(f"        ... and {len(v['batches']) - batches_shown} more batches (--json lists them all)")
+    return out
+
+
+def _no_batches(view: dict) -> str:
+    if view["batches_recorded"]:
+        return "the ingest plugin is not loaded"
+    if view["source"] is None or view["source"].startswith("raw."):
+        return "not recorded (the view was materialized before lineage reached ingest batches)"
+    return f"none ({view['source']} is not an ingested source)"
 
 
 @models.command("register")

@@ -192,17 +192,22 @@ class ModelRegistry:
                            "back to")
         return self.set_alias(name, alias, last[0], reason=reason, actor=actor, action="rollback", gate=False)
 
-    def describe(self, name: str, version: int | None, *, description: str | None, tags: dict | None) -> None:
-        """Set the description and merge tags of a model, or of one version."""
+    def describe(self, name: str, version: int | None, *, description: str | None, tags: dict | None,
+                 untag: list[str] | None = None) -> None:
+        """Set the description of a model, or of one version; merge ``tags`` into its tags, then drop the keys in
+        ``untag``."""
         table, where, args = ("registry_models", "name = ?", [name]) if version is None else \
             ("registry_versions", "name = ? and version = ?", [name, int(version)])
-        current = self.model(name) if version is None else self.version(name, int(version))
-        with transaction(self.db):
+        with self._lock, transaction(self.db):
+            current = self.model(name) if version is None else self.version(name, int(version))
             if description is not None:
                 self.db.execute(f"update {table} set description = ? where {where}", [description, *args])
-            if tags:
-                self.db.execute(f"update {table} set tags = ? where {where}",
-                                [json.dumps({**current["tags"], **tags}), *args])
+            if tags or untag:
+                merged = {k: v for k, v in {**current["tags"], **(tags or {})}.items() if k not in (untag or ())}
+                self.db.execute(f"update {table} set tags = ? where {where}", [json.dumps(merged), *args])
+        self.app.events.emit("model.described", subject=f"model:{name}", data={
+            "name": name, "version": version, "tags": tags or {}, "untagged": untag or [],
+            "description": description})
 
     def _policy_refusal(self, alias: str, candidate: dict, holder: dict, policy: dict) -> str | None:
         """A spec's gate: the candidate must beat the holder on the spec's metric, scored on the same rows
@@ -307,6 +312,24 @@ class ModelRegistry:
         self.model(name)
         return [self.version(name, r[0]) for r in self.db.execute(
             "select version from registry_versions where name = ? order by version", [name])]
+
+    def gate(self, name: str, alias: str) -> dict | None:
+        """The configured gate a move of ``alias`` of ``name`` must pass (``[registry.models.NAME.gate]``):
+        ``{"metric", "min_delta", "higher_is_better"}``, or None when none applies (a spec's own gate then asks
+        only that a new version beat the holder)."""
+        gate = self.gates.get(name)
+        if gate is None or (gate["aliases"] is not None and alias not in gate["aliases"]):
+            return None
+        return {k: gate[k] for k in ("metric", "min_delta", "higher_is_better")}
+
+    def versions_of_run(self, run_id: int) -> list[tuple[str, int]]:
+        """The registered versions a run trained, as (model, version)."""
+        return [tuple(r) for r in self.db.execute(
+            "select name, version from registry_versions where run_id = ? order by name, version", [int(run_id)])]
+
+    def runs_in_lineage(self) -> set[int]:
+        """Every run a registered version names: what retention must keep whole."""
+        return {r[0] for r in self.db.execute("select distinct run_id from registry_versions where run_id is not null")}
 
     def audit(self, name: str, limit: int = 1000) -> list[dict]:
         return list(self.db.query("select * from registry_audit where name = ? order by id desc limit ?",

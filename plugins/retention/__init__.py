@@ -1,8 +1,10 @@
-"""Retention: prediction logs, events, job logs and unreferenced artifacts pruned by age; disk use per area.
+"""Retention: what the box piles up, pruned by age; disk use per area.
 
 A ``retention`` job (``prune``) runs every ``[retention] every_hours`` (24; 0 turns the schedule off) and
-deletes what is older than ``predictions_days``, ``events_days``, ``job_logs_days`` and
-``orphan_artifacts_days``. ``GET /disk`` and ``appliance disk`` (``disk``) show where the space goes.
+deletes what is older than its ``*_days``: prediction logs, events, job logs, finished jobs, per-epoch
+checkpoints of finished runs (but each run's ``checkpoints_keep``), monitor runs, feature-view index files no
+current view reads, unreferenced artifacts; and the metrics of deleted runs. Nothing a registered model version's
+lineage needs goes. ``GET /disk`` and ``appliance disk`` (``disk``) show where the space goes.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from . import cli, disk, prune, schedule
 APPLIANCE_CONTRACT = "1.0"
 
 DEFAULTS = {"every_hours": 24.0, "predictions_days": 30.0, "events_days": 90.0, "job_logs_days": 30.0,
-            "orphan_artifacts_days": 7.0}
+            "orphan_artifacts_days": 7.0, "jobs_days": 30.0, "checkpoints_days": 7.0,
+            "checkpoints_keep": ["best", "last"], "monitor_runs_days": 30.0, "feature_indexes_days": 7.0}
+CHECKPOINTS = ("best", "last")
 
 #: The settings in effect: replaced as a whole by each ``configure`` that raised nothing.
 SETTINGS: dict = dict(DEFAULTS)
@@ -33,8 +37,9 @@ def register_migrations(register):
 
 @hookimpl
 def register_job_kinds(register):
-    register(JobKind("retention", _run, description="prune prediction logs, events, job logs and "
-                                                    "unreferenced artifacts past their age"))
+    register(JobKind("retention", _run, description="prune prediction logs, events, jobs and their logs, "
+                                                    "checkpoints, monitor runs, feature indexes and unreferenced "
+                                                    "artifacts past their age"))
 
 
 @hookimpl
@@ -53,6 +58,12 @@ def configure(app, config):
     for key, value in config.section("retention").items():
         if key not in DEFAULTS:
             raise config.error(f"unknown key; known keys: {', '.join(sorted(DEFAULTS))}", "retention", key)
+        if key == "checkpoints_keep":
+            if not isinstance(value, list) or set(value) - set(CHECKPOINTS):
+                raise config.error(f"expected a list of {' and '.join(map(repr, CHECKPOINTS))} (or [] to keep "
+                                   f"none), got {value!r}", "retention", key)
+            new[key] = list(value)
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise config.error(f"expected a number, got {value!r}", "retention", key)
         if key == "every_hours" and value < 0:

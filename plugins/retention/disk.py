@@ -27,6 +27,10 @@ def tree_size(path: Path, seen: set[tuple[int, int]]) -> tuple[int, int]:
     return total, files
 
 
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def files_size(*paths: Path) -> int:
     return sum(p.stat().st_size for p in paths if p.is_file())
 
@@ -43,9 +47,11 @@ def usage(app) -> dict:
     areas["logs"] = tree_size(home.logs_dir, seen)[0]
     areas["backups"] = tree_size(home.backups_dir, seen)[0]
     cur = app.store.cursor()
-    # estimated_size is DuckDB's row count from its metadata: free to read, unlike a scan per table.
-    tables = [{"table": f"{s}.{t}", "rows": n, "columns": c} for s, t, n, c in cur.execute(
-        "select schema_name, table_name, estimated_size, column_count from duckdb_tables() "
+    # An exact count: DuckDB answers count(*) from its row groups' counts less their deletes, without a scan
+    # (~1 ms for 50M rows), where duckdb_tables()'s estimated_size never drops after a delete (a prune).
+    tables = [{"table": f"{s}.{t}", "rows": cur.execute(f"select count(*) from {_q(s)}.{_q(t)}").fetchall()[0][0],
+               "columns": c} for s, t, c in cur.execute(
+        "select schema_name, table_name, column_count from duckdb_tables() "
         "where database_name = current_database() order by schema_name, table_name").fetchall()]
     return {"home": str(home.root), "areas": areas, "total": sum(areas.values()),
             "artifacts": count, "tables": tables}

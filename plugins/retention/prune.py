@@ -1,10 +1,13 @@
 """The ``retention`` job: prune what is older than its configured age, and nothing else.
 
 Prediction logs (``serving.predictions`` and ``serving.feedback`` by ``ts``), events and job log lines (by
-``time``) are deleted by age. An artifact is deleted only when it is older than ``orphan_artifacts_days`` AND
-no row of any catalog table mentions its hash: every text column of every table is scanned, so a reference
-kept by any plugin (the registry's versions, training's checkpoints, the feature store's training sets, a
-job's result, an event) keeps the artifact, even from plugins this one has never heard of.
+``time``), and finished jobs with their logs (by when they finished) are deleted by age; checkpoints, deleted
+runs' rows, monitor runs and feature-view index files by the plugins that keep them (``owners``). An artifact is
+deleted only when it is older than ``orphan_artifacts_days`` AND no row of any catalog table mentions its hash:
+every text column of every table is scanned, so a reference kept by any plugin (the registry's versions,
+training's checkpoints, the feature store's training sets, a job's parameters or result) keeps the artifact, even
+from plugins this one has never heard of. Events and job log lines are news, not owners: a checkpoint an epoch's
+event names goes once its run no longer keeps it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import re
 import time
 from pathlib import Path
 
+from . import owners
+
 # Every 64-digit window, overlapping, so a hash inside a longer run of hex digits is found too.
 _HASH = re.compile(r"(?=([0-9a-f]{64}))")
 _ARTIFACT = re.compile(r"^[0-9a-f]{64}$")
@@ -22,6 +27,9 @@ DAY = 86_400
 
 #: The serving plugin's prediction-log tables, pruned by their ``ts`` column.
 PREDICTION_TABLES = (("serving", "predictions"), ("serving", "feedback"))
+#: Catalog tables whose mentions of a hash keep no artifact (see above).
+NEWS = ("events", "job_logs")
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def run(app, job, settings: dict) -> dict:
@@ -36,8 +44,12 @@ def run(app, job, settings: dict) -> dict:
                                   [now - settings["events_days"] * DAY]).rowcount
     result["job_logs"] = db.execute("delete from job_logs where time < ?",
                                     [now - settings["job_logs_days"] * DAY]).rowcount
+    result["jobs"] = prune_jobs(db, now - settings["jobs_days"] * DAY)
     job.check_cancelled()
-    job.progress(0.5, "unreferenced artifacts")
+    job.progress(0.4, "checkpoints, deleted runs, monitor runs, feature indexes")
+    result.update(owners.prune(app.registry("services"), settings, now))
+    job.check_cancelled()
+    job.progress(0.6, "unreferenced artifacts")
     removed, freed = prune_artifacts(app.home.artifacts_dir, db, now - settings["orphan_artifacts_days"] * DAY)
     result["artifacts"] = removed
     result["artifact_bytes"] = freed
@@ -58,8 +70,23 @@ def prune_predictions(cur, cutoff: float) -> dict[str, int]:
     return out
 
 
+def prune_jobs(db, before: float) -> int:
+    """Delete jobs that finished before ``before``, with their log lines; returns the jobs deleted."""
+    finished = f"select id from jobs where state in ({', '.join('?' * len(FINISHED))}) and finished < ?"
+    db.execute("begin immediate")
+    try:
+        db.execute(f"delete from job_logs where job_id in ({finished})", [*FINISHED, before])
+        deleted = db.execute(f"delete from jobs where id in ({finished})", [*FINISHED, before]).rowcount
+    except BaseException:
+        db.execute("rollback")
+        raise
+    db.execute("commit")
+    return deleted
+
+
 def referenced_hashes(db) -> set[str]:
-    """Every run of 64 hex digits in any column of any catalog table, read in one transaction.
+    """Every run of 64 hex digits in any column of any catalog table but the news (``NEWS``), read in one
+    transaction.
 
     Every column, whatever its declared type: SQLite stores text in an INTEGER column just as well.
     """
@@ -68,7 +95,7 @@ def referenced_hashes(db) -> set[str]:
     conn.execute("begin")
     try:
         tables = [r[0] for r in conn.execute(
-            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'")]
+            "select name from sqlite_master where type = 'table' and name not like 'sqlite_%'") if r[0] not in NEWS]
         for table in tables:
             cols = [c[1] for c in conn.execute(f'pragma table_info("{table}")')]
             for col in cols:

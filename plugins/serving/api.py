@@ -58,6 +58,12 @@ def unload_deployment(req):
     return Reply({"unloaded": req.path_params["name"]}, 200)
 
 
+def shadow_report(req):
+    from .shadow import request
+
+    return request(req)
+
+
 def recent_predictions(req):
     st = _state()
     st.predlog.flush()
@@ -170,6 +176,9 @@ ROUTES = [
     Route("GET", "/deployments/{name}", show_deployment, "one deployment"),
     Route("POST", "/deployments/{name}/reload", reload_deployment, "load the deployment's target again"),
     Route("POST", "/deployments/{name}/unload", unload_deployment, "stop serving a deployment"),
+    Route("GET", "/deployments/{name}/shadow", shadow_report, "the deployment against its shadow on the same "
+          "requests: agreement, score distributions, realized metrics once labels arrive, and the winner (query: "
+          "window_s, output, threshold, task, min_rows)"),
     Route("GET", "/predictions", recent_predictions, "the prediction log, newest first"),
     Route("POST", "/feedback", post_feedback, "ground-truth labels for a logged prediction"),
     Route("POST", "/feedback/batch", post_feedback_many, "labels for many logged predictions at once"),
@@ -218,6 +227,54 @@ def deployments_show(ctx, name, as_json):
         click.echo(f"\nexample request (POST http://127.0.0.1:{port}/v2/models/{name}/infer, content-type "
                    "application/json; a null is a missing value where TAKES NULL says yes):")
         click.echo(json.dumps(example))
+
+
+@deployments_cmd.command("shadow")
+@click.argument("name")
+@click.option("--window", "window_s", type=float, help="Seconds of traffic to compare (default: a day).")
+@click.option("--output", help="The output compared, NAME or NAME[i] (default: the champion's first, its "
+                               "positive class for two columns).")
+@click.option("--threshold", type=float, help="Where a score becomes a positive decision (0.5).")
+@json_option
+@click.pass_context
+def deployments_shadow(ctx, name, window_s, output, threshold, as_json):
+    """Deployment NAME against its shadow, on the same requests: agreement, score distributions and, once labels
+    arrive, both models' realized metrics; names the winner by the promotion gate and how to promote it."""
+    r = connect(ctx).get(f"/deployments/{name}/shadow", window_s=window_s, output=output, threshold=threshold)
+    if as_json:
+        return emit_json(r)
+    for line in shadow_lines(r):
+        click.echo(line)
+
+
+def shadow_lines(r: dict) -> list[str]:
+    c, h = r["champion"], r["challenger"]
+    out = [f"{r['deployment']} ({c['model']} version {c['version']}) against its shadow {r['shadow']} "
+           f"({h['model']} version {h['version']}), last {r['window_s']:g} s, output {r['output']}"]
+    if not r["pairs"]:
+        return [*out, "no request answered by both yet"]
+    out.append(f"{r['pairs']} request(s) answered by both: they decide alike on {r['agreement']:.1%} (at "
+               f"{r['threshold']:g}), mean |difference| {r['mean_abs_difference']:.4g}")
+    buf = [("scores", "CHAMPION", "CHALLENGER")]
+    buf += [(k, f"{c['scores'][k]:.4g}", f"{h['scores'][k]:.4g}") for k in ("mean", "std", "p10", "p50", "p90")]
+    out += _rows(buf)
+    if r["labeled"] and c.get("metrics"):
+        out.append(f"labels on {r['labeled']} of them ({r['task']}):")
+        out += _rows([("METRIC", "CHAMPION", "CHALLENGER")] + [
+            (k, _figure(v), _figure(h["metrics"].get(k))) for k, v in c["metrics"].items()])
+    out.append(r["verdict"])
+    if r["promote"]:
+        out.append(f"promote it: {r['promote']}")
+    return out
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _rows(rows: list[tuple]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
 @deployments_cmd.command("reload")

@@ -27,11 +27,11 @@ throttled = LogThrottle(logging.getLogger("appliance.serving"))
 
 class Batcher:
     def __init__(self, max_batch_size: int, max_queue_delay_s: float,
-                 on_batch: Callable[[int, float], None] | None = None,
+                 on_batch: Callable[[int, float, float], None] | None = None,
                  on_answered: Callable[[Any, dict, dict, list], None] | None = None):
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
-        self.on_batch = on_batch  # (rows, queue time of the oldest request)
+        self.on_batch = on_batch  # (rows, queue time of the oldest request, seconds the model ran)
         self.on_answered = on_answered  # (model, stacked inputs, stacked outputs, what each callback returned)
         self._pending: list[tuple[dict, Callable[[Any], None], float]] = []
         self._rows = 0
@@ -79,7 +79,7 @@ class Batcher:
         else:
             if self.on_batch:
                 self.on_batch(sum(next(iter(p[0].values())).shape[0] for p in pending),
-                              started - min(p[2] for p in pending))
+                              started - min(p[2] for p in pending), time.perf_counter() - started)
         notes = []
         for (_, done, _), out in zip(pending, outs, strict=True):
             try:

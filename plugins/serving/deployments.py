@@ -223,7 +223,7 @@ class DeploymentManager:
             name, ver = spec.name, str(version)
             answered = self.on_batch_answered
             batcher = Batcher(spec.max_batch_size, spec.max_queue_delay_us / 1e6,
-                              lambda rows, q: self.metrics.executed(name, ver, rows, q),
+                              lambda rows, q, run: self.metrics.executed(name, ver, rows, q, run),
                               (lambda m, inputs, outputs, notes: answered(name, m, inputs, outputs, notes))
                               if answered else None)
         else:

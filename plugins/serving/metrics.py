@@ -7,6 +7,7 @@ loop. Latency and batch sizes are histograms so a scraper can compute p50/p99 pe
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -77,12 +78,17 @@ class ServingMetrics:
         self.execs: dict[tuple, int] = defaultdict(int)
         self.duration_us: dict[tuple, float] = defaultdict(float)
         self.queue_us: dict[tuple, float] = defaultdict(float)
+        self.infer_ns: dict[tuple, int] = defaultdict(int)
+        self.last: dict[tuple, float] = {}  # epoch seconds of the last answered request
+        # Per batch size, the executions of that size and the nanoseconds the model ran them (Triton's stats).
+        self.batch_sizes: dict[tuple, dict[int, list[int]]] = defaultdict(dict)
         self.latency: dict[tuple, Histogram] = {}
         self.batch: dict[tuple, Histogram] = {}
         self.ready: dict[tuple, int] = {}
 
     def ok(self, model: str, version: str, rows: int, seconds: float) -> None:
         key = (model, version)
+        self.last[key] = time.time()
         self.success[key] += 1
         self.rows[key] += rows
         self.duration_us[key] += seconds * 1e6
@@ -91,14 +97,49 @@ class ServingMetrics:
     def failed(self, model: str, version: str, reason: str) -> None:
         self.failure[(model, version, reason)] += 1
 
-    def executed(self, model: str, version: str, rows: int, queue_s: float) -> None:
+    def executed(self, model: str, version: str, rows: int, queue_s: float, run_s: float = 0.0) -> None:
+        """One model execution of ``rows`` rows: ``queue_s`` its oldest request waited, ``run_s`` the model ran."""
         key = (model, version)
         self.execs[key] += 1
         self.queue_us[key] += queue_s * 1e6
+        ns = int(run_s * 1e9)
+        self.infer_ns[key] += ns
+        size = self.batch_sizes[key].get(rows)
+        if size is None:
+            self.batch_sizes[key][rows] = [1, ns]
+        else:
+            size[0] += 1
+            size[1] += ns
         (self.batch.get(key) or self.batch.setdefault(key, Histogram(BATCH_BUCKETS))).observe(rows)
 
     def set_ready(self, model: str, version: str, ready: bool) -> None:
         self.ready[(model, version)] = int(ready)
+
+    def model_stats(self, model: str | None = None, version: str | None = None) -> list[dict]:
+        """Triton's statistics extension (``$model_stat`` objects) for every model version seen, or those of one
+        deployment (and version). Durations Triton splits further are not: requests are timed whole
+        (``success``), model runs as ``compute_infer``; preparing inputs and outputs is within ``success``."""
+        keys = {k for k in (*self.ready, *self.success, *self.execs) if model is None or k[0] == model}
+        keys |= {k[:2] for k in self.failure if model is None or k[0] == model}
+        if version is not None:
+            keys = {k for k in keys if k[1] == version}
+        out = []
+        for key in sorted(keys, key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0, k[1])):
+            failed = sum(n for k, n in self.failure.items() if k[:2] == key)
+            last = self.last.get(key)
+            execs = self.execs.get(key, 0)
+            out.append({
+                "name": key[0], "version": key[1], "last_inference": int(last * 1000) if last else 0,
+                "inference_count": self.rows.get(key, 0), "execution_count": execs,
+                "inference_stats": {
+                    "success": _duration(self.success.get(key, 0), self.duration_us.get(key, 0.0) * 1000),
+                    "fail": _duration(failed, 0), "queue": _duration(execs, self.queue_us.get(key, 0.0) * 1000),
+                    "compute_input": _duration(0, 0), "compute_infer": _duration(execs, self.infer_ns.get(key, 0)),
+                    "compute_output": _duration(0, 0), "cache_hit": _duration(0, 0)},
+                "batch_stats": [{"batch_size": size, "compute_input": _duration(0, 0),
+                                 "compute_infer": _duration(count, ns), "compute_output": _duration(0, 0)}
+                                for size, (count, ns) in sorted(self.batch_sizes.get(key, {}).items())]})
+        return out
 
     def render(self, log_stats: dict[str, int] | None = None, connections=None) -> str:
         """The Prometheus text; ``log_stats`` (the prediction log's ``stats()``) adds the log's series, and
@@ -130,6 +171,10 @@ class ServingMetrics:
             for name, kind, help_, attr in CONNECTION_SERIES:
                 out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n{name} {getattr(connections, attr)}")
         return "\n".join(out) + "\n"
+
+
+def _duration(count: int, ns: float) -> dict:
+    return {"count": int(count), "ns": int(ns)}
 
 
 def _labels(names, values) -> str:

@@ -25,7 +25,7 @@ from appliance.logthrottle import LogThrottle
 from appliance.net import listen
 
 from .feedback import max_labels, read_feedback
-from .online import entity_rows, with_features
+from .online import entity_rows, metadata, with_features
 from .protocol import (
     JSON_HEADERS as JSON,
 )
@@ -86,6 +86,9 @@ class ServingApp:
 
     def route(self, req, later, t0) -> Reply | None:
         path, method = req.path, req.method
+        if path == "/v2/models/stats":  # Triton's statistics of every model
+            _method(method, "GET", path)
+            return 200, JSON, orjson.dumps({"model_stats": self.metrics.model_stats()})
         if path.startswith("/v2/models/"):
             parts = path[11:].split("/")
             name, version, action = parts[0], None, ""
@@ -101,6 +104,8 @@ class ServingApp:
                 return self.infer(req, later, name, version, t0)
             _method(method, "GET", path)
             dep, model = self._model(name, version, need_ready=False)
+            if action == "stats":
+                return 200, JSON, orjson.dumps({"model_stats": self.metrics.model_stats(name, version)})
             if action == "ready":
                 ok = model is not None
                 return (200, JSON, b"{}") if ok else (503, JSON, orjson.dumps(
@@ -108,7 +113,7 @@ class ServingApp:
             if action == "":
                 if model is None:
                     raise ProtocolError(503, f"model '{name}' is not ready ({dep.state})")
-                return 200, JSON, orjson.dumps(model.metadata())
+                return 200, JSON, orjson.dumps(metadata(dep.spec, model, self.features() if self.features else None))
             raise ProtocolError(404, f"no route {path}")
         if path == "/v2/health/live":
             return 200, JSON, b"{}"
@@ -162,19 +167,20 @@ class ServingApp:
                 if rows is not None and rows > OFFLOAD_ROWS:
                     return self._offload(dep, model, name, parsed, binary, later, t0)
                 if rows is not None:
-                    parsed = with_features(spec, model, parsed, self.features())
+                    parsed, binary = with_features(spec, model, parsed, self.features(), binary)
             ir = parse_inputs(parsed, binary, model.inputs, spec.max_request_rows, model.nullable)
             check_outputs(ir, model.output_names)
         except ProtocolError:
             self.metrics.failed(name, str(model.version), "bad_request")
             raise
         if dep.batcher is None:
+            started = time.perf_counter()
             try:
                 outputs = model.infer(ir.arrays)
             except Exception:
                 self.metrics.failed(name, str(model.version), "internal")  # the server's failure, not the client's
                 raise
-            self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0)
+            self.metrics.executed(name, str(model.version), _rows(ir.arrays), 0.0, time.perf_counter() - started)
             reply, note = self._answer(dep, model, name, ir, outputs, t0)
             if note is not None:
                 self.predlog.append(name, model.name, model.version, *note, model.input_features)
@@ -212,11 +218,13 @@ class ServingApp:
 
         def work() -> None:
             try:
-                ir = parse_inputs(with_features(spec, model, parsed, self.features()), binary, model.inputs,
+                ir = parse_inputs(*with_features(spec, model, parsed, self.features(), binary), model.inputs,
                                   spec.max_request_rows, model.nullable)
                 check_outputs(ir, model.output_names)
+                started = time.perf_counter()
                 outputs = model.infer(ir.arrays)
-                done = (ir, outputs, self._encode(name, str(model.version), ir, outputs))
+                infer_s = time.perf_counter() - started
+                done = (ir, outputs, infer_s, self._encode(name, str(model.version), ir, outputs))
             except Exception as exc:
                 done = exc
             loop.call_soon_threadsafe(self._offloaded_done, dep, model, name, done, later, t0)
@@ -234,8 +242,8 @@ class ServingApp:
             throttled.error("serving request failed", exc_info=done)
             self.metrics.failed(name, version, "internal")
             return later(*INTERNAL)
-        ir, outputs, encoded = done
-        self.metrics.executed(name, version, _rows(ir.arrays), 0.0)
+        ir, outputs, infer_s, encoded = done
+        self.metrics.executed(name, version, _rows(ir.arrays), 0.0, infer_s)
         reply, note = self._answer(dep, model, name, ir, outputs, t0, encoded)
         if note is not None:
             self.predlog.append(name, model.name, model.version, *note, model.input_features)

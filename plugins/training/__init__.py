@@ -13,11 +13,13 @@ from appliance import JobKind, hookimpl
 
 from . import api, cli, spec, track_api, tracking
 from .mlp import MLP_TRAINER
+from .retention import TrainingRetention
 from .tracked import TrackedRuns
 
 APPLIANCE_CONTRACT = "1.0"
 
 TRACKED = TrackedRuns()
+RETENTION = TrainingRetention()
 
 
 def run_train(job):
@@ -42,6 +44,7 @@ def register_migrations(register):
 @hookimpl
 def register_services(register):
     register(TRACKED)
+    register(RETENTION)
 
 
 @hookimpl
@@ -71,13 +74,14 @@ def register_routes(register):
 def register_commands(register):
     register(cli.train)
     register(cli.runs)
+    register(cli.sweeps)
     register(cli.run)
 
 
 @hookimpl
 def configure(app, config):
     spec.check_all(config, app.registry("trainers"))
-    TRACKED.app = app  # configure runs before startup and before any request
+    TRACKED.app = RETENTION.app = app  # configure runs before startup and before any request
 
 
 @hookimpl

@@ -179,7 +179,8 @@ def get_sweep(req) -> dict:
     best = (min if goal == "min" else max)(scored, key=lambda r: r[metric]) if scored else None
     done = all(r["state"] in ("succeeded", "failed", "cancelled") for r in runs)
     return {"id": sweep_id, "spec": rows[0]["spec_name"], "method": sweep["method"], "metric": metric,
-            "goal": goal, "done": done, "runs": sorted(runs, key=lambda r: r["run_id"]), "best": best}
+            "goal": goal, "parameters": list(sweep["parameters"]), "done": done,
+            "runs": sorted(runs, key=lambda r: r["run_id"]), "best": best}
 
 
 def list_runs(req) -> list:
@@ -230,6 +231,26 @@ def resume_run(req) -> Reply:
     return Reply({"run_id": run_id, "job_id": job["id"], "resume": resume}, 202)
 
 
+def delete_run(req) -> dict:
+    """Delete a finished run. Its metrics and artifact rows go at the next retention prune (a run of 100k
+    metrics would hold the catalog's write lock for seconds here); a run a registered version names stays."""
+    app, run_id = req.app, req.int_param("id")
+    db = app.catalog.db
+    with tracking.transaction(db):
+        run = tracking.get_run(db, run_id)
+        if run["state"] in ("queued", "running"):
+            raise Conflict(f"run {run_id} is {run['state']}; cancel its job first (appliance jobs cancel "
+                           f"{run['job_id']})")
+        registry = app.registry("services").get("model_registry")
+        named = registry.versions_of_run(run_id) if registry is not None else []
+        if named:
+            raise Conflict(f"run {run_id} trained {', '.join(f'{n} version {v}' for n, v in named)}: a registered "
+                           "version's lineage needs it", title="Run kept")
+        db.execute("delete from training_runs where id = ?", [run_id])
+    app.events.emit("run.deleted", subject=f"run:{run_id}", data={"run_id": run_id, "spec": run["spec_name"]})
+    return {"deleted": run_id}
+
+
 def tag_run(req) -> dict:
     tags = req.json_object()
     if not all(isinstance(v, str) for v in tags.values()):
@@ -274,6 +295,7 @@ ROUTES = [
     Route("GET", "/runs/{id}/metrics", run_metrics, "a run's metric series"),
     Route("POST", "/runs/{id}/resume", resume_run, "resume a failed or cancelled run from its last checkpoint"),
     Route("POST", "/runs/{id}/tags", tag_run, "set tags on a run"),
+    Route("DELETE", "/runs/{id}", delete_run, "delete a finished run (its metrics go at the next prune)"),
     Route("POST", "/sweeps", post_sweep, "start a sweep of a training spec"),
     Route("GET", "/sweeps/{id}", get_sweep, "a sweep's runs and the best of them"),
 ]

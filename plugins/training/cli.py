@@ -178,6 +178,19 @@ def runs_resume(ctx, run_id, as_json):
     click.echo(f"run {run_id}: resuming from {where} as job {r['job_id']}")
 
 
+@runs.command("delete")
+@click.argument("run_id", type=int)
+@json_option
+@click.pass_context
+def runs_delete(ctx, run_id, as_json):
+    """Delete a finished run; its metrics are pruned at the next retention run (`appliance jobs submit
+    retention` prunes now). A run that trained a registered version is kept."""
+    r = connect(ctx).request("DELETE", f"/runs/{run_id}")
+    if as_json:
+        return emit_json(r)
+    click.echo(f"run {run_id} deleted; its metrics go at the next prune")
+
+
 @runs.command("metrics")
 @click.argument("run_id", type=int)
 @click.option("--key", help="Only this metric.")
@@ -190,6 +203,35 @@ def runs_metrics(ctx, run_id, key, as_json):
         return emit_json(rows)
     table([(m["key"], m["step"], m["epoch"] if m["epoch"] is not None else "", f"{m['value']:.6g}") for m in rows],
           ["KEY", "STEP", "EPOCH", "VALUE"])
+
+
+@click.group()
+def sweeps():
+    """Sweeps of a training spec's hyperparameters (start one with `appliance train SPEC --sweep`)."""
+
+
+@sweeps.command("show")
+@click.argument("sweep_id", type=int)
+@json_option
+@click.pass_context
+def sweeps_show(ctx, sweep_id, as_json):
+    """A sweep's best trial and the table of its trials, each with the values it tried and its score."""
+    s = connect(ctx).get(f"/sweeps/{sweep_id}")
+    if as_json:
+        return emit_json(s)
+    metric, swept = s["metric"], s["parameters"]
+    finished = sum(r["state"] in FINAL for r in s["runs"])
+    click.echo(f"sweep {s['id']} of spec {s['spec']}: {s['method']} search, {metric} ({s['goal']}), "
+               f"{finished} of {len(s['runs'])} trial(s) finished" + ("" if s["done"] else "; still running"))
+    best = s["best"]
+    if best:
+        click.echo(f"best: run {best['run_id']}  {metric} {best[metric]:.6g}  "
+                   + "  ".join(f"{k}={best['hyperparameters'].get(k)}" for k in swept))
+    else:
+        click.echo("best: none yet (no trial has succeeded with a score)")
+    table([(r["run_id"], r["state"], f"{r[metric]:.6g}" if r[metric] is not None else "-",
+            *(r["hyperparameters"].get(k) for k in swept), "*" if best and r["run_id"] == best["run_id"] else "")
+           for r in s["runs"]], ["RUN", "STATE", metric.upper(), *(k.upper() for k in swept), "BEST"])
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

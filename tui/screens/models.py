@@ -1,14 +1,15 @@
-"""Models: versions, aliases, lineage and the audit log; promote a version to an alias, or roll one back."""
+"""Models: versions, aliases, tags, lineage and the audit log; promote a version to an alias, or roll one back."""
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..widgets.format import ago, cell, fields, number
+from ..widgets.format import ago, cell, clock, fields, number
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
 from .modals import Confirm, Detail, Prompt
@@ -32,12 +33,14 @@ class ModelsScreen(AreaScreen):
                 yield Static("Models", classes="heading")
                 yield PagedTable([Column("name", "Model"),
                                   Column("aliases", "Aliases", lambda r: " ".join(
-                                      f"{a}→{v}" for a, v in sorted((r.get("aliases") or {}).items())) or "-")],
+                                      f"{a}→{v}" for a, v in sorted((r.get("aliases") or {}).items())) or "-"),
+                                  Column("tags", "Tags", lambda r: tags(r.get("tags")))],
                                  id="models", title="model")
             with Vertical(classes="twothirds"):
                 yield Static("Versions", classes="heading")
                 yield PagedTable([Column("version", "Ver"),
                                   Column("aliases", "Aliases", lambda r: " ".join(r.get("aliases") or []) or "-"),
+                                  Column("tags", "Tags", lambda r: tags(r.get("tags"))),
                                   Column("metrics", "Metrics", lambda r: metrics(r.get("metrics"))),
                                   Column("created", "Created", lambda r: ago(r.get("created"), now()), live=True)],
                                  id="versions", title="version", key=lambda r: r.get("version"))
@@ -79,9 +82,12 @@ class ModelsScreen(AreaScreen):
 
     @work(exit_on_error=False, group="detail")
     async def _version(self, name: str, number: int) -> None:
-        """A version whole: lineage, metrics, signature (the list row carries only part of it)."""
+        """A version whole: its lineage down to the ingest batches, then every field (the list row carries only
+        part of it)."""
         d = await self.api.get(f"/models/{name}/versions/{number}")
-        self.app.push_screen(Detail(f"{name} version {number}", fields(d)))
+        chain = await self.api.get(f"/models/{name}/versions/{number}/lineage")
+        body = lineage(chain) + "\n\n" + fields(d)
+        self.app.push_screen(Detail(f"{name} version {number}", body))
 
     def action_promote(self) -> None:
         model, version = self._selection()[0], self.pick("versions", "version")
@@ -125,6 +131,42 @@ class ModelsScreen(AreaScreen):
         await self.api.post(path, body)
         self.notify(done, title="Done")
         self.reload()
+
+
+def tags(values) -> str:
+    """``{"owner": "risk"}`` as ``owner=risk``."""
+    if not isinstance(values, dict) or not values:
+        return "-"
+    return escape(" ".join(f"{k}={v}" for k, v in sorted(values.items())))
+
+
+def lineage(chain: dict) -> str:
+    """Where a version came from, as ``GET /models/NAME/versions/V/lineage`` tells it: run, training data,
+    feature-view versions and the ingest batches (file, content hash, rows) behind each."""
+    lines = ["[b]Lineage[/b]"]
+    run = chain.get("run")
+    if run:
+        lines.append(f"  run {run['id']}: " + (escape(run["missing"]) if run.get("missing") else
+                     f"{cell(run.get('experiment'))}/{cell(run.get('spec'))}  {cell(run.get('state'))}"
+                     f"  config {cell(run.get('config_hash'))[:12]}"))
+    data = chain.get("data") or {}
+    if data.get("kind") == "training_set":
+        lines.append(f"    training set {data['id']} {cell(data.get('name'))}  sha256 "
+                     f"{cell(data.get('sha256'))[:12]}  {cell(data.get('rows'))} rows")
+    elif data.get("kind") == "upload":
+        lines.append(f"    uploaded as {cell(data.get('file'))}")
+    elif data.get("kind") == "parquet":
+        lines.append(f"    parquet {cell(data.get('path'))}  sha256 {cell(data.get('sha256'))[:12]}")
+    for view in chain.get("views") or []:
+        lines.append(f"      feature view {escape(view['view'])} v{view['version']} from "
+                     f"{cell(view.get('source'))}")
+        batches = view.get("batches")
+        if batches is None:
+            lines.append("        [dim]batches not recorded[/]")
+        for b in batches or []:
+            lines.append(f"        batch {b['id']}  {escape(str(b['file']))}  {escape(str(b['content_hash']))}  "
+                         f"{b['rows']} rows  {clock(b.get('time'))}")
+    return "\n".join(lines)
 
 
 def metrics(values) -> str:

@@ -1,4 +1,5 @@
-"""Serving: deployments, active version and provider, throughput and latency over time, recent predictions.
+"""Serving: deployments, active version and provider, throughput and latency over time, recent predictions,
+and a deployment against its shadow (enter on one that has one).
 
 Requests are not events (one per prediction would flood the stream), so the screen polls while it shows; each
 poll adds a point to the deployment's history: requests per second (the counter's difference) and p50/p99.
@@ -8,14 +9,17 @@ from __future__ import annotations
 
 from collections import deque
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from ..widgets.format import cell, state
+from ..widgets.format import cell, fields, state
 from ..widgets.table import Column, PagedTable
 from .base import AreaScreen
+from .modals import Detail
 
 #: Points of history kept per deployment (two minutes at the poll interval).
 HISTORY = 60
@@ -25,6 +29,7 @@ class ServingScreen(AreaScreen):
     AREA = "serving"
     EVENTS = ("deployment.", "model.alias")
     POLL_S = 2.0
+    BINDINGS = [Binding("enter", "details", "Deployment / against its shadow")]
 
     def __init__(self):
         super().__init__()
@@ -94,6 +99,18 @@ class ServingScreen(AreaScreen):
             plt.xlabel("seconds ago")
         chart.refresh()
 
+    def details_deployments(self, dep: dict) -> None:
+        self._deployment(dep)
+
+    @work(exit_on_error=False, group="detail")
+    async def _deployment(self, dep: dict) -> None:
+        """A deployment whole; with a shadow, the two side by side first (the report is read on demand: it joins
+        a day of the prediction log)."""
+        body = fields(dep)
+        if dep.get("shadow"):
+            body = shadow_report(await self.api.get(f"/deployments/{dep['name']}/shadow")) + "\n\n" + body
+        self.app.push_screen(Detail(f"Deployment {dep['name']}", body))
+
     @on(DataTable.RowHighlighted, "#deployments")
     def _moved(self) -> None:
         self._load_selected()
@@ -101,6 +118,31 @@ class ServingScreen(AreaScreen):
     @work(exclusive=True, exit_on_error=False, group="selected")
     async def _load_selected(self) -> None:
         await self._selected()
+
+
+def shadow_report(r: dict) -> str:
+    """``GET /deployments/NAME/shadow`` for a person: agreement, score spread, both models' realized metrics
+    and the verdict, with the command that promotes a winning challenger."""
+    c, h = r["champion"], r["challenger"]
+    lines = [f"[b]Against its shadow[/b] {escape(r['shadow'])}: {escape(c['model'])} v{c['version']} (champion) vs "
+             f"{escape(h['model'])} v{h['version']} (challenger), output {escape(r['output'])}"]
+    if not r["pairs"]:
+        return "\n".join([*lines, "  no request answered by both yet"])
+    lines.append(f"  {r['pairs']} request(s) answered by both; they decide alike on {r['agreement']:.1%}, mean "
+                 f"|difference| {r['mean_abs_difference']:.4g}")
+    rows = [("", "champion", "challenger")]
+    rows += [(f"score {k}", _figure(c["scores"][k]), _figure(h["scores"][k])) for k in ("mean", "p10", "p50", "p90")]
+    for metric, value in (c.get("metrics") or {}).items():
+        rows.append((metric, _figure(value), _figure((h.get("metrics") or {}).get(metric))))
+    lines += ["  " + "  ".join(x.ljust(w) for x, w in zip(row, (14, 10, 10), strict=True)) for row in rows]
+    lines.append(f"  labels on {r['labeled']} of them. {escape(r['verdict'])}")
+    if r.get("promote"):
+        lines.append(f"  [b]promote it:[/b] {escape(r['promote'])}")
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def rate(points: deque) -> float | None:
