@@ -172,3 +172,15 @@ def test_stats_answer_in_tritons_shape(box):
         json_format.ParseDict(everything, triton_stats()()))["modelStats"]] == ["scored"]
     with pytest.raises(triton.InferenceServerException, match="unknown model 'nosuch'"):
         box.client.get_inference_statistics("nosuch")
+
+
+def test_the_example_request_types_each_entity_key_as_the_online_store_holds_it(box):
+    """`deployments show` prints a request to copy: an integer card id goes as INT64, a shop name as BYTES."""
+    example = box.get("/deployments/scored").json()["example_request"]
+    types = {i["name"]: i["datatype"] for i in example["inputs"]}
+    assert types["card_id"] == "INT64" and types["shop"] == "BYTES", example
+    for item in example["inputs"]:  # the placeholders, made real: a card and a shop the store knows
+        if item["name"] == "shop":
+            item["data"] = [SHOPS[0]]
+    r = httpx.post(f"http://127.0.0.1:{box.info['ports']['serving']}/v2/models/scored/infer", json=example)
+    assert r.status_code == 200, r.text

@@ -20,9 +20,22 @@ def _state():
     return state
 
 
-def _describe(dep, st) -> dict:
+def _features(req):
+    return req.app.registry("services").get("online_features")
+
+
+def _describe(dep, st, features=None) -> dict:
     out = dep.to_dict()
     m = dep.current
+    if m is not None and dep.spec.entity_keys and out.get("example_request"):
+        # What this deployment takes: the entity keys typed as the online store holds them (an INT64 card id,
+        # not a string) and the features sent beside them, as its metadata lists them.
+        from .online import metadata
+
+        out["example_request"]["inputs"] = [
+            {"name": i["name"], "datatype": i["datatype"], "shape": [1], "data": ["KEY" if i["datatype"] == "BYTES"
+                                                                                 else 0]}
+            for i in metadata(dep.spec, m, features)["inputs"]]
     if m is not None:
         key = (dep.name, str(m.version))
         h = st.metrics.latency.get(key)
@@ -36,19 +49,19 @@ def _describe(dep, st) -> dict:
 def list_deployments(req):
     st = _state()
     return {"port": req.app.ports.get("serving"),
-            "deployments": [_describe(d, st) for d in st.manager.deployments.values()]}
+            "deployments": [_describe(d, st, _features(req)) for d in st.manager.deployments.values()]}
 
 
 def show_deployment(req):
     st = _state()
-    return _describe(st.manager.get(req.path_params["name"]), st)
+    return _describe(st.manager.get(req.path_params["name"]), st, _features(req))
 
 
 def reload_deployment(req):
     st = _state()
     st.manager.reload(req.path_params["name"])
     st.manager.wait_idle()
-    return _describe(st.manager.get(req.path_params["name"]), st)
+    return _describe(st.manager.get(req.path_params["name"]), st, _features(req))
 
 
 def unload_deployment(req):

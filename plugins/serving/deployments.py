@@ -86,8 +86,7 @@ def example_request(spec: DeploymentSpec, model: LoadedModel) -> dict:
     inputs = []
     for name, s in model.inputs.items():
         if name == spec.features_input and spec.entity_keys:
-            inputs += [{"name": k, "datatype": "BYTES", "shape": [1], "data": ["KEY"]} for k in spec.entity_keys]
-            continue
+            continue  # the keys and the features sent beside them come from the deployment's metadata (api.py)
         width = next((d for d in s.shape[1:] if d > 0), 1) if len(s.shape) > 1 else 0
         value = "text" if s.datatype == "BYTES" else 0
         row = [value] * width
